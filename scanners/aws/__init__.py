@@ -1,0 +1,1 @@
+"""AWS collection through boto3: declarative specs (`specs`) run by a concurrent collector."""

@@ -1,0 +1,436 @@
+"""Run the declarative specs against AWS: concurrent, paginated, every call counted.
+
+One failing call becomes a ScanError for its account/region/service and the scan goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import boto3
+import jmespath
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from scanners.aws.spec import Enrich, ResourceSpec
+from scanners.aws.specs import SPECS, SPECS_BY_TYPE
+from scanners.model import GLOBAL_REGION, Collection, Resource, ScanError
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class AwsTarget:
+    """One AWS account to scan and how to reach it."""
+
+    name: str
+    account_id: str | None = None
+    regions: tuple[str, ...] | Literal["all"] = ("us-east-1",)
+    role_arn: str | None = None
+    external_id: str | None = None
+    profile: str | None = None
+    endpoint_url: str | None = None
+    # Where global services (IAM, STS, S3 listing) are called: us-gov-west-1 on GovCloud.
+    global_region: str = "us-east-1"
+    session_name: str = "compliancebot"
+
+
+@dataclass(frozen=True)
+class CollectorOptions:
+    """Concurrency, retry and timeout settings for one collection run."""
+
+    max_workers: int = 16
+    max_attempts: int = 8
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+
+
+class _CallFailed(Exception):
+    """An AWS call failed; carries the pieces of the ScanError to record."""
+
+    def __init__(self, service: str, operation: str, code: str, message: str) -> None:
+        super().__init__(f"{service}.{operation}: {code}: {message}")
+        self.service, self.operation, self.code, self.message = service, operation, code, message
+
+
+def _failure(service: str, operation: str, exc: Exception) -> _CallFailed:
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        return _CallFailed(service, operation, str(err.get("Code", "ClientError")),
+                           str(err.get("Message", exc)))
+    return _CallFailed(service, operation, type(exc).__name__, str(exc))
+
+
+def _strip(answer: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in answer.items() if k != "ResponseMetadata"}
+
+
+class _Account:
+    """Per-account state: the session, its clients and the memo of shared fetches."""
+
+    def __init__(self, run: _Run, target: AwsTarget, session: boto3.Session, account_id: str):
+        self.run, self.target, self.session, self.id = run, target, session, account_id
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+        self._shared: dict[tuple[Any, ...], tuple[bool, Any]] = {}
+        self._shared_locks: dict[tuple[Any, ...], threading.Lock] = {}
+
+    def client(self, service: str, region: str) -> Any:
+        region = self.target.global_region if region == GLOBAL_REGION else region
+        key = (service, region)
+        with self._lock:
+            if key not in self._clients:
+                client = self.session.client(
+                    service, region_name=region, endpoint_url=self.target.endpoint_url,
+                    config=self.run.botocore_config,
+                )
+                client.meta.events.register("before-call", self.run.count_call)
+                client.meta.events.register("before-send", self.run.count_request)
+                self._clients[key] = client
+            return self._clients[key]
+
+    def shared(self, key: tuple[Any, ...], loader: Callable[[], Any]) -> Any:
+        with self._lock:
+            lock = self._shared_locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._shared:
+                try:
+                    self._shared[key] = (True, loader())
+                except _CallFailed as exc:
+                    self._shared[key] = (False, exc)
+            ok, value = self._shared[key]
+        if not ok:
+            raise value
+        return value
+
+
+class CallContext:
+    """What an enricher may do: call AWS for one account and region, and share fetches."""
+
+    def __init__(self, account: _Account, region: str):
+        self._account, self.region = account, region
+        self.account_id = account.id
+
+    def call(self, service: str, operation: str, *, region: str | None = None,
+             **params: Any) -> dict[str, Any]:
+        """One API call; failures raise a _CallFailed that the collector records."""
+        client = self._account.client(service, region or self.region)
+        try:
+            return _strip(getattr(client, operation)(**params))
+        except (ClientError, BotoCoreError) as exc:
+            raise _failure(service, operation, exc) from exc
+
+    def paginate(self, service: str, operation: str, result: str, *,
+                 region: str | None = None, **params: Any) -> list[Any]:
+        """Every item of a (possibly paginated) listing."""
+        client = self._account.client(service, region or self.region)
+        try:
+            if client.can_paginate(operation):
+                pages = client.get_paginator(operation).paginate(**params)
+                return [item for item in pages.search(result) if item is not None]
+            found = jmespath.search(result, getattr(client, operation)(**params))
+            return list(found or [])
+        except (ClientError, BotoCoreError) as exc:
+            raise _failure(service, operation, exc) from exc
+
+    def shared(self, key: tuple[Any, ...], loader: Callable[[], Any]) -> Any:
+        """Fetch once per account, however many resources ask (credential report, flow logs)."""
+        return self._account.shared(key, loader)
+
+    def sleep(self, seconds: float) -> None:
+        """Wait between polls; injected so tests never wait."""
+        self._account.run.sleep(seconds)
+
+
+class _Run:
+    """One collection run: counters, errors and the thread pool's bookkeeping."""
+
+    def __init__(self, options: CollectorOptions, sleep: Callable[[float], None]):
+        self.options, self.sleep = options, sleep
+        self.botocore_config = Config(
+            retries={"mode": "adaptive", "max_attempts": options.max_attempts},
+            max_pool_connections=max(10, options.max_workers),
+            connect_timeout=options.connect_timeout,
+            read_timeout=options.read_timeout,
+            user_agent_extra="compliancebot",
+        )
+        self.result = Collection()
+        self._lock = threading.Lock()
+        self._errors: dict[tuple[str, ...], ScanError] = {}
+        self._error_counts: Counter[tuple[str, ...]] = Counter()
+
+    def count_call(self, model: Any = None, **_: Any) -> None:
+        service = model.service_model.service_name if model is not None else "unknown"
+        with self._lock:
+            self.result.api_calls[service] += 1
+
+    def count_request(self, request: Any = None, **_: Any) -> None:
+        host = getattr(request, "url", "") or ""
+        service = host.split("://", 1)[-1].split(".", 1)[0] if host else "unknown"
+        with self._lock:
+            self.result.http_requests[service] += 1
+
+    def error(self, account: str, region: str, failure: _CallFailed, *,
+              resource_type: str | None = None, resource_id: str | None = None) -> None:
+        # Deduplicated: 1,000 buckets denied the same call are one error with a count.
+        key = (account, region, failure.service, failure.operation, failure.code)
+        with self._lock:
+            self._error_counts[key] += 1
+            if key not in self._errors:
+                self._errors[key] = ScanError(
+                    account=account, region=region, service=failure.service,
+                    operation=failure.operation, code=failure.code, message=failure.message,
+                    resource_type=resource_type, resource_id=resource_id,
+                )
+
+    def errors(self) -> list[ScanError]:
+        out = []
+        for key, err in self._errors.items():
+            count = self._error_counts[key]
+            if count > 1:
+                err = dataclasses.replace(err, message=f"{err.message} ({count} calls)")
+            out.append(err)
+        return out
+
+
+def _needed_specs(needs: Mapping[str, set[str]] | None) -> dict[str, set[str] | None]:
+    """Resource types to collect and, for each, which enriched keys (None: all of them)."""
+    if needs is None:
+        return {spec.type: None for spec in SPECS}
+    wanted: dict[str, set[str] | None] = {}
+    for rtype, keys in needs.items():
+        spec = SPECS_BY_TYPE.get(rtype)
+        if spec is None:
+            continue
+        wanted.setdefault(rtype, set())
+        current = wanted[rtype]
+        assert current is not None
+        current.update(keys & spec.enrich_keys())
+        for derive in spec.derive:
+            if derive.key in keys:
+                src = wanted.setdefault(derive.source_type, set())
+                assert src is not None
+                src.update(derive.source_keys)
+    return wanted
+
+
+class AwsCollector:
+    """Collects resources from a list of AWS targets."""
+
+    def __init__(self, *, targets: Iterable[AwsTarget], options: CollectorOptions | None = None,
+                 session_factory: Callable[[AwsTarget], boto3.Session] | None = None,
+                 sleep: Callable[[float], None] = time.sleep,
+                 progress: ProgressFn | None = None):
+        self.targets = list(targets)
+        self.options = options or CollectorOptions()
+        self.session_factory = session_factory or self._default_session
+        self.sleep = sleep
+        self.progress = progress
+
+    @staticmethod
+    def _default_session(target: AwsTarget) -> boto3.Session:
+        return boto3.Session(profile_name=target.profile) if target.profile else boto3.Session()
+
+    def collect(self, *, needs: Mapping[str, set[str]] | None = None,
+                accounts: set[str] | None = None, regions: set[str] | None = None) -> Collection:
+        """Collect the resource types (and enriched keys) in `needs`; None means everything."""
+        run = _Run(self.options, self.sleep)
+        wanted = _needed_specs(needs)
+        with ThreadPoolExecutor(max_workers=self.options.max_workers,
+                                thread_name_prefix="collect") as pool:
+            pending: set[Future[list[Future[Any]]]] = set()
+            total = done = 0
+            for target in self.targets:
+                pending.add(pool.submit(self._open_account, run, pool, target, wanted,
+                                        accounts, regions))
+                total += 1
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    done += 1
+                    children = fut.result()
+                    pending.update(children)
+                    total += len(children)
+                if self.progress:
+                    self.progress(done, total)
+        self._derive(run, wanted)
+        run.result.errors = run.errors()
+        return run.result
+
+    # ---- accounts and regions -----------------------------------------------------------------
+
+    def _open_account(self, run: _Run, pool: ThreadPoolExecutor, target: AwsTarget,
+                      wanted: dict[str, set[str] | None], accounts: set[str] | None,
+                      regions: set[str] | None) -> list[Future[Any]]:
+        label = target.account_id or target.name
+        try:
+            session = self.session_factory(target)
+            if target.role_arn:
+                session = self._assume_role(run, session, target)
+            account_id = target.account_id or self._caller_account(run, session, target)
+        except _CallFailed as exc:
+            run.error(label, GLOBAL_REGION, exc)
+            return []
+        except BotoCoreError as exc:  # no credentials, bad profile: say which target
+            run.error(label, GLOBAL_REGION, _failure("sts", "session", exc))
+            return []
+        if accounts and account_id not in accounts and target.name not in accounts:
+            return []
+        account = _Account(run, target, session, account_id)
+        try:
+            region_list = self._regions(account, target)
+        except _CallFailed as exc:
+            run.error(account_id, GLOBAL_REGION, exc)
+            return []
+        if regions:
+            region_list = [r for r in region_list if r in regions]
+        with run._lock:
+            run.result.accounts.add(account_id)
+            run.result.regions[account_id] = region_list
+        futures: list[Future[Any]] = []
+        for rtype, keys in wanted.items():
+            spec = SPECS_BY_TYPE[rtype]
+            places = region_list if spec.scope in ("regional", "region") else [GLOBAL_REGION]
+            for region in places:
+                futures.append(pool.submit(self._list, run, pool, account, spec, keys, region,
+                                           region_list))
+        return futures
+
+    def _assume_role(self, run: _Run, session: boto3.Session, target: AwsTarget) -> boto3.Session:
+        ctx = CallContext(_Account(run, target, session, target.account_id or target.name),
+                          GLOBAL_REGION)
+        params: dict[str, Any] = {"RoleArn": target.role_arn, "RoleSessionName": target.session_name}
+        if target.external_id:
+            params["ExternalId"] = target.external_id
+        creds = ctx.call("sts", "assume_role", **params)["Credentials"]
+        return boto3.Session(aws_access_key_id=creds["AccessKeyId"],
+                             aws_secret_access_key=creds["SecretAccessKey"],
+                             aws_session_token=creds["SessionToken"])
+
+    def _caller_account(self, run: _Run, session: boto3.Session, target: AwsTarget) -> str:
+        ctx = CallContext(_Account(run, target, session, target.name), GLOBAL_REGION)
+        return str(ctx.call("sts", "get_caller_identity")["Account"])
+
+    @staticmethod
+    def _regions(account: _Account, target: AwsTarget) -> list[str]:
+        if target.regions != "all":
+            return list(target.regions)
+        ctx = CallContext(account, GLOBAL_REGION)
+        answer = ctx.call("ec2", "describe_regions")
+        return sorted(r["RegionName"] for r in answer["Regions"])
+
+    # ---- listing and enrichment ---------------------------------------------------------------
+
+    def _list(self, run: _Run, pool: ThreadPoolExecutor, account: _Account, spec: ResourceSpec,
+              keys: set[str] | None, region: str, region_list: list[str]) -> list[Future[Any]]:
+        if spec.scope in ("account", "region"):
+            rid = account.id if spec.scope == "account" else region
+            items = [Resource(type=spec.type, id=rid, account=account.id, region=region, data={})]
+        else:
+            ctx = CallContext(account, region)
+            try:
+                raw = ctx.paginate(spec.service, spec.operation, spec.result, **spec.constants)
+            except _CallFailed as exc:
+                run.error(account.id, region, exc, resource_type=spec.type)
+                return []
+            items = []
+            for item in raw:
+                data = {spec.item_key: item} if spec.item_key else dict(item)
+                rid = jmespath.search(spec.id, data)
+                name = jmespath.search(spec.name, data) if spec.name else None
+                items.append(Resource(type=spec.type, id=str(rid), account=account.id,
+                                      region=region, data=data,
+                                      name=str(name) if name is not None else None))
+        covered = region_list if spec.region_key else [region]
+        with run._lock:
+            for place in covered:
+                run.result.listed.add((spec.type, account.id, place))
+        enrichers = [e for e in spec.enrich if keys is None or e.key in keys
+                     or e.key == spec.region_key]
+        return [pool.submit(self._enrich, run, account, spec, enrichers, res, region_list)
+                for res in items]
+
+    def _enrich(self, run: _Run, account: _Account, spec: ResourceSpec, enrichers: list[Enrich],
+                res: Resource, region_list: list[str]) -> list[Future[Any]]:
+        data, unknown = dict(res.data), set(res.unknown)
+        region = res.region
+        for enricher in enrichers:
+            current = dataclasses.replace(res, data=data, region=region)
+            try:
+                data[enricher.key] = self._enrich_one(account, enricher, current, spec)
+            except _CallFailed as exc:
+                unknown.add(enricher.key)
+                data.pop(enricher.key, None)
+                run.error(account.id, region, exc, resource_type=spec.type, resource_id=res.id)
+                if enricher.key == spec.region_key:
+                    # Without its region the bucket cannot be placed: no region's listing of
+                    # this type can prove absence, and the other calls would go astray.
+                    with run._lock:
+                        for place in region_list:
+                            run.result.listed.discard((spec.type, account.id, place))
+                    return []
+                continue
+            if enricher.key == spec.region_key:
+                region = str(data[enricher.key])
+                if region not in region_list:
+                    return []
+        final = dataclasses.replace(res, data=data, region=region, unknown=frozenset(unknown))
+        with run._lock:
+            run.result.resources.append(final)
+        return []
+
+    @staticmethod
+    def _enrich_one(account: _Account, enricher: Enrich, res: Resource,
+                    spec: ResourceSpec) -> Any:
+        ctx = CallContext(account, res.region)
+        if enricher.when and not jmespath.search(enricher.when, res.data):
+            return None
+        if enricher.custom is not None:
+            return enricher.custom(ctx, res)
+        params = dict(enricher.constants)
+        for arg, expr in enricher.params.items():
+            if expr == "$account":
+                params[arg] = account.id
+            elif expr == "$region":
+                params[arg] = res.region
+            else:
+                params[arg] = jmespath.search(expr, res.data)
+        try:
+            answer = ctx.call(enricher.service or spec.service, enricher.operation, **params)
+        except _CallFailed as exc:
+            if exc.code in enricher.missing:
+                return None
+            raise
+        value = jmespath.search(enricher.result, answer) if enricher.result else answer
+        return enricher.transform(value) if enricher.transform else value
+
+    @staticmethod
+    def _derive(run: _Run, wanted: dict[str, set[str] | None]) -> None:
+        result = run.result
+        for rtype, keys in wanted.items():
+            spec = SPECS_BY_TYPE[rtype]
+            for derive in spec.derive:
+                if keys is not None and derive.key not in keys:
+                    continue
+                for i, res in enumerate(result.resources):
+                    if res.type != rtype:
+                        continue
+                    sources = [r for r in result.resources
+                               if r.type == derive.source_type and r.account == res.account]
+                    places = result.regions.get(res.account, [])
+                    complete = all((derive.source_type, res.account, p) in result.listed
+                                   for p in places)
+                    broken = any(set(derive.source_keys) & s.unknown for s in sources)
+                    if complete and not broken:
+                        data = {**res.data, derive.key: derive.fn(sources)}
+                        result.resources[i] = dataclasses.replace(res, data=data)
+                    else:
+                        result.resources[i] = dataclasses.replace(
+                            res, unknown=res.unknown | {derive.key})

@@ -1,0 +1,75 @@
+"""The vocabulary of declarative collection: how to list a resource type and enrich each item."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from scanners.aws.collector import CallContext
+    from scanners.model import Resource
+
+Scope = Literal["regional", "global", "account", "region"]
+
+
+@dataclass(frozen=True)
+class Enrich:
+    """One extra call per resource whose answer is stored under `key` in the resource's data.
+
+    `params` maps call arguments to JMESPath expressions over the resource data; the values
+    `$account` and `$region` stand for the resource's account and region.
+    """
+
+    key: str
+    operation: str = ""
+    params: Mapping[str, str] = field(default_factory=dict)
+    constants: Mapping[str, Any] = field(default_factory=dict)
+    result: str | None = None
+    # Error codes that mean "not configured": the key is set to None instead of failing.
+    missing: tuple[str, ...] = ()
+    service: str | None = None
+    # JMESPath over the data; when falsy the call is skipped and the key set to None.
+    when: str | None = None
+    transform: Callable[[Any], Any] | None = None
+    # Code for what one call cannot express (several calls, a shared per-account fetch).
+    custom: Callable[[CallContext, Resource], Any] | None = None
+
+
+@dataclass(frozen=True)
+class Derive:
+    """A key computed after collection from other resources of the same account."""
+
+    key: str
+    source_type: str
+    source_keys: tuple[str, ...]
+    fn: Callable[[list[Resource]], Any]
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    """How to enumerate one resource type.
+
+    scope: `regional` is listed in every region; `global` once per account (IAM) with region
+    "global"; `account` / `region` are one synthetic resource per account / region whose data
+    is built entirely by enrichers (account settings such as the password policy).
+    """
+
+    type: str
+    service: str
+    scope: Scope
+    operation: str = ""
+    result: str = ""
+    id: str = ""
+    name: str | None = None
+    constants: Mapping[str, Any] = field(default_factory=dict)
+    enrich: tuple[Enrich, ...] = ()
+    derive: tuple[Derive, ...] = ()
+    # Global listings whose items live in a region (S3 buckets): key holding that region.
+    region_key: str | None = None
+    # Wrap scalar list items (DynamoDB table names) into {item_key: value}.
+    item_key: str | None = None
+
+    def enrich_keys(self) -> set[str]:
+        """Every key this spec can add beyond the listing."""
+        return {e.key for e in self.enrich} | {d.key for d in self.derive}

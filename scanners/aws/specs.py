@@ -1,0 +1,261 @@
+"""The AWS resource types compliancebot collects, declared as data.
+
+Each resource's `data` is the listing item exactly as boto3 returns it, plus one key per
+enricher. docs/resources.md lists every type and key; rules read them with JMESPath.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from scanners.aws.normalize import bucket_region, normalize_policy, parse_credential_report
+from scanners.aws.spec import Derive, Enrich, ResourceSpec
+
+if TYPE_CHECKING:
+    from scanners.aws.collector import CallContext
+    from scanners.model import Resource
+
+ROOT_USER = "<root_account>"
+CREDENTIAL_REPORT_POLLS = 10
+
+
+def _credential_report(ctx: CallContext) -> dict[str, dict[str, Any]]:
+    def load() -> dict[str, dict[str, Any]]:
+        for _ in range(CREDENTIAL_REPORT_POLLS):
+            state = ctx.call("iam", "generate_credential_report").get("State")
+            if state == "COMPLETE":
+                break
+            ctx.sleep(2.0)
+        report = ctx.call("iam", "get_credential_report")
+        return parse_credential_report(report["Content"])
+
+    result: dict[str, dict[str, Any]] = ctx.shared(("iam", "credential_report"), load)
+    return result
+
+
+def _user_credentials(ctx: CallContext, res: Resource) -> Any:
+    return _credential_report(ctx).get(res.data["UserName"])
+
+
+def _root_credentials(ctx: CallContext, res: Resource) -> Any:
+    return _credential_report(ctx).get(ROOT_USER)
+
+
+def _guardduty_detectors(ctx: CallContext, res: Resource) -> Any:
+    ids = ctx.paginate("guardduty", "list_detectors", "DetectorIds")
+    detectors = []
+    for detector_id in ids:
+        answer = ctx.call("guardduty", "get_detector", DetectorId=detector_id)
+        detectors.append({"DetectorId": detector_id, **answer})
+    return detectors
+
+
+def _config_recorders(ctx: CallContext, res: Resource) -> Any:
+    recorders = ctx.call("config", "describe_configuration_recorders")["ConfigurationRecorders"]
+    if not recorders:
+        return []
+    statuses = ctx.call("config", "describe_configuration_recorder_status")
+    by_name = {s["name"]: s for s in statuses.get("ConfigurationRecordersStatus", [])}
+    return [{**r, "status": by_name.get(r["name"], {})} for r in recorders]
+
+
+def _vpc_flow_logs(ctx: CallContext, res: Resource) -> Any:
+    def load() -> list[dict[str, Any]]:
+        return ctx.paginate("ec2", "describe_flow_logs", "FlowLogs")
+
+    every: list[dict[str, Any]] = ctx.shared(("ec2", "flow_logs", res.region), load)
+    return [fl for fl in every if fl.get("ResourceId") == res.data["VpcId"]]
+
+
+def _bucket_region(ctx: CallContext, res: Resource) -> Any:
+    if res.data.get("BucketRegion"):
+        return res.data["BucketRegion"]
+    answer = ctx.call("s3", "get_bucket_location", Bucket=res.data["Name"])
+    return bucket_region(answer.get("LocationConstraint"))
+
+
+def _account_trails(trails: list[Resource]) -> list[dict[str, Any]]:
+    keys = ("Name", "TrailARN", "HomeRegion", "IsMultiRegionTrail", "LogFileValidationEnabled",
+            "KmsKeyId", "IncludeGlobalServiceEvents", "S3BucketName", "CloudWatchLogsLogGroupArn")
+    return [
+        {**{k: t.data.get(k) for k in keys}, "IsLogging": (t.data.get("Status") or {}).get("IsLogging")}
+        for t in trails
+    ]
+
+
+def _statement_doc(value: Any) -> Any:
+    return normalize_policy(value)
+
+
+SPECS: tuple[ResourceSpec, ...] = (
+    # ---- account-wide settings ---------------------------------------------------------------
+    ResourceSpec(
+        type="aws.account", service="iam", scope="account",
+        enrich=(
+            Enrich("Summary", "get_account_summary", result="SummaryMap"),
+            Enrich("PasswordPolicy", "get_account_password_policy", result="PasswordPolicy",
+                   missing=("NoSuchEntity",)),
+            Enrich("RootCredentials", custom=_root_credentials),
+            Enrich("S3PublicAccessBlock", "get_public_access_block", service="s3control",
+                   params={"AccountId": "$account"}, result="PublicAccessBlockConfiguration",
+                   missing=("NoSuchPublicAccessBlockConfiguration",)),
+        ),
+        derive=(
+            Derive("Trails", source_type="aws.cloudtrail.trail", source_keys=("Status",),
+                   fn=_account_trails),
+        ),
+    ),
+    ResourceSpec(
+        type="aws.region", service="ec2", scope="region",
+        enrich=(
+            Enrich("EbsEncryptionByDefault", "get_ebs_encryption_by_default",
+                   result="EbsEncryptionByDefault"),
+            Enrich("GuardDutyDetectors", service="guardduty", custom=_guardduty_detectors),
+            Enrich("ConfigRecorders", service="config", custom=_config_recorders),
+        ),
+    ),
+    # ---- IAM (global) --------------------------------------------------------------------------
+    ResourceSpec(
+        type="aws.iam.user", service="iam", scope="global",
+        operation="list_users", result="Users", id="UserName", name="UserName",
+        enrich=(
+            Enrich("Credentials", custom=_user_credentials),
+            Enrich("AttachedPolicies", "list_attached_user_policies",
+                   params={"UserName": "UserName"}, result="AttachedPolicies"),
+            Enrich("InlinePolicies", "list_user_policies", params={"UserName": "UserName"},
+                   result="PolicyNames"),
+        ),
+    ),
+    ResourceSpec(
+        type="aws.iam.policy", service="iam", scope="global",
+        operation="list_policies", constants={"Scope": "Local"}, result="Policies",
+        id="Arn", name="PolicyName",
+        enrich=(
+            Enrich("Document", "get_policy_version",
+                   params={"PolicyArn": "Arn", "VersionId": "DefaultVersionId"},
+                   result="PolicyVersion.Document", transform=_statement_doc),
+        ),
+    ),
+    # ---- EC2 and VPC ---------------------------------------------------------------------------
+    ResourceSpec(
+        type="aws.ec2.security_group", service="ec2", scope="regional",
+        operation="describe_security_groups", result="SecurityGroups", id="GroupId",
+        name="GroupName",
+    ),
+    ResourceSpec(
+        type="aws.ec2.instance", service="ec2", scope="regional",
+        operation="describe_instances", result="Reservations[].Instances[]", id="InstanceId",
+        name="Tags[?Key=='Name'].Value | [0]",
+    ),
+    ResourceSpec(
+        type="aws.ec2.volume", service="ec2", scope="regional",
+        operation="describe_volumes", result="Volumes", id="VolumeId",
+        name="Tags[?Key=='Name'].Value | [0]",
+    ),
+    ResourceSpec(
+        type="aws.ec2.snapshot", service="ec2", scope="regional",
+        operation="describe_snapshots", constants={"OwnerIds": ["self"]}, result="Snapshots",
+        id="SnapshotId",
+        enrich=(
+            Enrich("CreateVolumePermissions", "describe_snapshot_attribute",
+                   params={"SnapshotId": "SnapshotId"},
+                   constants={"Attribute": "createVolumePermission"},
+                   result="CreateVolumePermissions"),
+        ),
+    ),
+    ResourceSpec(
+        type="aws.ec2.image", service="ec2", scope="regional",
+        operation="describe_images", constants={"Owners": ["self"]}, result="Images",
+        id="ImageId", name="Name",
+    ),
+    ResourceSpec(
+        type="aws.ec2.vpc", service="ec2", scope="regional",
+        operation="describe_vpcs", result="Vpcs", id="VpcId",
+        name="Tags[?Key=='Name'].Value | [0]",
+        enrich=(Enrich("FlowLogs", custom=_vpc_flow_logs),),
+    ),
+    # ---- S3 (listed once per account, each bucket in its own region) ---------------------------
+    ResourceSpec(
+        type="aws.s3.bucket", service="s3", scope="global",
+        operation="list_buckets", result="Buckets", id="Name", name="Name",
+        region_key="Region",
+        enrich=(
+            Enrich("Region", custom=_bucket_region),
+            Enrich("Encryption", "get_bucket_encryption", params={"Bucket": "Name"},
+                   result="ServerSideEncryptionConfiguration",
+                   missing=("ServerSideEncryptionConfigurationNotFoundError",)),
+            Enrich("Versioning", "get_bucket_versioning", params={"Bucket": "Name"},
+                   result="{Status: Status, MFADelete: MFADelete}"),
+            Enrich("Logging", "get_bucket_logging", params={"Bucket": "Name"},
+                   result="LoggingEnabled"),
+            Enrich("PublicAccessBlock", "get_public_access_block", params={"Bucket": "Name"},
+                   result="PublicAccessBlockConfiguration",
+                   missing=("NoSuchPublicAccessBlockConfiguration",)),
+            Enrich("Policy", "get_bucket_policy", params={"Bucket": "Name"}, result="Policy",
+                   missing=("NoSuchBucketPolicy",), transform=_statement_doc),
+            Enrich("Grants", "get_bucket_acl", params={"Bucket": "Name"}, result="Grants"),
+        ),
+    ),
+    # ---- RDS -----------------------------------------------------------------------------------
+    ResourceSpec(
+        type="aws.rds.instance", service="rds", scope="regional",
+        operation="describe_db_instances", result="DBInstances", id="DBInstanceIdentifier",
+        name="DBInstanceIdentifier",
+    ),
+    ResourceSpec(
+        type="aws.rds.snapshot", service="rds", scope="regional",
+        operation="describe_db_snapshots", constants={"SnapshotType": "manual"},
+        result="DBSnapshots", id="DBSnapshotIdentifier", name="DBSnapshotIdentifier",
+        enrich=(
+            Enrich("Attributes", "describe_db_snapshot_attributes",
+                   params={"DBSnapshotIdentifier": "DBSnapshotIdentifier"},
+                   result="DBSnapshotAttributesResult.DBSnapshotAttributes"),
+        ),
+    ),
+    # ---- DynamoDB ------------------------------------------------------------------------------
+    ResourceSpec(
+        type="aws.dynamodb.table", service="dynamodb", scope="regional",
+        operation="list_tables", result="TableNames", id="TableName", name="TableName",
+        item_key="TableName",
+        enrich=(
+            Enrich("ContinuousBackups", "describe_continuous_backups",
+                   params={"TableName": "TableName"}, result="ContinuousBackupsDescription"),
+            Enrich("Table", "describe_table", params={"TableName": "TableName"}, result="Table"),
+        ),
+    ),
+    # ---- KMS -----------------------------------------------------------------------------------
+    ResourceSpec(
+        type="aws.kms.key", service="kms", scope="regional",
+        operation="list_keys", result="Keys", id="KeyId",
+        enrich=(
+            Enrich("Metadata", "describe_key", params={"KeyId": "KeyId"}, result="KeyMetadata"),
+            Enrich("RotationEnabled", "get_key_rotation_status", params={"KeyId": "KeyId"},
+                   result="KeyRotationEnabled",
+                   when="Metadata.KeyManager == 'CUSTOMER' && "
+                        "Metadata.KeySpec == 'SYMMETRIC_DEFAULT' && "
+                        "Metadata.KeyState == 'Enabled'"),
+        ),
+    ),
+    # ---- CloudTrail ----------------------------------------------------------------------------
+    ResourceSpec(
+        type="aws.cloudtrail.trail", service="cloudtrail", scope="regional",
+        operation="describe_trails", constants={"includeShadowTrails": False},
+        result="trailList", id="TrailARN", name="Name",
+        enrich=(
+            Enrich("Status", "get_trail_status", params={"Name": "TrailARN"},
+                   result="{IsLogging: IsLogging, LatestDeliveryError: LatestDeliveryError}"),
+        ),
+    ),
+    # ---- Load balancers ------------------------------------------------------------------------
+    ResourceSpec(
+        type="aws.elbv2.load_balancer", service="elbv2", scope="regional",
+        operation="describe_load_balancers", result="LoadBalancers", id="LoadBalancerArn",
+        name="LoadBalancerName",
+        enrich=(
+            Enrich("Listeners", "describe_listeners", params={"LoadBalancerArn": "LoadBalancerArn"},
+                   result="Listeners"),
+        ),
+    ),
+)
+
+SPECS_BY_TYPE: dict[str, ResourceSpec] = {spec.type: spec for spec in SPECS}
