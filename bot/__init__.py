@@ -1,0 +1,1 @@
+"""The face and composition root: settings, CLI, scan orchestration; wires the other packages."""

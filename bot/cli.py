@@ -1,0 +1,418 @@
+"""The `compliancebot` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time
+from importlib.metadata import version as dist_version
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot import output
+from bot.logging import configure as configure_logging
+from bot.scanning import collector_for, run_scan, utcnow
+from bot.settings import Settings, load_settings, masked
+from ledger import db, services
+from ledger.queries import list_findings, posture
+from rules.catalog import Catalog, Severity, load_catalog, validate_paths
+from rules.errors import CompliancebotError
+
+app = typer.Typer(help="Continuous compliance for AWS: scan, map to controls, track findings.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+findings_app = typer.Typer(help="List, inspect and act on findings.", no_args_is_help=True)
+rules_app = typer.Typer(help="The rule catalog.", no_args_is_help=True)
+config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
+db_app = typer.Typer(help="The findings database.", no_args_is_help=True)
+app.add_typer(findings_app, name="findings")
+app.add_typer(rules_app, name="rules")
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+FORMATS = ("table", "json", "ocsf")
+
+
+@dataclass
+class Context:
+    """Built once per command from --config; heavy pieces are created on first use."""
+
+    config: Path | None
+    _settings: Settings | None = None
+    _catalog: Catalog | None = None
+    _engine: Engine | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config)
+            configure_logging(self._settings.logging.level, self._settings.logging.format)
+        return self._settings
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            rules = self.settings.rules
+            self._catalog = load_catalog(extra_paths=rules.paths, disabled=rules.disabled,
+                                         severity_overrides=rules.severity)
+        return self._catalog
+
+    def engine(self, *, check_schema: bool = True) -> Engine:
+        if self._engine is None:
+            self._engine = db.make_engine(self.settings.database.url)
+        if check_schema:
+            db.require_current_schema(self._engine)
+        return self._engine
+
+    def sessions(self) -> sessionmaker[Session]:
+        return db.session_factory(self.engine())
+
+
+def _ctx(ctx: typer.Context) -> Context:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, Context)
+    return obj
+
+
+@app.callback()
+def _root(ctx: typer.Context, config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="Config file (default: $COMPLIANCEBOT_CONFIG, then "
+                               "./compliancebot.yaml; none means embedded defaults).")] = None,
+          ) -> None:
+    ctx.obj = Context(config=config)
+
+
+def _version() -> str:
+    try:
+        return dist_version("compliancebot")
+    except Exception:  # noqa: BLE001 - running from a source tree without metadata
+        return "0+unknown"
+
+
+def _check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}",
+                                 param_hint="--output")
+    return fmt
+
+
+def _emit(fmt: str, findings: list[Any], catalog: Catalog, *, title: str,
+          scan: dict[str, Any] | None = None) -> None:
+    if fmt == "json":
+        sys.stdout.write(json.dumps(output.findings_document(findings, catalog, scan), indent=2)
+                         + "\n")
+    elif fmt == "ocsf":
+        rules = {**catalog.disabled, **catalog.rules}
+        events = [output.ocsf_event(f, rules.get(f.rule_id), product_version=_version())
+                  for f in findings]
+        sys.stdout.write(json.dumps(events, indent=2) + "\n")
+    else:
+        output.findings_table(out, findings, title=title)
+
+
+# ---- scan ------------------------------------------------------------------------------------
+
+@app.command()
+def scan(ctx: typer.Context,
+         account: Annotated[list[str] | None, typer.Option(
+             help="Only this account id or target name (repeatable).")] = None,
+         region: Annotated[list[str] | None, typer.Option(
+             help="Only this region (repeatable); global services are always scanned.")] = None,
+         rule: Annotated[list[str] | None, typer.Option(
+             help="Only this rule id (repeatable); only the data it reads is fetched.")] = None,
+         output_format: Annotated[str, typer.Option("--output", "-o",
+                                                    help="table, json or ocsf.")] = "table",
+         ) -> None:
+    """Scan the configured AWS accounts now and store the findings."""
+    _check_format(output_format)
+    app_ctx = _ctx(ctx)
+    result = _scan(app_ctx, account=account, region=region, rule=rule,
+                   quiet=output_format != "table")
+    with app_ctx.sessions()() as session:
+        found = list_findings(session=session, catalog=app_ctx.catalog,
+                              rule_ids=rule or (), account=None)
+        summary = {"id": result.scan.id, "status": result.scan.status,
+                   "api_calls": result.scan.api_calls, "resources": result.scan.resources,
+                   "errors": result.scan.error_count, **result.counts.as_dict()}
+        _emit(output_format, found, app_ctx.catalog, title="Open findings", scan=summary)
+        if output_format == "table":
+            _scan_summary(result)
+
+
+def _scan(app_ctx: Context, *, account: list[str] | None, region: list[str] | None,
+          rule: list[str] | None, quiet: bool, trigger: str = "cli") -> Any:
+    settings, catalog = app_ctx.settings, app_ctx.catalog
+    sessions = app_ctx.sessions()
+    if not quiet and err.is_terminal:
+        with Progress(TextColumn("Scanning"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err, transient=True) as bar:
+            task = bar.add_task("scan", total=None)
+            collector = collector_for(
+                settings, progress=lambda done, total: bar.update(task, completed=done,
+                                                                  total=total))
+            return run_scan(catalog=catalog, collector=collector, sessions=sessions,
+                            rule_ids=rule, accounts=set(account or []) or None,
+                            regions=set(region or []) or None, trigger=trigger)
+    return run_scan(catalog=catalog, collector=collector_for(settings), sessions=sessions,
+                    rule_ids=rule, accounts=set(account or []) or None,
+                    regions=set(region or []) or None, trigger=trigger)
+
+
+def _scan_summary(result: Any) -> None:
+    s, c = result.scan, result.counts
+    out.print(f"Scan #{s.id} {s.status}: {s.resources} resources, {s.api_calls} AWS API calls, "
+              f"{c.new} new, {c.reopened} reopened, {c.resolved} resolved, "
+              f"{c.still_failing} still failing.")
+    for e in result.collection.errors[:20]:
+        err.print(f"[yellow]not checked:[/] {e.account} {e.region} {e.service}.{e.operation}: "
+                  f"{e.code}: {e.message}")
+    if len(result.collection.errors) > 20:
+        err.print(f"... and {len(result.collection.errors) - 20} more errors "
+                  f"(`compliancebot findings` is unaffected; see the scan record).")
+
+
+# ---- findings --------------------------------------------------------------------------------
+
+def _severities(values: list[str] | None) -> list[str]:
+    valid = [str(s) for s in Severity]
+    for v in values or []:
+        if v not in valid:
+            raise typer.BadParameter(f"{v!r} is not one of {', '.join(valid)}",
+                                     param_hint="--severity")
+    return values or []
+
+
+@findings_app.command("list")
+def findings_list(ctx: typer.Context,
+                  severity: Annotated[list[str] | None, typer.Option(
+                      help="critical, high, medium, low, info (repeatable).")] = None,
+                  status: Annotated[list[str] | None, typer.Option(
+                      help="open, claimed, reopened, resolved, accepted (repeatable; default: "
+                           "open, claimed, reopened).")] = None,
+                  framework: Annotated[str | None, typer.Option(
+                      help="Only findings of rules citing this framework.")] = None,
+                  rule: Annotated[list[str] | None, typer.Option(help="Rule id.")] = None,
+                  account: Annotated[str | None, typer.Option(help="Account id.")] = None,
+                  limit: Annotated[int | None, typer.Option(min=1)] = None,
+                  output_format: Annotated[str, typer.Option("--output", "-o")] = "table",
+                  ) -> None:
+    """List findings (by default those counting against the posture)."""
+    _check_format(output_format)
+    valid_status = [str(s) for s in services.FindingStatus]
+    for s in status or []:
+        if s not in valid_status:
+            raise typer.BadParameter(f"{s!r} is not one of {', '.join(valid_status)}",
+                                     param_hint="--status")
+    app_ctx = _ctx(ctx)
+    with app_ctx.sessions()() as session:
+        found = list_findings(session=session, catalog=app_ctx.catalog,
+                              severity=_severities(severity), status=status or (),
+                              framework=framework, rule_ids=rule or (), account=account,
+                              limit=limit)
+        _emit(output_format, found, app_ctx.catalog, title=f"Findings ({len(found)})")
+
+
+@findings_app.command("show")
+def findings_show(ctx: typer.Context, finding_id: Annotated[int, typer.Argument()],
+                  output_format: Annotated[str, typer.Option("--output", "-o")] = "table",
+                  ) -> None:
+    """One finding with its remediation, controls and history."""
+    _check_format(output_format)
+    app_ctx = _ctx(ctx)
+    with app_ctx.sessions()() as session:
+        finding = services.get_finding(session=session, finding_id=finding_id)
+        rules = {**app_ctx.catalog.disabled, **app_ctx.catalog.rules}
+        rule = rules.get(finding.rule_id)
+        if output_format != "table":
+            _emit(output_format, [finding], app_ctx.catalog, title="")
+            return
+        out.print(f"[bold]#{finding.id} {finding.title}[/]")
+        out.print(f"severity {finding.severity} | status {finding.status}"
+                  + (f" | assignee {finding.assignee}" if finding.assignee else ""))
+        out.print(f"resource {finding.resource_type} {finding.resource_id}"
+                  f" ({finding.resource_name or '-'}) in {finding.account} / {finding.region}")
+        out.print(f"first seen {finding.first_seen:%Y-%m-%d %H:%M} UTC, last seen "
+                  f"{finding.last_seen:%Y-%m-%d %H:%M} UTC")
+        if finding.accepted_until:
+            out.print(f"risk accepted by {finding.accepted_by} until "
+                      f"{finding.accepted_until:%Y-%m-%d}: {finding.accepted_reason}")
+        if rule is not None:
+            out.print("\n[bold]Controls[/]")
+            for fw, ids in rule.frameworks.items():
+                name = app_ctx.catalog.frameworks[fw].name
+                out.print(f"  {name}: {', '.join(ids)}")
+            out.print(f"\n[bold]Why[/]\n  {rule.rationale}")
+            out.print(f"\n[bold]Remediation[/]\n  {rule.remediation.text.strip()}")
+            if rule.remediation.cli:
+                out.print("  " + rule.remediation.cli.strip().format(
+                    resource_id=finding.resource_id, region=finding.region,
+                    account=finding.account), markup=False)
+        out.print("\n[bold]History[/]")
+        for ev in finding.events:
+            out.print(f"  {ev.at:%Y-%m-%d %H:%M} {ev.kind} {ev.from_status or '-'} -> "
+                      f"{ev.to_status} by {ev.actor}" + (f": {ev.note}" if ev.note else ""))
+
+
+def _act(ctx: typer.Context, fn: Any, **kwargs: Any) -> None:
+    app_ctx = _ctx(ctx)
+    with db.transaction(app_ctx.sessions()) as session:
+        finding = fn(session=session, now=utcnow(), **kwargs)
+        out.print(f"Finding #{finding.id} is now {finding.status}.")
+
+
+@findings_app.command("claim")
+def findings_claim(ctx: typer.Context, finding_id: int,
+                   user: Annotated[str, typer.Option(help="Who takes it.")]) -> None:
+    """Assign a finding to someone."""
+    _act(ctx, services.claim, finding_id=finding_id, user=user)
+
+
+@findings_app.command("resolve")
+def findings_resolve(ctx: typer.Context, finding_id: int,
+                     user: Annotated[str, typer.Option()],
+                     note: Annotated[str | None, typer.Option()] = None) -> None:
+    """Mark a finding fixed (the next scan reopens it if it still fails)."""
+    _act(ctx, services.resolve, finding_id=finding_id, user=user, note=note)
+
+
+@findings_app.command("accept")
+def findings_accept(ctx: typer.Context, finding_id: int,
+                    user: Annotated[str, typer.Option()],
+                    reason: Annotated[str, typer.Option()],
+                    until: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"],
+                                                            help="Expiry date, YYYY-MM-DD.")],
+                    ) -> None:
+    """Accept a finding's risk until a date, with a reason."""
+    expiry = datetime.combine(until.date(), time.max, tzinfo=UTC)
+    _act(ctx, services.accept_risk, finding_id=finding_id, user=user, reason=reason,
+         until=expiry)
+
+
+@findings_app.command("reopen")
+def findings_reopen(ctx: typer.Context, finding_id: int,
+                    user: Annotated[str, typer.Option()],
+                    note: Annotated[str | None, typer.Option()] = None) -> None:
+    """Reopen a resolved or accepted finding."""
+    _act(ctx, services.reopen, finding_id=finding_id, user=user, note=note)
+
+
+# ---- status ----------------------------------------------------------------------------------
+
+@app.command()
+def status(ctx: typer.Context,
+           framework: Annotated[list[str] | None, typer.Option(help="Only this framework.")] = None,
+           output_format: Annotated[str, typer.Option("--output", "-o",
+                                                      help="table or json.")] = "table") -> None:
+    """Posture per framework (controls passing / failing / not covered) and open findings."""
+    app_ctx = _ctx(ctx)
+    with app_ctx.sessions()() as session:
+        state = posture(session=session, catalog=app_ctx.catalog, now=utcnow(),
+                        frameworks=framework)
+        if output_format == "json":
+            doc = {"schema_version": output.JSON_SCHEMA_VERSION,
+                   "open_by_severity": state.open_by_severity, "accepted": state.accepted,
+                   "frameworks": [{"id": fw.framework, "name": fw.name,
+                                   "failing": fw.count("failing"),
+                                   "passing": fw.count("passing"),
+                                   "not_covered": fw.count("not_covered"),
+                                   "failing_controls": [
+                                       {"control": c.control, "title": c.title,
+                                        "rules": c.failing_rules,
+                                        "since": c.since.isoformat() if c.since else None}
+                                       for c in fw.controls if c.state == "failing"]}
+                                  for fw in state.frameworks]}
+            sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        else:
+            output.posture_table(out, state)
+
+
+# ---- rules -----------------------------------------------------------------------------------
+
+@rules_app.command("list")
+def rules_list(ctx: typer.Context,
+               framework: Annotated[str | None, typer.Option(
+                   help="Only rules citing this framework (hipaa, soc2, hitrust, pci_dss, "
+                        "cis_aws).")] = None) -> None:
+    """The enabled rules, with severity and the controls they serve."""
+    catalog = _ctx(ctx).catalog
+    chosen = catalog.select(framework=framework)
+    from rich.table import Table
+
+    table = Table(title=f"{len(chosen)} rules")
+    for name in ("Rule", "Severity", "Resource", "Controls"):
+        table.add_column(name, overflow="fold")
+    for r in chosen:
+        shown = {framework: r.frameworks[framework]} if framework else r.frameworks
+        controls = "; ".join(f"{fw}: {', '.join(ids)}" for fw, ids in shown.items())
+        table.add_row(r.id, str(r.severity), r.resource_type, controls)
+    out.print(table)
+
+
+@rules_app.command("validate")
+def rules_validate(paths: Annotated[list[Path], typer.Argument(help="Rule files or folders.")],
+                   ) -> None:
+    """Check rule files; errors name file, line and field."""
+    checked = validate_paths(paths)
+    out.print(f"[green]{len(checked)} rule(s) valid.[/]")
+
+
+# ---- config and db ---------------------------------------------------------------------------
+
+@config_app.command("check")
+def config_check(ctx: typer.Context) -> None:
+    """Validate the configuration and print the effective values, secrets masked."""
+    app_ctx = _ctx(ctx)
+    settings = app_ctx.settings
+    catalog = app_ctx.catalog
+    sys.stdout.write(yaml.safe_dump(masked(settings), sort_keys=False))
+    out.print(f"[green]Configuration valid[/]: {len(catalog.rules)} rules enabled, "
+              f"{len(catalog.disabled)} disabled, {len(settings.aws.targets)} AWS target(s).")
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Create or migrate the database schema to this version's."""
+    engine = _ctx(ctx).engine(check_schema=False)
+    before, after = db.upgrade(engine)
+    where = engine.url.render_as_string(hide_password=True)
+    if before == after:
+        out.print(f"{where} is already at schema revision {after}.")
+    else:
+        out.print(f"{where} upgraded from {before or 'empty'} to schema revision {after}.")
+
+
+@db_app.command("current")
+def db_current(ctx: typer.Context) -> None:
+    """Show the database's schema revision and the one this version needs."""
+    engine = _ctx(ctx).engine(check_schema=False)
+    out.print(f"database: {db.current_revision(engine) or 'empty'}; "
+              f"this version needs: {db.head_revision()}")
+
+
+@app.command()
+def demo(ctx: typer.Context,
+         database: Annotated[str | None, typer.Option(
+             help="Database URL (default: the configured one).")] = None) -> None:
+    """Scan an embedded simulated AWS account (moto) and show findings and posture."""
+    from bot.demo import run_demo
+
+    run_demo(_ctx(ctx), out=out, database=database)
+
+
+def main() -> None:
+    """Entry point: user errors print one clear message and exit 2, never a traceback."""
+    try:
+        app()
+    except CompliancebotError as exc:
+        err.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        sys.exit(2)

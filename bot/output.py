@@ -1,0 +1,135 @@
+"""How findings leave the program: the stable JSON schema, OCSF events, terminal tables."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ledger.models import Finding, FindingStatus
+from ledger.queries import Posture
+from rules.catalog import Catalog, Rule
+
+JSON_SCHEMA_VERSION = "1"
+OCSF_VERSION = "1.1.0"
+_SEVERITY_ID = {"info": 1, "low": 2, "medium": 3, "high": 4, "critical": 5}
+_STATUS_ID = {"open": 1, "reopened": 1, "claimed": 2, "accepted": 3, "resolved": 4}
+_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def _ms(value: datetime | None) -> int | None:
+    return int(value.timestamp() * 1000) if value else None
+
+
+def finding_json(finding: Finding, rule: Rule | None) -> dict[str, Any]:
+    """One finding in the documented JSON schema (docs/json-schema.md, version 1)."""
+    return {
+        "id": finding.id,
+        "fingerprint": finding.fingerprint,
+        "rule_id": finding.rule_id,
+        "title": finding.title,
+        "severity": finding.severity,
+        "status": finding.status,
+        "resource_type": finding.resource_type,
+        "resource_id": finding.resource_id,
+        "resource_name": finding.resource_name,
+        "account": finding.account,
+        "region": finding.region,
+        "first_seen": _iso(finding.first_seen),
+        "last_seen": _iso(finding.last_seen),
+        "assignee": finding.assignee,
+        "accepted_until": _iso(finding.accepted_until),
+        "controls": {fw: list(ids) for fw, ids in rule.frameworks.items()} if rule else {},
+        "remediation": rule.remediation.text if rule else None,
+    }
+
+
+def findings_document(findings: list[Finding], catalog: Catalog,
+                      scan: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The top-level JSON document: schema version, optional scan summary, findings."""
+    rules = {**catalog.disabled, **catalog.rules}
+    doc: dict[str, Any] = {"schema_version": JSON_SCHEMA_VERSION}
+    if scan is not None:
+        doc["scan"] = scan
+    doc["findings"] = [finding_json(f, rules.get(f.rule_id)) for f in findings]
+    return doc
+
+
+def ocsf_event(finding: Finding, rule: Rule | None, *, product_version: str) -> dict[str, Any]:
+    """One OCSF 1.1 Compliance Finding (class 2003) event."""
+    activity = 3 if finding.status == FindingStatus.resolved else (
+        1 if finding.first_seen == finding.last_seen else 2)
+    controls = rule.controls() if rule else []
+    return {
+        "class_uid": 2003,
+        "class_name": "Compliance Finding",
+        "category_uid": 2,
+        "category_name": "Findings",
+        "activity_id": activity,
+        "type_uid": 2003 * 100 + activity,
+        "time": _ms(finding.last_seen),
+        "severity_id": _SEVERITY_ID.get(finding.severity, 0),
+        "severity": finding.severity.capitalize(),
+        "status_id": _STATUS_ID.get(finding.status, 99),
+        "status": finding.status.capitalize(),
+        "metadata": {"version": OCSF_VERSION,
+                     "product": {"name": "compliancebot", "vendor_name": "compliancebot",
+                                 "version": product_version}},
+        "finding_info": {"uid": finding.fingerprint, "title": finding.title,
+                         "desc": rule.rationale if rule else finding.title,
+                         "first_seen_time": _ms(finding.first_seen),
+                         "last_seen_time": _ms(finding.last_seen),
+                         "types": [finding.rule_id]},
+        "compliance": {
+            "status_id": 1 if finding.status in ("resolved", "accepted") else 3,
+            "status": "Pass" if finding.status in ("resolved", "accepted") else "Fail",
+            "control": finding.rule_id,
+            "standards": sorted({fw for fw, _ in controls}),
+            "requirements": [f"{fw}:{c}" for fw, c in controls],
+        },
+        "remediation": {"desc": rule.remediation.text if rule else ""},
+        "cloud": {"provider": "AWS", "region": finding.region,
+                  "account": {"uid": finding.account, "type": "AWS Account"}},
+        "resources": [{"uid": finding.resource_id, "name": finding.resource_name,
+                       "type": finding.resource_type, "region": finding.region}],
+    }
+
+
+def findings_table(console: Console, findings: list[Finding], *, title: str) -> None:
+    """A terminal table of findings."""
+    table = Table(title=title, show_lines=False, expand=False)
+    for name in ("ID", "Severity", "Status", "Rule", "Resource", "Account / Region", "Last seen"):
+        table.add_column(name, overflow="fold")
+    for f in findings:
+        table.add_row(str(f.id), f"[{_STYLE.get(f.severity, '')}]{f.severity}[/]", f.status,
+                      f.rule_id, f.resource_name or f.resource_id, f"{f.account} / {f.region}",
+                      f"{f.last_seen:%Y-%m-%d %H:%M}")
+    console.print(table)
+
+
+def posture_table(console: Console, state: Posture) -> None:
+    """Per-framework posture and open findings by severity."""
+    table = Table(title="Compliance posture")
+    for name in ("Framework", "Controls failing", "passing", "not covered", "Failing controls"):
+        table.add_column(name, overflow="fold")
+    for fw in state.frameworks:
+        failing = [c.control for c in fw.controls if c.state == "failing"]
+        shown = ", ".join(failing[:8]) + (f" (+{len(failing) - 8})" if len(failing) > 8 else "")
+        table.add_row(fw.name, f"[red]{fw.count('failing')}[/]", f"[green]{fw.count('passing')}[/]",
+                      str(fw.count("not_covered")), shown)
+    console.print(table)
+    sev = "  ".join(f"[{_STYLE[s]}]{s}: {n}[/]" for s, n in state.open_by_severity.items())
+    console.print(f"Open findings by severity: {sev}   accepted risks: {state.accepted}")
+    if state.last_scan is not None:
+        scan = state.last_scan
+        console.print(f"Last scan: #{scan.id} {scan.status} at "
+                      f"{scan.finished_at:%Y-%m-%d %H:%M} UTC, {scan.resources} resources, "
+                      f"{scan.api_calls} API calls, {scan.error_count} errors")
+    else:
+        console.print("No scan yet: run `compliancebot scan`.")

@@ -1,0 +1,256 @@
+"""Configuration: one YAML file, a secrets file, and COMPLIANCEBOT_* environment overrides.
+
+Precedence, highest first: environment, secrets file, config file, embedded defaults.
+No file at all is valid and means the embedded defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from rules.catalog import Severity
+from rules.errors import CompliancebotError, format_path
+from rules.yamlfile import YamlDoc, load_yaml
+
+ENV_PREFIX = "COMPLIANCEBOT_"
+DEFAULT_CONFIG = Path("compliancebot.yaml")
+
+
+class ConfigError(CompliancebotError):
+    """The configuration is invalid; the message names the file:line or variable and the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AwsTargetSettings(_Section):
+    """One AWS account to scan."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    account_id: Annotated[str | None, Field(pattern=r"^\d{12}$")] = None
+    regions: list[str] | Literal["all"] = ["us-east-1"]
+    role_arn: Annotated[str | None, Field(pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")] = None
+    external_id: str | None = None
+    profile: str | None = None
+    endpoint_url: str | None = None
+    global_region: str = "us-east-1"
+
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, value: list[str] | str) -> list[str] | str:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("list at least one region, or write 'all'")
+            for region in value:
+                if not region or not region.replace("-", "").isalnum() or region.count("-") < 2:
+                    raise ValueError(f"{region!r} is not an AWS region name like us-east-1")
+        return value
+
+
+class AwsSettings(_Section):
+    targets: list[AwsTargetSettings] = [AwsTargetSettings(name="default")]
+    max_workers: Annotated[int, Field(ge=1, le=128)] = 16
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 8
+    connect_timeout: Annotated[float, Field(gt=0, le=300)] = 5.0
+    read_timeout: Annotated[float, Field(gt=0, le=600)] = 30.0
+    endpoint_url: str | None = None
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_names(cls, value: list[AwsTargetSettings]) -> list[AwsTargetSettings]:
+        names = [t.name for t in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"target names must be unique; repeated: {dupes}")
+        return value
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///compliancebot.db"
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        try:
+            make_url(value)
+        except ArgumentError as exc:
+            raise ValueError("not a database URL; e.g. sqlite:///compliancebot.db or "
+                             "postgresql://user@host:5432/compliancebot") from exc
+        return value
+
+
+class RulesSettings(_Section):
+    paths: list[Path] = []
+    disabled: list[str] = []
+    severity: dict[str, Severity] = {}
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["console", "json"] = "console"
+
+
+class Settings(BaseSettings):
+    """The whole configuration."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__",
+                                      extra="forbid", case_sensitive=False)
+
+    database: DatabaseSettings = DatabaseSettings()
+    aws: AwsSettings = AwsSettings()
+    rules: RulesSettings = RulesSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+
+class _DictSource(PydanticBaseSettingsSource):
+    """Values from an already-parsed YAML document."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: Mapping[str, Any]):
+        super().__init__(settings_cls)
+        self._data = dict(data)
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def _deep_merge(low: Mapping[str, Any], high: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(low)
+    for key, value in high.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _password_in(url: Any) -> bool:
+    try:
+        return isinstance(url, str) and make_url(url).password is not None
+    except ArgumentError:
+        return False
+
+
+def config_path(explicit: Path | None, environ: Mapping[str, str]) -> Path | None:
+    """--config, else $COMPLIANCEBOT_CONFIG, else ./compliancebot.yaml if it exists."""
+    if explicit is not None:
+        return explicit
+    if environ.get(f"{ENV_PREFIX}CONFIG"):
+        return Path(environ[f"{ENV_PREFIX}CONFIG"])
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
+
+
+def _read(path: Path, what: str) -> YamlDoc:
+    if not path.exists():
+        raise ConfigError(f"{path}: {what} not found")
+    try:
+        doc = load_yaml(path)
+    except CompliancebotError as exc:
+        raise ConfigError(str(exc)) from exc
+    if doc.data is None:
+        return YamlDoc(file=doc.file, data={}, lines=doc.lines)
+    if not isinstance(doc.data, dict):
+        raise ConfigError(f"{path}: the {what} must be a mapping of sections "
+                          f"(database, aws, rules, logging)")
+    return doc
+
+
+def _env_name(loc: tuple[str | int, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(p).upper() for p in loc if isinstance(p, str))
+
+
+def _locate(loc: tuple[str | int, ...], docs: list[YamlDoc], environ: Mapping[str, str]) -> str:
+    env_keys = {k.upper() for k in environ}
+    for end in range(len(loc), 0, -1):
+        name = _env_name(loc[:end])
+        if name in env_keys and all(isinstance(p, str) for p in loc[:end]):
+            return f"environment variable {name}"
+    for doc in docs:
+        node: Any = doc.data
+        found = True
+        for part in loc[:1]:
+            found = isinstance(node, dict) and part in node
+        if found:
+            line = doc.line_of(loc)
+            return f"{doc.file}:{line}" if line else doc.file
+    return "defaults"
+
+
+def load_settings(explicit: Path | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the effective settings, or raise ConfigError naming what is wrong and where."""
+    environ = os.environ if environ is None else environ
+    docs: list[YamlDoc] = []
+    path = config_path(explicit, environ)
+    data: dict[str, Any] = {}
+    if path is not None:
+        doc = _read(path, "config file")
+        if _password_in((doc.data.get("database") or {}).get("url")):
+            raise ConfigError(
+                f"{doc.file}:{doc.line_of(('database', 'url'))}: database.url: a password does "
+                f"not belong in the config file; set {ENV_PREFIX}DATABASE__URL or put it in the "
+                f"secrets file ({ENV_PREFIX}SECRETS_FILE)")
+        docs.append(doc)
+        data = doc.data
+    secrets = environ.get(f"{ENV_PREFIX}SECRETS_FILE")
+    if secrets:
+        secret_doc = _read(Path(secrets), "secrets file")
+        docs.insert(0, secret_doc)
+        data = _deep_merge(data, secret_doc.data)
+
+    class _Effective(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, _DictSource(settings_cls, data))
+
+    saved = dict(os.environ)
+    try:
+        if environ is not os.environ:
+            os.environ.clear()
+            os.environ.update(environ)
+        return Settings.model_validate(_Effective().model_dump())
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors()[:5]:
+            loc = tuple(err["loc"])
+            message = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                message = "unknown key (check the spelling)"
+            problems.append(f"{_locate(loc, docs, environ)}: {format_path(loc)}: {message}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from exc
+    except ValueError as exc:  # an environment value that is not valid JSON for a list/map
+        raise ConfigError(f"invalid configuration from the environment: {exc}") from exc
+    finally:
+        if environ is not os.environ:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data with secrets masked, for `config check`."""
+    data = settings.model_dump(mode="json")
+    data["database"]["url"] = make_url(settings.database.url).render_as_string(hide_password=True)
+    for target in data["aws"]["targets"]:
+        if target.get("external_id"):
+            target["external_id"] = "***"
+    return data

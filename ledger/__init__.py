@@ -1,0 +1,1 @@
+"""The findings ledger: scans, findings and their lifecycle, history and the audit trail."""

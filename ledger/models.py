@@ -1,0 +1,167 @@
+"""SQLAlchemy 2 typed models. Schema changes go through an Alembic revision in migrations/."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stored as naive UTC on every backend, always handed back timezone-aware."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the ledger; pass an aware UTC datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None else None
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class FindingStatus(enum.StrEnum):
+    """Lifecycle: open -> claimed -> resolved; resolved -> reopened; any open state -> accepted."""
+
+    open = "open"
+    claimed = "claimed"
+    resolved = "resolved"
+    reopened = "reopened"
+    accepted = "accepted"
+
+
+ACTIVE = (FindingStatus.open, FindingStatus.claimed, FindingStatus.reopened)
+
+
+class ScanStatus(enum.StrEnum):
+    running = "running"
+    complete = "complete"
+    # Finished, but some calls failed: what they would have shown was neither raised nor resolved.
+    partial = "partial"
+    failed = "failed"
+
+
+class Scan(Base):
+    __tablename__ = "scans"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(16), default=ScanStatus.running)
+    trigger: Mapped[str] = mapped_column(String(32), default="cli")
+    scope: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    api_calls: Mapped[int] = mapped_column(default=0)
+    api_calls_by_service: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    resources: Mapped[int] = mapped_column(default=0)
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error_count: Mapped[int] = mapped_column(default=0)
+    message: Mapped[str | None] = mapped_column(Text)
+
+    errors: Mapped[list[ScanErrorRow]] = relationship(back_populates="scan",
+                                                       order_by="ScanErrorRow.id")
+
+
+class ScanErrorRow(Base):
+    __tablename__ = "scan_errors"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), index=True)
+    account: Mapped[str] = mapped_column(String(64))
+    region: Mapped[str] = mapped_column(String(32))
+    service: Mapped[str] = mapped_column(String(64))
+    operation: Mapped[str] = mapped_column(String(128))
+    code: Mapped[str] = mapped_column(String(128))
+    message: Mapped[str] = mapped_column(Text)
+    resource_type: Mapped[str | None] = mapped_column(String(64))
+    resource_id: Mapped[str | None] = mapped_column(String(1024))
+
+    scan: Mapped[Scan] = relationship(back_populates="errors")
+
+
+class Finding(Base):
+    """One (rule, account, region, resource), deduplicated across scans by its fingerprint."""
+
+    __tablename__ = "findings"
+    __table_args__ = (
+        Index("ix_findings_rule_account", "rule_id", "account"),
+        Index("ix_findings_status_severity", "status", "severity"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    rule_id: Mapped[str] = mapped_column(String(80))
+    account: Mapped[str] = mapped_column(String(64))
+    region: Mapped[str] = mapped_column(String(32))
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(1024))
+    resource_name: Mapped[str | None] = mapped_column(String(1024))
+    title: Mapped[str] = mapped_column(String(200))
+    severity: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=FindingStatus.open)
+    assignee: Mapped[str | None] = mapped_column(String(128))
+    first_seen: Mapped[datetime]
+    last_seen: Mapped[datetime]
+    status_changed_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+    resolved_by: Mapped[str | None] = mapped_column(String(128))
+    resolution_note: Mapped[str | None] = mapped_column(Text)
+    accepted_by: Mapped[str | None] = mapped_column(String(128))
+    accepted_reason: Mapped[str | None] = mapped_column(Text)
+    accepted_until: Mapped[datetime | None]
+    reopen_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_scan_id: Mapped[int | None] = mapped_column(ForeignKey("scans.id", ondelete="SET NULL"))
+
+    events: Mapped[list[FindingEvent]] = relationship(back_populates="finding",
+                                                       order_by="FindingEvent.id")
+
+    def is_failing(self, now: datetime) -> bool:
+        """Counts against the posture: active, or accepted with the acceptance expired."""
+        if self.status in ACTIVE:
+            return True
+        return (self.status == FindingStatus.accepted and self.accepted_until is not None
+                and self.accepted_until <= now)
+
+
+class FindingEvent(Base):
+    """One change of a finding's state: the history shown by `findings show`."""
+
+    __tablename__ = "finding_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    finding_id: Mapped[int] = mapped_column(ForeignKey("findings.id", ondelete="CASCADE"),
+                                            index=True)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(32))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(128))
+    note: Mapped[str | None] = mapped_column(Text)
+    scan_id: Mapped[int | None] = mapped_column(ForeignKey("scans.id", ondelete="SET NULL"))
+
+    finding: Mapped[Finding] = relationship(back_populates="events")
+
+
+class AuditEntry(Base):
+    """Append-only: the database refuses UPDATE and DELETE on this table (see migrations)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    object_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str] = mapped_column(String(128))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -1,0 +1,1 @@
+"""Alembic migrations for the ledger; applied by `compliancebot db upgrade`."""
