@@ -201,7 +201,8 @@ def load_settings(explicit: Path | None = None,
     data: dict[str, Any] = {}
     if path is not None:
         doc = _read(path, "config file")
-        if _password_in((doc.data.get("database") or {}).get("url")):
+        database = doc.data.get("database")
+        if isinstance(database, dict) and _password_in(database.get("url")):
             raise ConfigError(
                 f"{doc.file}:{doc.line_of(('database', 'url'))}: database.url: a password does "
                 f"not belong in the config file; set {ENV_PREFIX}DATABASE__URL or put it in the "

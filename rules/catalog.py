@@ -165,7 +165,8 @@ class Catalog:
 
 
 def _pydantic_error(doc: YamlDoc, exc: ValidationError) -> CatalogError:
-    first = exc.errors()[0]
+    # A misspelt key also leaves the real one "missing": the typo is the useful message.
+    first = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
     loc = tuple("pass" if p == "pass_" else p for p in first["loc"])
     message = first["msg"]
     if first["type"] == "extra_forbidden":

@@ -1,0 +1,105 @@
+"""Configuration: file, environment and secrets file; every mistake named precisely."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bot.settings import ConfigError, load_settings, masked
+
+
+def write(tmp_path: Path, text: str, name: str = "compliancebot.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_no_file_gives_embedded_defaults() -> None:
+    """Running with no config at all works: SQLite next to you, one default AWS target."""
+    s = load_settings(None, environ={})
+    assert s.database.url == "sqlite:///compliancebot.db"
+    assert [t.name for t in s.aws.targets] == ["default"]
+
+
+def test_file_then_environment_override(tmp_path: Path) -> None:
+    """Every key can be overridden from COMPLIANCEBOT_* variables, nested with __."""
+    path = write(tmp_path, "aws:\n  max_workers: 4\n  targets:\n    - name: prod\n"
+                           "      regions: all\n      role_arn: arn:aws:iam::123456789012:role/Audit\n"
+                           "      external_id: xyz\n")
+    s = load_settings(path, environ={"COMPLIANCEBOT_AWS__MAX_WORKERS": "32"})
+    assert s.aws.max_workers == 32
+    assert s.aws.targets[0].regions == "all"
+    s2 = load_settings(None, environ={"COMPLIANCEBOT_CONFIG": str(path)})
+    assert s2.aws.max_workers == 4
+
+
+def test_config_errors_name_file_line_and_key(tmp_path: Path) -> None:
+    """An invalid file gives file:line, the key path and what is valid, for every problem."""
+    path = write(tmp_path, "aws:\n  targets:\n    - name: prod\n      regions: [us-east-1, moon]\n"
+                           "  max_workers: 0\nrules:\n  disabld: []\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    text = str(info.value)
+    assert f"{path}:4: aws.targets[0].regions: 'moon' is not an AWS region name" in text
+    assert f"{path}:5: aws.max_workers: Input should be greater than or equal to 1" in text
+    assert f"{path}:7: rules.disabld: unknown key (check the spelling)" in text
+
+
+def test_environment_errors_name_the_variable() -> None:
+    """A bad environment value names the variable it came from."""
+    with pytest.raises(ConfigError, match="environment variable COMPLIANCEBOT_AWS__MAX_WORKERS"):
+        load_settings(None, environ={"COMPLIANCEBOT_AWS__MAX_WORKERS": "many"})
+
+
+def test_password_in_config_file_is_refused(tmp_path: Path) -> None:
+    """Secrets never live in the config file: a database password there is an error."""
+    path = write(tmp_path, "database:\n  url: postgresql://bot:hunter2@db/compliance\n")
+    with pytest.raises(ConfigError, match="a password does not belong in the config file"):
+        load_settings(path, environ={})
+
+
+def test_secrets_file_supplies_secrets_and_they_are_masked(tmp_path: Path) -> None:
+    """A secrets file (e.g. a mounted Kubernetes secret) fills secrets; config check masks them."""
+    secrets = write(tmp_path, "database:\n  url: postgresql://bot:hunter2@db/compliance\n",
+                    name="secrets.yaml")
+    s = load_settings(None, environ={"COMPLIANCEBOT_SECRETS_FILE": str(secrets)})
+    assert s.database.url.endswith("@db/compliance")
+    shown = yaml.safe_dump(masked(s))
+    assert "hunter2" not in shown
+    assert "***" in shown
+
+
+def test_missing_explicit_config_is_an_error(tmp_path: Path) -> None:
+    """--config pointing nowhere says so instead of silently using defaults."""
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings(tmp_path / "nope.yaml", environ={})
+
+
+def test_non_mapping_file_is_explained(tmp_path: Path) -> None:
+    """A file that is a list or a string says which sections are expected."""
+    with pytest.raises(ConfigError, match="must be a mapping of sections"):
+        load_settings(write(tmp_path, "- a\n- b\n"), environ={})
+
+
+keys = st.sampled_from(["database", "aws", "rules", "logging", "bogus"])
+leaves = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=10),
+                   st.lists(st.text(max_size=5), max_size=3))
+documents = st.dictionaries(keys, st.one_of(leaves, st.dictionaries(
+    st.sampled_from(["url", "targets", "max_workers", "paths", "level", "format", "x"]),
+    leaves, max_size=3)), max_size=4)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=60)
+@given(doc=documents)
+def test_any_config_document_loads_or_gives_a_config_error(tmp_path: Path,
+                                                           doc: dict[str, object]) -> None:
+    """No YAML content makes the loader crash: it is valid, or a ConfigError with a location."""
+    path = write(tmp_path, yaml.safe_dump(doc))
+    try:
+        load_settings(path, environ={})
+    except ConfigError as exc:
+        assert str(path) in str(exc) or "environment" in str(exc)
