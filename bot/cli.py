@@ -254,9 +254,12 @@ def findings_show(ctx: typer.Context, finding_id: Annotated[int, typer.Argument(
             out.print(f"\n[bold]Why[/]\n  {rule.rationale}")
             out.print(f"\n[bold]Remediation[/]\n  {rule.remediation.text.strip()}")
             if rule.remediation.cli:
-                out.print("  " + rule.remediation.cli.strip().format(
-                    resource_id=finding.resource_id, region=finding.region,
-                    account=finding.account), markup=False)
+                command = rule.remediation.cli.strip()
+                # Plain replacement: a JSON body in a command may hold other braces.
+                for name, value in (("resource_id", finding.resource_id),
+                                    ("region", finding.region), ("account", finding.account)):
+                    command = command.replace("{" + name + "}", value)
+                out.print("  " + command, markup=False)
         out.print("\n[bold]History[/]")
         for ev in finding.events:
             out.print(f"  {ev.at:%Y-%m-%d %H:%M} {ev.kind} {ev.from_status or '-'} -> "

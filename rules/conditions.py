@@ -70,8 +70,13 @@ def _newer(actual: Any, days: Any, ctx: EvalContext) -> bool:
 
 
 def _contains(actual: Any, expected: Any, _: EvalContext) -> bool:
+    if isinstance(actual, str) and not isinstance(expected, str):
+        return False
     if isinstance(actual, str | list | tuple | dict):
-        return expected in actual
+        try:
+            return expected in actual
+        except TypeError:  # an unhashable value looked up in a map's keys
+            return False
     return False
 
 

@@ -200,6 +200,13 @@ class _Run:
         return out
 
 
+def _at_home(home: Any, region: str, region_list: list[str]) -> bool:
+    """Keep a repeated item once: in its home region, or the first scanned one if not scanned."""
+    if home in region_list:
+        return bool(home == region)
+    return region == region_list[0]
+
+
 def _needed_specs(needs: Mapping[str, set[str]] | None) -> dict[str, set[str] | None]:
     """Resource types to collect and, for each, which enriched keys (None: all of them)."""
     if needs is None:
@@ -213,6 +220,9 @@ def _needed_specs(needs: Mapping[str, set[str]] | None) -> dict[str, set[str] | 
         current = wanted[rtype]
         assert current is not None
         current.update(keys & spec.enrich_keys())
+        for enricher in spec.enrich:
+            if enricher.key in current:
+                current.update(enricher.needs)
         for derive in spec.derive:
             if derive.key in keys:
                 src = wanted.setdefault(derive.source_type, set())
@@ -343,6 +353,8 @@ class AwsCollector:
             items = []
             for item in raw:
                 data = {spec.item_key: item} if spec.item_key else dict(item)
+                if spec.home_key and not _at_home(data.get(spec.home_key), region, region_list):
+                    continue
                 rid = jmespath.search(spec.id, data)
                 name = jmespath.search(spec.name, data) if spec.name else None
                 items.append(Resource(type=spec.type, id=str(rid), account=account.id,

@@ -31,6 +31,8 @@ class Enrich:
     service: str | None = None
     # JMESPath over the data; when falsy the call is skipped and the key set to None.
     when: str | None = None
+    # Enriched keys `when` or `params` read: fetched first whenever this key is wanted.
+    needs: tuple[str, ...] = ()
     transform: Callable[[Any], Any] | None = None
     # Code for what one call cannot express (several calls, a shared per-account fetch).
     custom: Callable[[CallContext, Resource], Any] | None = None
@@ -69,6 +71,8 @@ class ResourceSpec:
     region_key: str | None = None
     # Wrap scalar list items (DynamoDB table names) into {item_key: value}.
     item_key: str | None = None
+    # Listings that repeat an item in every region (shadow trails): the key naming its home.
+    home_key: str | None = None
 
     def enrich_keys(self) -> set[str]:
         """Every key this spec can add beyond the listing."""

@@ -230,7 +230,7 @@ SPECS: tuple[ResourceSpec, ...] = (
         enrich=(
             Enrich("Metadata", "describe_key", params={"KeyId": "KeyId"}, result="KeyMetadata"),
             Enrich("RotationEnabled", "get_key_rotation_status", params={"KeyId": "KeyId"},
-                   result="KeyRotationEnabled",
+                   result="KeyRotationEnabled", needs=("Metadata",),
                    when="Metadata.KeyManager == 'CUSTOMER' && "
                         "Metadata.KeySpec == 'SYMMETRIC_DEFAULT' && "
                         "Metadata.KeyState == 'Enabled'"),
@@ -239,8 +239,10 @@ SPECS: tuple[ResourceSpec, ...] = (
     # ---- CloudTrail ----------------------------------------------------------------------------
     ResourceSpec(
         type="aws.cloudtrail.trail", service="cloudtrail", scope="regional",
-        operation="describe_trails", constants={"includeShadowTrails": False},
-        result="trailList", id="TrailARN", name="Name",
+        # Shadow trails included: an organization trail is only visible that way in a member
+        # account. Each trail is kept once, in its home region (or the first scanned one).
+        operation="describe_trails", constants={"includeShadowTrails": True},
+        result="trailList", id="TrailARN", name="Name", home_key="HomeRegion",
         enrich=(
             Enrich("Status", "get_trail_status", params={"Name": "TrailARN"},
                    result="{IsLogging: IsLogging, LatestDeliveryError: LatestDeliveryError}"),

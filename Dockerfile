@@ -1,0 +1,31 @@
+# syntax=docker/dockerfile:1
+# Build stage: install the pinned dependencies into a virtualenv.
+FROM python:3.11-slim AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+COPY requirements.lock ./
+RUN /opt/venv/bin/pip install --require-hashes -r requirements.lock
+COPY pyproject.toml README.md ./
+COPY bot ./bot
+COPY ledger ./ledger
+COPY rules ./rules
+COPY scanners ./scanners
+COPY integrations ./integrations
+COPY migrations ./migrations
+RUN /opt/venv/bin/pip install --no-deps .
+
+# Runtime stage: the virtualenv only, running as an unprivileged user.
+FROM python:3.11-slim
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 \
+    COMPLIANCEBOT_DATABASE__URL=sqlite:////data/compliancebot.db
+RUN useradd --system --uid 10001 --home-dir /data --create-home compliancebot
+COPY --from=build /opt/venv /opt/venv
+USER compliancebot
+WORKDIR /data
+VOLUME ["/data"]
+# The schema check needs the database reachable and migrated: a useful liveness signal.
+HEALTHCHECK --interval=60s --timeout=10s --start-period=20s --retries=3 \
+    CMD ["compliancebot", "db", "current"]
+ENTRYPOINT ["compliancebot"]
+CMD ["status"]

@@ -1,0 +1,1 @@
+"""Outward adapters behind Protocols (Jira, Trello, webhooks, S3 archive); none yet."""
