@@ -26,8 +26,11 @@ from ledger.queries import list_findings, posture
 from rules.catalog import Catalog, Severity, load_catalog, validate_paths
 from rules.errors import CompliancebotError
 
-app = typer.Typer(help="Continuous compliance for AWS: scan, map to controls, track findings.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Continuous compliance for AWS: scan, map to controls, track findings.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 findings_app = typer.Typer(help="List, inspect and act on findings.", no_args_is_help=True)
 rules_app = typer.Typer(help="The rule catalog.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
@@ -63,8 +66,9 @@ class Context:
     def catalog(self) -> Catalog:
         if self._catalog is None:
             rules = self.settings.rules
-            self._catalog = load_catalog(extra_paths=rules.paths, disabled=rules.disabled,
-                                         severity_overrides=rules.severity)
+            self._catalog = load_catalog(
+                extra_paths=rules.paths, disabled=rules.disabled, severity_overrides=rules.severity
+            )
         return self._catalog
 
     def engine(self, *, check_schema: bool = True) -> Engine:
@@ -85,10 +89,18 @@ def _ctx(ctx: typer.Context) -> Context:
 
 
 @app.callback()
-def _root(ctx: typer.Context, config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help="Config file (default: $COMPLIANCEBOT_CONFIG, then "
-                               "./compliancebot.yaml; none means embedded defaults).")] = None,
-          ) -> None:
+def _root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Config file (default: $COMPLIANCEBOT_CONFIG, then "
+            "./compliancebot.yaml; none means embedded defaults).",
+        ),
+    ] = None,
+) -> None:
     ctx.obj = Context(config=config)
 
 
@@ -101,20 +113,29 @@ def _version() -> str:
 
 def _check_format(fmt: str) -> str:
     if fmt not in FORMATS:
-        raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}",
-                                 param_hint="--output")
+        raise typer.BadParameter(
+            f"{fmt!r} is not one of {', '.join(FORMATS)}", param_hint="--output"
+        )
     return fmt
 
 
-def _emit(fmt: str, findings: list[Any], catalog: Catalog, *, title: str,
-          scan: dict[str, Any] | None = None) -> None:
+def _emit(
+    fmt: str,
+    findings: list[Any],
+    catalog: Catalog,
+    *,
+    title: str,
+    scan: dict[str, Any] | None = None,
+) -> None:
     if fmt == "json":
-        sys.stdout.write(json.dumps(output.findings_document(findings, catalog, scan), indent=2)
-                         + "\n")
+        sys.stdout.write(
+            json.dumps(output.findings_document(findings, catalog, scan), indent=2) + "\n"
+        )
     elif fmt == "ocsf":
         rules = {**catalog.disabled, **catalog.rules}
-        events = [output.ocsf_event(f, rules.get(f.rule_id), product_version=_version())
-                  for f in findings]
+        events = [
+            output.ocsf_event(f, rules.get(f.rule_id), product_version=_version()) for f in findings
+        ]
         sys.stdout.write(json.dumps(events, indent=2) + "\n")
     else:
         output.findings_table(out, findings, title=title)
@@ -122,110 +143,174 @@ def _emit(fmt: str, findings: list[Any], catalog: Catalog, *, title: str,
 
 # ---- scan ------------------------------------------------------------------------------------
 
+
 @app.command()
-def scan(ctx: typer.Context,
-         account: Annotated[list[str] | None, typer.Option(
-             help="Only this account id or target name (repeatable).")] = None,
-         region: Annotated[list[str] | None, typer.Option(
-             help="Only this region (repeatable); global services are always scanned.")] = None,
-         rule: Annotated[list[str] | None, typer.Option(
-             help="Only this rule id (repeatable); only the data it reads is fetched.")] = None,
-         output_format: Annotated[str, typer.Option("--output", "-o",
-                                                    help="table, json or ocsf.")] = "table",
-         ) -> None:
+def scan(
+    ctx: typer.Context,
+    account: Annotated[
+        list[str] | None, typer.Option(help="Only this account id or target name (repeatable).")
+    ] = None,
+    region: Annotated[
+        list[str] | None,
+        typer.Option(help="Only this region (repeatable); global services are always scanned."),
+    ] = None,
+    rule: Annotated[
+        list[str] | None,
+        typer.Option(help="Only this rule id (repeatable); only the data it reads is fetched."),
+    ] = None,
+    output_format: Annotated[
+        str, typer.Option("--output", "-o", help="table, json or ocsf.")
+    ] = "table",
+) -> None:
     """Scan the configured AWS accounts now and store the findings."""
     _check_format(output_format)
     app_ctx = _ctx(ctx)
-    result = _scan(app_ctx, account=account, region=region, rule=rule,
-                   quiet=output_format != "table")
+    result = _scan(
+        app_ctx, account=account, region=region, rule=rule, quiet=output_format != "table"
+    )
     with app_ctx.sessions()() as session:
-        found = list_findings(session=session, catalog=app_ctx.catalog,
-                              rule_ids=rule or (), account=None)
-        summary = {"id": result.scan.id, "status": result.scan.status,
-                   "api_calls": result.scan.api_calls, "resources": result.scan.resources,
-                   "errors": result.scan.error_count, **result.counts.as_dict()}
+        found = list_findings(
+            session=session, catalog=app_ctx.catalog, rule_ids=rule or (), account=None
+        )
+        summary = {
+            "id": result.scan.id,
+            "status": result.scan.status,
+            "api_calls": result.scan.api_calls,
+            "resources": result.scan.resources,
+            "errors": result.scan.error_count,
+            **result.counts.as_dict(),
+        }
         _emit(output_format, found, app_ctx.catalog, title="Open findings", scan=summary)
         if output_format == "table":
             _scan_summary(result)
 
 
-def _scan(app_ctx: Context, *, account: list[str] | None, region: list[str] | None,
-          rule: list[str] | None, quiet: bool, trigger: str = "cli") -> Any:
+def _scan(
+    app_ctx: Context,
+    *,
+    account: list[str] | None,
+    region: list[str] | None,
+    rule: list[str] | None,
+    quiet: bool,
+    trigger: str = "cli",
+) -> Any:
     settings, catalog = app_ctx.settings, app_ctx.catalog
     sessions = app_ctx.sessions()
     if not quiet and err.is_terminal:
-        with Progress(TextColumn("Scanning"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err, transient=True) as bar:
+        with Progress(
+            TextColumn("Scanning"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
             task = bar.add_task("scan", total=None)
             collector = collector_for(
-                settings, progress=lambda done, total: bar.update(task, completed=done,
-                                                                  total=total))
-            return run_scan(catalog=catalog, collector=collector, sessions=sessions,
-                            rule_ids=rule, accounts=set(account or []) or None,
-                            regions=set(region or []) or None, trigger=trigger)
-    return run_scan(catalog=catalog, collector=collector_for(settings), sessions=sessions,
-                    rule_ids=rule, accounts=set(account or []) or None,
-                    regions=set(region or []) or None, trigger=trigger)
+                settings, progress=lambda done, total: bar.update(task, completed=done, total=total)
+            )
+            return run_scan(
+                catalog=catalog,
+                collector=collector,
+                sessions=sessions,
+                rule_ids=rule,
+                accounts=set(account or []) or None,
+                regions=set(region or []) or None,
+                trigger=trigger,
+            )
+    return run_scan(
+        catalog=catalog,
+        collector=collector_for(settings),
+        sessions=sessions,
+        rule_ids=rule,
+        accounts=set(account or []) or None,
+        regions=set(region or []) or None,
+        trigger=trigger,
+    )
 
 
 def _scan_summary(result: Any) -> None:
     s, c = result.scan, result.counts
-    out.print(f"Scan #{s.id} {s.status}: {s.resources} resources, {s.api_calls} AWS API calls, "
-              f"{c.new} new, {c.reopened} reopened, {c.resolved} resolved, "
-              f"{c.still_failing} still failing.")
+    out.print(
+        f"Scan #{s.id} {s.status}: {s.resources} resources, {s.api_calls} AWS API calls, "
+        f"{c.new} new, {c.reopened} reopened, {c.resolved} resolved, "
+        f"{c.still_failing} still failing."
+    )
     for e in result.collection.errors[:20]:
-        err.print(f"[yellow]not checked:[/] {e.account} {e.region} {e.service}.{e.operation}: "
-                  f"{e.code}: {e.message}")
+        err.print(
+            f"[yellow]not checked:[/] {e.account} {e.region} {e.service}.{e.operation}: "
+            f"{e.code}: {e.message}"
+        )
     if len(result.collection.errors) > 20:
-        err.print(f"... and {len(result.collection.errors) - 20} more errors "
-                  f"(`compliancebot findings` is unaffected; see the scan record).")
+        err.print(
+            f"... and {len(result.collection.errors) - 20} more errors "
+            f"(`compliancebot findings` is unaffected; see the scan record)."
+        )
 
 
 # ---- findings --------------------------------------------------------------------------------
+
 
 def _severities(values: list[str] | None) -> list[str]:
     valid = [str(s) for s in Severity]
     for v in values or []:
         if v not in valid:
-            raise typer.BadParameter(f"{v!r} is not one of {', '.join(valid)}",
-                                     param_hint="--severity")
+            raise typer.BadParameter(
+                f"{v!r} is not one of {', '.join(valid)}", param_hint="--severity"
+            )
     return values or []
 
 
 @findings_app.command("list")
-def findings_list(ctx: typer.Context,
-                  severity: Annotated[list[str] | None, typer.Option(
-                      help="critical, high, medium, low, info (repeatable).")] = None,
-                  status: Annotated[list[str] | None, typer.Option(
-                      help="open, claimed, reopened, resolved, accepted (repeatable; default: "
-                           "open, claimed, reopened).")] = None,
-                  framework: Annotated[str | None, typer.Option(
-                      help="Only findings of rules citing this framework.")] = None,
-                  rule: Annotated[list[str] | None, typer.Option(help="Rule id.")] = None,
-                  account: Annotated[str | None, typer.Option(help="Account id.")] = None,
-                  limit: Annotated[int | None, typer.Option(min=1)] = None,
-                  output_format: Annotated[str, typer.Option("--output", "-o")] = "table",
-                  ) -> None:
+def findings_list(
+    ctx: typer.Context,
+    severity: Annotated[
+        list[str] | None, typer.Option(help="critical, high, medium, low, info (repeatable).")
+    ] = None,
+    status: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="open, claimed, reopened, resolved, accepted (repeatable; default: "
+            "open, claimed, reopened)."
+        ),
+    ] = None,
+    framework: Annotated[
+        str | None, typer.Option(help="Only findings of rules citing this framework.")
+    ] = None,
+    rule: Annotated[list[str] | None, typer.Option(help="Rule id.")] = None,
+    account: Annotated[str | None, typer.Option(help="Account id.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1)] = None,
+    output_format: Annotated[str, typer.Option("--output", "-o")] = "table",
+) -> None:
     """List findings (by default those counting against the posture)."""
     _check_format(output_format)
     valid_status = [str(s) for s in services.FindingStatus]
     for s in status or []:
         if s not in valid_status:
-            raise typer.BadParameter(f"{s!r} is not one of {', '.join(valid_status)}",
-                                     param_hint="--status")
+            raise typer.BadParameter(
+                f"{s!r} is not one of {', '.join(valid_status)}", param_hint="--status"
+            )
     app_ctx = _ctx(ctx)
     with app_ctx.sessions()() as session:
-        found = list_findings(session=session, catalog=app_ctx.catalog,
-                              severity=_severities(severity), status=status or (),
-                              framework=framework, rule_ids=rule or (), account=account,
-                              limit=limit)
+        found = list_findings(
+            session=session,
+            catalog=app_ctx.catalog,
+            severity=_severities(severity),
+            status=status or (),
+            framework=framework,
+            rule_ids=rule or (),
+            account=account,
+            limit=limit,
+        )
         _emit(output_format, found, app_ctx.catalog, title=f"Findings ({len(found)})")
 
 
 @findings_app.command("show")
-def findings_show(ctx: typer.Context, finding_id: Annotated[int, typer.Argument()],
-                  output_format: Annotated[str, typer.Option("--output", "-o")] = "table",
-                  ) -> None:
+def findings_show(
+    ctx: typer.Context,
+    finding_id: Annotated[int, typer.Argument()],
+    output_format: Annotated[str, typer.Option("--output", "-o")] = "table",
+) -> None:
     """One finding with its remediation, controls and history."""
     _check_format(output_format)
     app_ctx = _ctx(ctx)
@@ -237,15 +322,23 @@ def findings_show(ctx: typer.Context, finding_id: Annotated[int, typer.Argument(
             _emit(output_format, [finding], app_ctx.catalog, title="")
             return
         out.print(f"[bold]#{finding.id} {finding.title}[/]")
-        out.print(f"severity {finding.severity} | status {finding.status}"
-                  + (f" | assignee {finding.assignee}" if finding.assignee else ""))
-        out.print(f"resource {finding.resource_type} {finding.resource_id}"
-                  f" ({finding.resource_name or '-'}) in {finding.account} / {finding.region}")
-        out.print(f"first seen {finding.first_seen:%Y-%m-%d %H:%M} UTC, last seen "
-                  f"{finding.last_seen:%Y-%m-%d %H:%M} UTC")
+        out.print(
+            f"severity {finding.severity} | status {finding.status}"
+            + (f" | assignee {finding.assignee}" if finding.assignee else "")
+        )
+        out.print(
+            f"resource {finding.resource_type} {finding.resource_id}"
+            f" ({finding.resource_name or '-'}) in {finding.account} / {finding.region}"
+        )
+        out.print(
+            f"first seen {finding.first_seen:%Y-%m-%d %H:%M} UTC, last seen "
+            f"{finding.last_seen:%Y-%m-%d %H:%M} UTC"
+        )
         if finding.accepted_until:
-            out.print(f"risk accepted by {finding.accepted_by} until "
-                      f"{finding.accepted_until:%Y-%m-%d}: {finding.accepted_reason}")
+            out.print(
+                f"risk accepted by {finding.accepted_by} until "
+                f"{finding.accepted_until:%Y-%m-%d}: {finding.accepted_reason}"
+            )
         if rule is not None:
             out.print("\n[bold]Controls[/]")
             for fw, ids in rule.frameworks.items():
@@ -256,14 +349,19 @@ def findings_show(ctx: typer.Context, finding_id: Annotated[int, typer.Argument(
             if rule.remediation.cli:
                 command = rule.remediation.cli.strip()
                 # Plain replacement: a JSON body in a command may hold other braces.
-                for name, value in (("resource_id", finding.resource_id),
-                                    ("region", finding.region), ("account", finding.account)):
+                for name, value in (
+                    ("resource_id", finding.resource_id),
+                    ("region", finding.region),
+                    ("account", finding.account),
+                ):
                     command = command.replace("{" + name + "}", value)
                 out.print("  " + command, markup=False)
         out.print("\n[bold]History[/]")
         for ev in finding.events:
-            out.print(f"  {ev.at:%Y-%m-%d %H:%M} {ev.kind} {ev.from_status or '-'} -> "
-                      f"{ev.to_status} by {ev.actor}" + (f": {ev.note}" if ev.note else ""))
+            out.print(
+                f"  {ev.at:%Y-%m-%d %H:%M} {ev.kind} {ev.from_status or '-'} -> "
+                f"{ev.to_status} by {ev.actor}" + (f": {ev.note}" if ev.note else "")
+            )
 
 
 def _act(ctx: typer.Context, fn: Any, **kwargs: Any) -> None:
@@ -274,66 +372,89 @@ def _act(ctx: typer.Context, fn: Any, **kwargs: Any) -> None:
 
 
 @findings_app.command("claim")
-def findings_claim(ctx: typer.Context, finding_id: int,
-                   user: Annotated[str, typer.Option(help="Who takes it.")]) -> None:
+def findings_claim(
+    ctx: typer.Context, finding_id: int, user: Annotated[str, typer.Option(help="Who takes it.")]
+) -> None:
     """Assign a finding to someone."""
     _act(ctx, services.claim, finding_id=finding_id, user=user)
 
 
 @findings_app.command("resolve")
-def findings_resolve(ctx: typer.Context, finding_id: int,
-                     user: Annotated[str, typer.Option()],
-                     note: Annotated[str | None, typer.Option()] = None) -> None:
+def findings_resolve(
+    ctx: typer.Context,
+    finding_id: int,
+    user: Annotated[str, typer.Option()],
+    note: Annotated[str | None, typer.Option()] = None,
+) -> None:
     """Mark a finding fixed (the next scan reopens it if it still fails)."""
     _act(ctx, services.resolve, finding_id=finding_id, user=user, note=note)
 
 
 @findings_app.command("accept")
-def findings_accept(ctx: typer.Context, finding_id: int,
-                    user: Annotated[str, typer.Option()],
-                    reason: Annotated[str, typer.Option()],
-                    until: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"],
-                                                            help="Expiry date, YYYY-MM-DD.")],
-                    ) -> None:
+def findings_accept(
+    ctx: typer.Context,
+    finding_id: int,
+    user: Annotated[str, typer.Option()],
+    reason: Annotated[str, typer.Option()],
+    until: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Expiry date, YYYY-MM-DD.")],
+) -> None:
     """Accept a finding's risk until a date, with a reason."""
     expiry = datetime.combine(until.date(), time.max, tzinfo=UTC)
-    _act(ctx, services.accept_risk, finding_id=finding_id, user=user, reason=reason,
-         until=expiry)
+    _act(ctx, services.accept_risk, finding_id=finding_id, user=user, reason=reason, until=expiry)
 
 
 @findings_app.command("reopen")
-def findings_reopen(ctx: typer.Context, finding_id: int,
-                    user: Annotated[str, typer.Option()],
-                    note: Annotated[str | None, typer.Option()] = None) -> None:
+def findings_reopen(
+    ctx: typer.Context,
+    finding_id: int,
+    user: Annotated[str, typer.Option()],
+    note: Annotated[str | None, typer.Option()] = None,
+) -> None:
     """Reopen a resolved or accepted finding."""
     _act(ctx, services.reopen, finding_id=finding_id, user=user, note=note)
 
 
 # ---- status ----------------------------------------------------------------------------------
 
+
 @app.command()
-def status(ctx: typer.Context,
-           framework: Annotated[list[str] | None, typer.Option(help="Only this framework.")] = None,
-           output_format: Annotated[str, typer.Option("--output", "-o",
-                                                      help="table or json.")] = "table") -> None:
+def status(
+    ctx: typer.Context,
+    framework: Annotated[list[str] | None, typer.Option(help="Only this framework.")] = None,
+    output_format: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
+) -> None:
     """Posture per framework (controls passing / failing / not covered) and open findings."""
     app_ctx = _ctx(ctx)
     with app_ctx.sessions()() as session:
-        state = posture(session=session, catalog=app_ctx.catalog, now=utcnow(),
-                        frameworks=framework)
+        state = posture(
+            session=session, catalog=app_ctx.catalog, now=utcnow(), frameworks=framework
+        )
         if output_format == "json":
-            doc = {"schema_version": output.JSON_SCHEMA_VERSION,
-                   "open_by_severity": state.open_by_severity, "accepted": state.accepted,
-                   "frameworks": [{"id": fw.framework, "name": fw.name,
-                                   "failing": fw.count("failing"),
-                                   "passing": fw.count("passing"),
-                                   "not_covered": fw.count("not_covered"),
-                                   "failing_controls": [
-                                       {"control": c.control, "title": c.title,
-                                        "rules": c.failing_rules,
-                                        "since": c.since.isoformat() if c.since else None}
-                                       for c in fw.controls if c.state == "failing"]}
-                                  for fw in state.frameworks]}
+            doc = {
+                "schema_version": output.JSON_SCHEMA_VERSION,
+                "open_by_severity": state.open_by_severity,
+                "accepted": state.accepted,
+                "frameworks": [
+                    {
+                        "id": fw.framework,
+                        "name": fw.name,
+                        "failing": fw.count("failing"),
+                        "passing": fw.count("passing"),
+                        "not_covered": fw.count("not_covered"),
+                        "failing_controls": [
+                            {
+                                "control": c.control,
+                                "title": c.title,
+                                "rules": c.failing_rules,
+                                "since": c.since.isoformat() if c.since else None,
+                            }
+                            for c in fw.controls
+                            if c.state == "failing"
+                        ],
+                    }
+                    for fw in state.frameworks
+                ],
+            }
             sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         else:
             output.posture_table(out, state)
@@ -341,11 +462,17 @@ def status(ctx: typer.Context,
 
 # ---- rules -----------------------------------------------------------------------------------
 
+
 @rules_app.command("list")
-def rules_list(ctx: typer.Context,
-               framework: Annotated[str | None, typer.Option(
-                   help="Only rules citing this framework (hipaa, soc2, hitrust, pci_dss, "
-                        "cis_aws).")] = None) -> None:
+def rules_list(
+    ctx: typer.Context,
+    framework: Annotated[
+        str | None,
+        typer.Option(
+            help="Only rules citing this framework (hipaa, soc2, hitrust, pci_dss, cis_aws)."
+        ),
+    ] = None,
+) -> None:
     """The enabled rules, with severity and the controls they serve."""
     catalog = _ctx(ctx).catalog
     chosen = catalog.select(framework=framework)
@@ -362,14 +489,16 @@ def rules_list(ctx: typer.Context,
 
 
 @rules_app.command("validate")
-def rules_validate(paths: Annotated[list[Path], typer.Argument(help="Rule files or folders.")],
-                   ) -> None:
+def rules_validate(
+    paths: Annotated[list[Path], typer.Argument(help="Rule files or folders.")],
+) -> None:
     """Check rule files; errors name file, line and field."""
     checked = validate_paths(paths)
     out.print(f"[green]{len(checked)} rule(s) valid.[/]")
 
 
 # ---- config and db ---------------------------------------------------------------------------
+
 
 @config_app.command("check")
 def config_check(ctx: typer.Context) -> None:
@@ -378,8 +507,10 @@ def config_check(ctx: typer.Context) -> None:
     settings = app_ctx.settings
     catalog = app_ctx.catalog
     sys.stdout.write(yaml.safe_dump(masked(settings), sort_keys=False))
-    out.print(f"[green]Configuration valid[/]: {len(catalog.rules)} rules enabled, "
-              f"{len(catalog.disabled)} disabled, {len(settings.aws.targets)} AWS target(s).")
+    out.print(
+        f"[green]Configuration valid[/]: {len(catalog.rules)} rules enabled, "
+        f"{len(catalog.disabled)} disabled, {len(settings.aws.targets)} AWS target(s)."
+    )
 
 
 @db_app.command("upgrade")
@@ -398,14 +529,19 @@ def db_upgrade(ctx: typer.Context) -> None:
 def db_current(ctx: typer.Context) -> None:
     """Show the database's schema revision and the one this version needs."""
     engine = _ctx(ctx).engine(check_schema=False)
-    out.print(f"database: {db.current_revision(engine) or 'empty'}; "
-              f"this version needs: {db.head_revision()}")
+    out.print(
+        f"database: {db.current_revision(engine) or 'empty'}; "
+        f"this version needs: {db.head_revision()}"
+    )
 
 
 @app.command()
-def demo(ctx: typer.Context,
-         database: Annotated[str | None, typer.Option(
-             help="Database URL (default: the configured one).")] = None) -> None:
+def demo(
+    ctx: typer.Context,
+    database: Annotated[
+        str | None, typer.Option(help="Database URL (default: the configured one).")
+    ] = None,
+) -> None:
     """Scan an embedded simulated AWS account (moto) and show findings and posture."""
     from bot.demo import run_demo
 

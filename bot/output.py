@@ -50,8 +50,9 @@ def finding_json(finding: Finding, rule: Rule | None) -> dict[str, Any]:
     }
 
 
-def findings_document(findings: list[Finding], catalog: Catalog,
-                      scan: dict[str, Any] | None = None) -> dict[str, Any]:
+def findings_document(
+    findings: list[Finding], catalog: Catalog, scan: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The top-level JSON document: schema version, optional scan summary, findings."""
     rules = {**catalog.disabled, **catalog.rules}
     doc: dict[str, Any] = {"schema_version": JSON_SCHEMA_VERSION}
@@ -63,8 +64,11 @@ def findings_document(findings: list[Finding], catalog: Catalog,
 
 def ocsf_event(finding: Finding, rule: Rule | None, *, product_version: str) -> dict[str, Any]:
     """One OCSF 1.1 Compliance Finding (class 2003) event."""
-    activity = 3 if finding.status == FindingStatus.resolved else (
-        1 if finding.first_seen == finding.last_seen else 2)
+    activity = (
+        3
+        if finding.status == FindingStatus.resolved
+        else (1 if finding.first_seen == finding.last_seen else 2)
+    )
     controls = rule.controls() if rule else []
     return {
         "class_uid": 2003,
@@ -78,14 +82,22 @@ def ocsf_event(finding: Finding, rule: Rule | None, *, product_version: str) -> 
         "severity": finding.severity.capitalize(),
         "status_id": _STATUS_ID.get(finding.status, 99),
         "status": finding.status.capitalize(),
-        "metadata": {"version": OCSF_VERSION,
-                     "product": {"name": "compliancebot", "vendor_name": "compliancebot",
-                                 "version": product_version}},
-        "finding_info": {"uid": finding.fingerprint, "title": finding.title,
-                         "desc": rule.rationale if rule else finding.title,
-                         "first_seen_time": _ms(finding.first_seen),
-                         "last_seen_time": _ms(finding.last_seen),
-                         "types": [finding.rule_id]},
+        "metadata": {
+            "version": OCSF_VERSION,
+            "product": {
+                "name": "compliancebot",
+                "vendor_name": "compliancebot",
+                "version": product_version,
+            },
+        },
+        "finding_info": {
+            "uid": finding.fingerprint,
+            "title": finding.title,
+            "desc": rule.rationale if rule else finding.title,
+            "first_seen_time": _ms(finding.first_seen),
+            "last_seen_time": _ms(finding.last_seen),
+            "types": [finding.rule_id],
+        },
         "compliance": {
             "status_id": 1 if finding.status in ("resolved", "accepted") else 3,
             "status": "Pass" if finding.status in ("resolved", "accepted") else "Fail",
@@ -94,10 +106,19 @@ def ocsf_event(finding: Finding, rule: Rule | None, *, product_version: str) -> 
             "requirements": [f"{fw}:{c}" for fw, c in controls],
         },
         "remediation": {"desc": rule.remediation.text if rule else ""},
-        "cloud": {"provider": "AWS", "region": finding.region,
-                  "account": {"uid": finding.account, "type": "AWS Account"}},
-        "resources": [{"uid": finding.resource_id, "name": finding.resource_name,
-                       "type": finding.resource_type, "region": finding.region}],
+        "cloud": {
+            "provider": "AWS",
+            "region": finding.region,
+            "account": {"uid": finding.account, "type": "AWS Account"},
+        },
+        "resources": [
+            {
+                "uid": finding.resource_id,
+                "name": finding.resource_name,
+                "type": finding.resource_type,
+                "region": finding.region,
+            }
+        ],
     }
 
 
@@ -107,9 +128,15 @@ def findings_table(console: Console, findings: list[Finding], *, title: str) -> 
     for name in ("ID", "Severity", "Status", "Rule", "Resource", "Account / Region", "Last seen"):
         table.add_column(name, overflow="fold")
     for f in findings:
-        table.add_row(str(f.id), f"[{_STYLE.get(f.severity, '')}]{f.severity}[/]", f.status,
-                      f.rule_id, f.resource_name or f.resource_id, f"{f.account} / {f.region}",
-                      f"{f.last_seen:%Y-%m-%d %H:%M}")
+        table.add_row(
+            str(f.id),
+            f"[{_STYLE.get(f.severity, '')}]{f.severity}[/]",
+            f.status,
+            f.rule_id,
+            f.resource_name or f.resource_id,
+            f"{f.account} / {f.region}",
+            f"{f.last_seen:%Y-%m-%d %H:%M}",
+        )
     console.print(table)
 
 
@@ -121,15 +148,22 @@ def posture_table(console: Console, state: Posture) -> None:
     for fw in state.frameworks:
         failing = [c.control for c in fw.controls if c.state == "failing"]
         shown = ", ".join(failing[:8]) + (f" (+{len(failing) - 8})" if len(failing) > 8 else "")
-        table.add_row(fw.name, f"[red]{fw.count('failing')}[/]", f"[green]{fw.count('passing')}[/]",
-                      str(fw.count("not_covered")), shown)
+        table.add_row(
+            fw.name,
+            f"[red]{fw.count('failing')}[/]",
+            f"[green]{fw.count('passing')}[/]",
+            str(fw.count("not_covered")),
+            shown,
+        )
     console.print(table)
     sev = "  ".join(f"[{_STYLE[s]}]{s}: {n}[/]" for s, n in state.open_by_severity.items())
     console.print(f"Open findings by severity: {sev}   accepted risks: {state.accepted}")
     if state.last_scan is not None:
         scan = state.last_scan
-        console.print(f"Last scan: #{scan.id} {scan.status} at "
-                      f"{scan.finished_at:%Y-%m-%d %H:%M} UTC, {scan.resources} resources, "
-                      f"{scan.api_calls} API calls, {scan.error_count} errors")
+        console.print(
+            f"Last scan: #{scan.id} {scan.status} at "
+            f"{scan.finished_at:%Y-%m-%d %H:%M} UTC, {scan.resources} resources, "
+            f"{scan.api_calls} API calls, {scan.error_count} errors"
+        )
     else:
         console.print("No scan yet: run `compliancebot scan`.")

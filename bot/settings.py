@@ -88,8 +88,10 @@ class DatabaseSettings(_Section):
         try:
             make_url(value)
         except ArgumentError as exc:
-            raise ValueError("not a database URL; e.g. sqlite:///compliancebot.db or "
-                             "postgresql://user@host:5432/compliancebot") from exc
+            raise ValueError(
+                "not a database URL; e.g. sqlite:///compliancebot.db or "
+                "postgresql://user@host:5432/compliancebot"
+            ) from exc
         return value
 
 
@@ -107,8 +109,9 @@ class LoggingSettings(_Section):
 class Settings(BaseSettings):
     """The whole configuration."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__",
-                                      extra="forbid", case_sensitive=False)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
 
     database: DatabaseSettings = DatabaseSettings()
     aws: AwsSettings = AwsSettings()
@@ -166,8 +169,9 @@ def _read(path: Path, what: str) -> YamlDoc:
     if doc.data is None:
         return YamlDoc(file=doc.file, data={}, lines=doc.lines)
     if not isinstance(doc.data, dict):
-        raise ConfigError(f"{path}: the {what} must be a mapping of sections "
-                          f"(database, aws, rules, logging)")
+        raise ConfigError(
+            f"{path}: the {what} must be a mapping of sections (database, aws, rules, logging)"
+        )
     return doc
 
 
@@ -192,8 +196,9 @@ def _locate(loc: tuple[str | int, ...], docs: list[YamlDoc], environ: Mapping[st
     return "defaults"
 
 
-def load_settings(explicit: Path | None = None,
-                  environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    explicit: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
     """Build the effective settings, or raise ConfigError naming what is wrong and where."""
     environ = os.environ if environ is None else environ
     docs: list[YamlDoc] = []
@@ -206,7 +211,8 @@ def load_settings(explicit: Path | None = None,
             raise ConfigError(
                 f"{doc.file}:{doc.line_of(('database', 'url'))}: database.url: a password does "
                 f"not belong in the config file; set {ENV_PREFIX}DATABASE__URL or put it in the "
-                f"secrets file ({ENV_PREFIX}SECRETS_FILE)")
+                f"secrets file ({ENV_PREFIX}SECRETS_FILE)"
+            )
         docs.append(doc)
         data = doc.data
     secrets = environ.get(f"{ENV_PREFIX}SECRETS_FILE")
@@ -218,8 +224,11 @@ def load_settings(explicit: Path | None = None,
     class _Effective(Settings):
         @classmethod
         def settings_customise_sources(
-            cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
             return (init_settings, env_settings, _DictSource(settings_cls, data))

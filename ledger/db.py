@@ -84,9 +84,11 @@ def current_revision(engine: Engine) -> str | None:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
     except OperationalError as exc:
-        raise DatabaseError(f"cannot connect to the database "
-                            f"{engine.url.render_as_string(hide_password=True)}: "
-                            f"{exc.orig}") from exc
+        raise DatabaseError(
+            f"cannot connect to the database "
+            f"{engine.url.render_as_string(hide_password=True)}: "
+            f"{exc.orig}"
+        ) from exc
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:
@@ -103,13 +105,19 @@ def require_current_schema(engine: Engine) -> None:
         return
     where = engine.url.render_as_string(hide_password=True)
     if current is None:
-        raise DatabaseError(f"the database {where} has no compliancebot schema yet: run "
-                            f"`compliancebot db upgrade` to create it")
+        raise DatabaseError(
+            f"the database {where} has no compliancebot schema yet: run "
+            f"`compliancebot db upgrade` to create it"
+        )
     script = ScriptDirectory.from_config(_alembic_config(engine))
     known = {rev.revision for rev in script.walk_revisions()}
     if current not in known:
-        raise DatabaseError(f"the database {where} is at schema revision {current}, which this "
-                            f"version of compliancebot does not know (it needs {head}): "
-                            f"upgrade compliancebot")
-    raise DatabaseError(f"the database {where} is at schema revision {current} but this version "
-                        f"needs {head}: run `compliancebot db upgrade`")
+        raise DatabaseError(
+            f"the database {where} is at schema revision {current}, which this "
+            f"version of compliancebot does not know (it needs {head}): "
+            f"upgrade compliancebot"
+        )
+    raise DatabaseError(
+        f"the database {where} is at schema revision {current} but this version "
+        f"needs {head}: run `compliancebot db upgrade`"
+    )

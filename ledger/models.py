@@ -69,8 +69,9 @@ class Scan(Base):
     error_count: Mapped[int] = mapped_column(default=0)
     message: Mapped[str | None] = mapped_column(Text)
 
-    errors: Mapped[list[ScanErrorRow]] = relationship(back_populates="scan",
-                                                       order_by="ScanErrorRow.id")
+    errors: Mapped[list[ScanErrorRow]] = relationship(
+        back_populates="scan", order_by="ScanErrorRow.id"
+    )
 
 
 class ScanErrorRow(Base):
@@ -123,15 +124,19 @@ class Finding(Base):
     reopen_count: Mapped[int] = mapped_column(Integer, default=0)
     last_scan_id: Mapped[int | None] = mapped_column(ForeignKey("scans.id", ondelete="SET NULL"))
 
-    events: Mapped[list[FindingEvent]] = relationship(back_populates="finding",
-                                                       order_by="FindingEvent.id")
+    events: Mapped[list[FindingEvent]] = relationship(
+        back_populates="finding", order_by="FindingEvent.id"
+    )
 
     def is_failing(self, now: datetime) -> bool:
         """Counts against the posture: active, or accepted with the acceptance expired."""
         if self.status in ACTIVE:
             return True
-        return (self.status == FindingStatus.accepted and self.accepted_until is not None
-                and self.accepted_until <= now)
+        return (
+            self.status == FindingStatus.accepted
+            and self.accepted_until is not None
+            and self.accepted_until <= now
+        )
 
 
 class FindingEvent(Base):
@@ -140,8 +145,9 @@ class FindingEvent(Base):
     __tablename__ = "finding_events"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    finding_id: Mapped[int] = mapped_column(ForeignKey("findings.id", ondelete="CASCADE"),
-                                            index=True)
+    finding_id: Mapped[int] = mapped_column(
+        ForeignKey("findings.id", ondelete="CASCADE"), index=True
+    )
     at: Mapped[datetime]
     kind: Mapped[str] = mapped_column(String(32))
     from_status: Mapped[str | None] = mapped_column(String(16))

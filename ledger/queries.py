@@ -14,10 +14,17 @@ from ledger.models import ACTIVE, Finding, FindingStatus, Scan, ScanStatus
 from rules.catalog import Catalog, Severity
 
 
-def list_findings(*, session: Session, catalog: Catalog, severity: Sequence[str] = (),
-                  status: Sequence[str] = (), framework: str | None = None,
-                  rule_ids: Sequence[str] = (), account: str | None = None,
-                  limit: int | None = None) -> list[Finding]:
+def list_findings(
+    *,
+    session: Session,
+    catalog: Catalog,
+    severity: Sequence[str] = (),
+    status: Sequence[str] = (),
+    framework: str | None = None,
+    rule_ids: Sequence[str] = (),
+    account: str | None = None,
+    limit: int | None = None,
+) -> list[Finding]:
     """Findings matching every given filter, worst and newest first.
 
     With no status filter, findings that count against the posture (open, claimed, reopened)
@@ -78,8 +85,9 @@ class Posture:
     last_scan: Scan | None
 
 
-def posture(*, session: Session, catalog: Catalog, now: datetime,
-            frameworks: Sequence[str] | None = None) -> Posture:
+def posture(
+    *, session: Session, catalog: Catalog, now: datetime, frameworks: Sequence[str] | None = None
+) -> Posture:
     """Controls passing / failing / not covered per framework, and open findings by severity.
 
     Two queries whatever the number of findings: failing counts are aggregated in SQL.
@@ -87,20 +95,34 @@ def posture(*, session: Session, catalog: Catalog, now: datetime,
     failing_by_rule: dict[str, tuple[int, datetime]] = {}
     rows = session.execute(
         select(Finding.rule_id, func.count(), func.min(Finding.first_seen))
-        .where((Finding.status.in_([str(s) for s in ACTIVE]))
-               | ((Finding.status == FindingStatus.accepted) & (Finding.accepted_until <= now)))
+        .where(
+            (Finding.status.in_([str(s) for s in ACTIVE]))
+            | ((Finding.status == FindingStatus.accepted) & (Finding.accepted_until <= now))
+        )
         .group_by(Finding.rule_id)
     ).all()
     for rule_id, count, since in rows:
         failing_by_rule[rule_id] = (count, since)
     sev_rows = session.execute(
-        select(Finding.severity, func.count()).where(Finding.status.in_([str(s) for s in ACTIVE]))
-        .group_by(Finding.severity)).all()
-    by_severity = Counter({sev: n for sev, n in sev_rows})
-    accepted = session.scalar(select(func.count()).select_from(Finding).where(
-        Finding.status == FindingStatus.accepted, Finding.accepted_until > now)) or 0
-    last_scan = session.scalar(select(Scan).where(Scan.status.in_(
-        [ScanStatus.complete, ScanStatus.partial])).order_by(Scan.id.desc()).limit(1))
+        select(Finding.severity, func.count())
+        .where(Finding.status.in_([str(s) for s in ACTIVE]))
+        .group_by(Finding.severity)
+    ).all()
+    by_severity = Counter(dict(sev_rows))
+    accepted = (
+        session.scalar(
+            select(func.count())
+            .select_from(Finding)
+            .where(Finding.status == FindingStatus.accepted, Finding.accepted_until > now)
+        )
+        or 0
+    )
+    last_scan = session.scalar(
+        select(Scan)
+        .where(Scan.status.in_([ScanStatus.complete, ScanStatus.partial]))
+        .order_by(Scan.id.desc())
+        .limit(1)
+    )
     out = []
     for fw_id in frameworks or sorted(catalog.frameworks):
         fw = catalog.require_framework(fw_id)
@@ -110,8 +132,13 @@ def posture(*, session: Session, catalog: Catalog, now: datetime,
                 citing.setdefault(control, []).append(rule.id)
         controls = []
         for control_id, control in fw.controls.items():
-            state = ControlState(framework=fw_id, control=control_id, title=control.title,
-                                 section=control.section, rules=sorted(citing.get(control_id, [])))
+            state = ControlState(
+                framework=fw_id,
+                control=control_id,
+                title=control.title,
+                section=control.section,
+                rules=sorted(citing.get(control_id, [])),
+            )
             for rule_id in state.rules:
                 if rule_id in failing_by_rule:
                     count, since = failing_by_rule[rule_id]
@@ -121,5 +148,4 @@ def posture(*, session: Session, catalog: Catalog, now: datetime,
             controls.append(state)
         out.append(FrameworkPosture(framework=fw_id, name=fw.name, controls=controls))
     ordered = {str(s): by_severity.get(str(s), 0) for s in Severity}
-    return Posture(frameworks=out, open_by_severity=ordered, accepted=accepted,
-                   last_scan=last_scan)
+    return Posture(frameworks=out, open_by_severity=ordered, accepted=accepted, last_scan=last_scan)

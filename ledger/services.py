@@ -74,37 +74,244 @@ class ScanCounts:
     reopened_ids: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"new": self.new, "reopened": self.reopened, "resolved": self.resolved,
-                "still_failing": self.still_failing, "accepted_expired": self.accepted_expired,
-                "failing_by_severity": self.by_severity}
+        return {
+            "new": self.new,
+            "reopened": self.reopened,
+            "resolved": self.resolved,
+            "still_failing": self.still_failing,
+            "accepted_expired": self.accepted_expired,
+            "failing_by_severity": self.by_severity,
+        }
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def start_scan(*, session: Session, now: datetime, trigger: str, scope: dict[str, Any]) -> Scan:
     """Record that a scan began (so a crash mid-scan still leaves a trace)."""
-    scan = Scan(started_at=now, status=ScanStatus.running, trigger=trigger, scope=scope,
-                api_calls_by_service={}, counts={})
+    scan = Scan(
+        started_at=now,
+        status=ScanStatus.running,
+        trigger=trigger,
+        scope=scope,
+        api_calls_by_service={},
+        counts={},
+    )
     session.add(scan)
     session.flush()
-    _audit(session, now=now, actor=SCANNER if trigger != "cli" else "cli", action="scan.started",
-           object_type="scan", object_id=str(scan.id), detail={"trigger": trigger, **scope})
+    _audit(
+        session,
+        now=now,
+        actor=SCANNER if trigger != "cli" else "cli",
+        action="scan.started",
+        object_type="scan",
+        object_id=str(scan.id),
+        detail={"trigger": trigger, **scope},
+    )
     return scan
 
 
-def _audit(session: Session, *, now: datetime, actor: str, action: str, object_type: str,
-           object_id: str, detail: dict[str, Any] | None = None) -> None:
-    session.execute(insert(AuditEntry), [{"at": now, "actor": actor, "action": action,
-                                          "object_type": object_type, "object_id": object_id,
-                                          "detail": detail or {}}])
+def _audit(
+    session: Session,
+    *,
+    now: datetime,
+    actor: str,
+    action: str,
+    object_type: str,
+    object_id: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    session.execute(
+        insert(AuditEntry),
+        [
+            {
+                "at": now,
+                "actor": actor,
+                "action": action,
+                "object_type": object_type,
+                "object_id": object_id,
+                "detail": detail or {},
+            }
+        ],
+    )
 
 
-def upsert_from_scan(*, session: Session, scan: Scan, observations: Iterable[Observation],
-                     covered: set[tuple[str, str, str]], rule_ids: set[str],
-                     accounts: set[str], now: datetime) -> ScanCounts:
+@dataclass
+class _Plan:
+    """The writes one scan's merge will make, gathered before any is sent."""
+
+    scan_id: int
+    now: datetime
+    counts: ScanCounts = field(default_factory=ScanCounts)
+    inserts: list[dict[str, Any]] = field(default_factory=list)
+    seen_ids: list[int] = field(default_factory=list)
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def transition(
+        self, row: Any, to: FindingStatus, kind: str, note: str, values: dict[str, Any]
+    ) -> None:
+        self.changes.append({"id": row.id, "status": to, "status_changed_at": self.now, **values})
+        self.events.append(
+            {
+                "finding_id": row.id,
+                "at": self.now,
+                "kind": kind,
+                "from_status": row.status,
+                "to_status": to,
+                "actor": SCANNER,
+                "note": note,
+                "scan_id": self.scan_id,
+            }
+        )
+
+    def new_finding(self, fp: str, obs: Observation) -> None:
+        self.inserts.append(
+            {
+                "fingerprint": fp,
+                "rule_id": obs.rule_id,
+                "account": obs.account,
+                "region": obs.region,
+                "resource_type": obs.resource_type,
+                "resource_id": obs.resource_id,
+                "resource_name": obs.resource_name,
+                "title": obs.title,
+                "severity": obs.severity,
+                "status": FindingStatus.open,
+                "first_seen": self.now,
+                "last_seen": self.now,
+                "status_changed_at": self.now,
+                "reopen_count": 0,
+                "last_scan_id": self.scan_id,
+            }
+        )
+
+    def still_failing(self, row: Any, obs: Observation) -> None:
+        seen = {
+            "last_seen": self.now,
+            "last_scan_id": self.scan_id,
+            "severity": obs.severity,
+            "title": obs.title,
+        }
+        if row.status == FindingStatus.resolved:
+            self.counts.reopened += 1
+            self.counts.reopened_ids.append(row.id)
+            self.transition(
+                row,
+                FindingStatus.reopened,
+                "reopened",
+                f"scan {self.scan_id} detected it again",
+                {
+                    **seen,
+                    "resolved_at": None,
+                    "resolved_by": None,
+                    "resolution_note": None,
+                    "reopen_count": Finding.reopen_count + 1,
+                },
+            )
+        elif (
+            row.status == FindingStatus.accepted
+            and row.accepted_until is not None
+            and row.accepted_until <= self.now
+        ):
+            self.counts.accepted_expired += 1
+            self.transition(
+                row,
+                FindingStatus.open,
+                "acceptance_expired",
+                f"risk acceptance expired {row.accepted_until:%Y-%m-%d}",
+                seen,
+            )
+        else:
+            self.counts.still_failing += 1
+            if row.severity != obs.severity or row.title != obs.title:
+                self.changes.append({"id": row.id, **seen})
+            else:
+                self.seen_ids.append(row.id)
+
+    def no_longer_failing(self, row: Any, *, passed: bool, covered: bool) -> None:
+        if row.status not in (FindingStatus.accepted, *ACTIVE):
+            return
+        if passed:
+            note = f"scan {self.scan_id} found the resource compliant"
+        elif covered:
+            note = f"scan {self.scan_id} no longer found the resource"
+        else:
+            return  # not looked at (service errored, other region, other rule): unchanged
+        self.counts.resolved += 1
+        self.transition(
+            row,
+            FindingStatus.resolved,
+            "auto_resolved",
+            note,
+            {"resolved_at": self.now, "resolved_by": SCANNER, "resolution_note": note},
+        )
+
+
+def _write(session: Session, plan: _Plan) -> None:
+    """Send the plan in bulk: one statement per chunk, not per finding."""
+    for chunk in _chunks(plan.inserts):
+        created = session.execute(insert(Finding).returning(Finding.id), list(chunk)).all()
+        for new in created:
+            plan.counts.new_ids.append(new.id)
+            plan.events.append(
+                {
+                    "finding_id": new.id,
+                    "at": plan.now,
+                    "kind": "created",
+                    "from_status": None,
+                    "to_status": FindingStatus.open,
+                    "actor": SCANNER,
+                    "note": f"detected by scan {plan.scan_id}",
+                    "scan_id": plan.scan_id,
+                }
+            )
+    plan.counts.new = len(plan.inserts)
+    for chunk in _chunks(plan.seen_ids):
+        session.execute(
+            update(Finding)
+            .where(Finding.id.in_(chunk))
+            .values(last_seen=plan.now, last_scan_id=plan.scan_id)
+        )
+    for change in plan.changes:
+        # Few per scan (state changes); each needs its own values, incl. SQL expressions.
+        values = {k: v for k, v in change.items() if k != "id"}
+        session.execute(update(Finding).where(Finding.id == change["id"]).values(**values))
+    if plan.events:
+        session.execute(insert(FindingEvent), plan.events)
+        session.execute(
+            insert(AuditEntry),
+            [
+                {
+                    "at": plan.now,
+                    "actor": SCANNER,
+                    "action": f"finding.{e['kind']}",
+                    "object_type": "finding",
+                    "object_id": str(e["finding_id"]),
+                    "detail": {
+                        "from": e["from_status"],
+                        "to": e["to_status"],
+                        "scan_id": plan.scan_id,
+                        "note": e["note"],
+                    },
+                }
+                for e in plan.events
+            ],
+        )
+
+
+def upsert_from_scan(
+    *,
+    session: Session,
+    scan: Scan,
+    observations: Iterable[Observation],
+    covered: set[tuple[str, str, str]],
+    rule_ids: set[str],
+    accounts: set[str],
+    now: datetime,
+) -> ScanCounts:
     """Merge one scan's verdicts into the findings, in bulk.
 
     `covered` holds (rule_id, account, region) where the scan listed the rule's resources
@@ -118,117 +325,68 @@ def upsert_from_scan(*, session: Session, scan: Scan, observations: Iterable[Obs
             fails[obs.fingerprint] = obs
         elif obs.verdict == "pass":
             passes.add(obs.fingerprint)
-        # unknown: neither raises nor resolves
     existing = {}
     if rule_ids and accounts:
         rows = session.execute(
-            select(Finding.id, Finding.fingerprint, Finding.status, Finding.accepted_until,
-                   Finding.rule_id, Finding.account, Finding.region, Finding.severity,
-                   Finding.title)
-            .where(Finding.rule_id.in_(sorted(rule_ids)), Finding.account.in_(sorted(accounts)))
+            select(
+                Finding.id,
+                Finding.fingerprint,
+                Finding.status,
+                Finding.accepted_until,
+                Finding.rule_id,
+                Finding.account,
+                Finding.region,
+                Finding.severity,
+                Finding.title,
+            ).where(Finding.rule_id.in_(sorted(rule_ids)), Finding.account.in_(sorted(accounts)))
         ).all()
         existing = {row.fingerprint: row for row in rows}
-
-    counts = ScanCounts()
-    inserts: list[dict[str, Any]] = []
-    seen_ids: list[int] = []
-    changes: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
-
-    def transition(row: Any, to: FindingStatus, kind: str, note: str,
-                   extra: dict[str, Any]) -> None:
-        changes.append({"id": row.id, "status": to, "status_changed_at": now, **extra})
-        events.append({"finding_id": row.id, "at": now, "kind": kind, "from_status": row.status,
-                       "to_status": to, "actor": SCANNER, "note": note, "scan_id": scan.id})
-
+    plan = _Plan(scan_id=scan.id, now=now)
     for fp, obs in fails.items():
-        counts.by_severity[obs.severity] = counts.by_severity.get(obs.severity, 0) + 1
+        plan.counts.by_severity[obs.severity] = plan.counts.by_severity.get(obs.severity, 0) + 1
         row = existing.get(fp)
         if row is None:
-            inserts.append({
-                "fingerprint": fp, "rule_id": obs.rule_id, "account": obs.account,
-                "region": obs.region, "resource_type": obs.resource_type,
-                "resource_id": obs.resource_id, "resource_name": obs.resource_name,
-                "title": obs.title, "severity": obs.severity, "status": FindingStatus.open,
-                "first_seen": now, "last_seen": now, "status_changed_at": now,
-                "reopen_count": 0, "last_scan_id": scan.id,
-            })
-            continue
-        seen = {"last_seen": now, "last_scan_id": scan.id, "severity": obs.severity,
-                "title": obs.title}
-        if row.status == FindingStatus.resolved:
-            counts.reopened += 1
-            counts.reopened_ids.append(row.id)
-            transition(row, FindingStatus.reopened, "reopened",
-                       f"scan {scan.id} detected it again",
-                       {**seen, "resolved_at": None, "resolved_by": None,
-                        "resolution_note": None, "reopen_count": Finding.reopen_count + 1})
-        elif (row.status == FindingStatus.accepted and row.accepted_until is not None
-              and row.accepted_until <= now):
-            counts.accepted_expired += 1
-            transition(row, FindingStatus.open, "acceptance_expired",
-                       f"risk acceptance expired {row.accepted_until:%Y-%m-%d}", seen)
+            plan.new_finding(fp, obs)
         else:
-            counts.still_failing += 1
-            if row.severity != obs.severity or row.title != obs.title:
-                changes.append({"id": row.id, **seen})
-            else:
-                seen_ids.append(row.id)
-
-    active = {FindingStatus.accepted, *ACTIVE}
+            plan.still_failing(row, obs)
     for fp, row in existing.items():
-        if fp in fails or row.status not in active:
-            continue
-        if fp in passes:
-            note = f"scan {scan.id} found the resource compliant"
-        elif (row.rule_id, row.account, row.region) in covered:
-            note = f"scan {scan.id} no longer found the resource"
-        else:
-            continue
-        counts.resolved += 1
-        transition(row, FindingStatus.resolved, "auto_resolved", note,
-                   {"resolved_at": now, "resolved_by": SCANNER, "resolution_note": note})
-
-    if inserts:
-        for chunk in _chunks(inserts):
-            created = session.execute(
-                insert(Finding).returning(Finding.id, Finding.status), list(chunk)).all()
-            for new in created:
-                counts.new_ids.append(new.id)
-                events.append({"finding_id": new.id, "at": now, "kind": "created",
-                               "from_status": None, "to_status": FindingStatus.open,
-                               "actor": SCANNER, "note": f"detected by scan {scan.id}",
-                               "scan_id": scan.id})
-        counts.new = len(inserts)
-    for chunk in _chunks(seen_ids):
-        session.execute(update(Finding).where(Finding.id.in_(chunk))
-                        .values(last_seen=now, last_scan_id=scan.id))
-    for change in changes:
-        # Few per scan (state changes); each needs its own values, incl. SQL expressions.
-        finding_id = change.pop("id")
-        session.execute(update(Finding).where(Finding.id == finding_id).values(**change))
-    if events:
-        session.execute(insert(FindingEvent), events)
-        session.execute(insert(AuditEntry), [
-            {"at": now, "actor": SCANNER, "action": f"finding.{e['kind']}",
-             "object_type": "finding", "object_id": str(e["finding_id"]),
-             "detail": {"from": e["from_status"], "to": e["to_status"], "scan_id": scan.id,
-                        "note": e["note"]}}
-            for e in events
-        ])
-    return counts
+        if fp not in fails:
+            plan.no_longer_failing(
+                row, passed=fp in passes, covered=(row.rule_id, row.account, row.region) in covered
+            )
+    _write(session, plan)
+    return plan.counts
 
 
-def finish_scan(*, session: Session, scan: Scan, now: datetime, counts: ScanCounts,
-                api_calls: dict[str, int], resources: int, errors: Sequence[Any]) -> Scan:
+def finish_scan(
+    *,
+    session: Session,
+    scan: Scan,
+    now: datetime,
+    counts: ScanCounts,
+    api_calls: dict[str, int],
+    resources: int,
+    errors: Sequence[Any],
+) -> Scan:
     """Close a scan with its numbers and the errors it met."""
     if errors:
-        session.execute(insert(ScanErrorRow), [
-            {"scan_id": scan.id, "account": e.account, "region": e.region, "service": e.service,
-             "operation": e.operation, "code": e.code, "message": e.message[:4000],
-             "resource_type": e.resource_type, "resource_id": e.resource_id}
-            for e in errors
-        ])
+        session.execute(
+            insert(ScanErrorRow),
+            [
+                {
+                    "scan_id": scan.id,
+                    "account": e.account,
+                    "region": e.region,
+                    "service": e.service,
+                    "operation": e.operation,
+                    "code": e.code,
+                    "message": e.message[:4000],
+                    "resource_type": e.resource_type,
+                    "resource_id": e.resource_id,
+                }
+                for e in errors
+            ],
+        )
     scan.finished_at = now
     scan.status = ScanStatus.partial if errors else ScanStatus.complete
     scan.api_calls = sum(api_calls.values())
@@ -236,21 +394,39 @@ def finish_scan(*, session: Session, scan: Scan, now: datetime, counts: ScanCoun
     scan.resources = resources
     scan.counts = counts.as_dict()
     scan.error_count = len(errors)
-    _audit(session, now=now, actor=SCANNER, action="scan.finished", object_type="scan",
-           object_id=str(scan.id), detail={"status": scan.status, **scan.counts,
-                                           "api_calls": scan.api_calls,
-                                           "errors": scan.error_count})
+    _audit(
+        session,
+        now=now,
+        actor=SCANNER,
+        action="scan.finished",
+        object_type="scan",
+        object_id=str(scan.id),
+        detail={
+            "status": scan.status,
+            **scan.counts,
+            "api_calls": scan.api_calls,
+            "errors": scan.error_count,
+        },
+    )
     return scan
 
 
 def fail_scan(*, session: Session, scan: Scan, now: datetime, message: str) -> None:
     """Mark a scan that could not finish; nothing it saw was merged."""
     scan.finished_at, scan.status, scan.message = now, ScanStatus.failed, message
-    _audit(session, now=now, actor=SCANNER, action="scan.failed", object_type="scan",
-           object_id=str(scan.id), detail={"message": message})
+    _audit(
+        session,
+        now=now,
+        actor=SCANNER,
+        action="scan.failed",
+        object_type="scan",
+        object_id=str(scan.id),
+        detail={"message": message},
+    )
 
 
 # ---- a person's actions ---------------------------------------------------------------------
+
 
 def get_finding(*, session: Session, finding_id: int) -> Finding:
     """The finding, or an error naming the id."""
@@ -260,23 +436,49 @@ def get_finding(*, session: Session, finding_id: int) -> Finding:
     return finding
 
 
-def _record(session: Session, finding: Finding, *, to: FindingStatus, kind: str, actor: str,
-            now: datetime, note: str | None) -> None:
+def _record(
+    session: Session,
+    finding: Finding,
+    *,
+    to: FindingStatus,
+    kind: str,
+    actor: str,
+    now: datetime,
+    note: str | None,
+) -> None:
     before = finding.status
     finding.status = to
     finding.status_changed_at = now
-    session.add(FindingEvent(finding_id=finding.id, at=now, kind=kind, from_status=before,
-                             to_status=to, actor=actor, note=note))
-    _audit(session, now=now, actor=actor, action=f"finding.{kind}", object_type="finding",
-           object_id=str(finding.id), detail={"from": before, "to": str(to), "note": note})
+    session.add(
+        FindingEvent(
+            finding_id=finding.id,
+            at=now,
+            kind=kind,
+            from_status=before,
+            to_status=to,
+            actor=actor,
+            note=note,
+        )
+    )
+    _audit(
+        session,
+        now=now,
+        actor=actor,
+        action=f"finding.{kind}",
+        object_type="finding",
+        object_id=str(finding.id),
+        detail={"from": before, "to": str(to), "note": note},
+    )
     session.flush()
 
 
 def _require(finding: Finding, allowed: Iterable[FindingStatus], action: str) -> None:
     allowed = tuple(allowed)
     if finding.status not in allowed:
-        raise LedgerError(f"finding {finding.id} is {finding.status}: it cannot be {action} "
-                          f"(only {', '.join(allowed)} findings can)")
+        raise LedgerError(
+            f"finding {finding.id} is {finding.status}: it cannot be {action} "
+            f"(only {', '.join(allowed)} findings can)"
+        )
 
 
 def claim(*, session: Session, finding_id: int, user: str, now: datetime) -> Finding:
@@ -286,24 +488,28 @@ def claim(*, session: Session, finding_id: int, user: str, now: datetime) -> Fin
     previous = finding.assignee
     finding.assignee = user
     note = f"reassigned from {previous}" if previous and previous != user else None
-    _record(session, finding, to=FindingStatus.claimed, kind="claimed", actor=user, now=now,
-            note=note)
+    _record(
+        session, finding, to=FindingStatus.claimed, kind="claimed", actor=user, now=now, note=note
+    )
     return finding
 
 
-def resolve(*, session: Session, finding_id: int, user: str, now: datetime,
-            note: str | None = None) -> Finding:
+def resolve(
+    *, session: Session, finding_id: int, user: str, now: datetime, note: str | None = None
+) -> Finding:
     """Mark fixed by a person; the next scan reopens it if the resource still fails."""
     finding = get_finding(session=session, finding_id=finding_id)
     _require(finding, (*ACTIVE, FindingStatus.accepted), "resolved")
     finding.resolved_at, finding.resolved_by, finding.resolution_note = now, user, note
-    _record(session, finding, to=FindingStatus.resolved, kind="resolved", actor=user, now=now,
-            note=note)
+    _record(
+        session, finding, to=FindingStatus.resolved, kind="resolved", actor=user, now=now, note=note
+    )
     return finding
 
 
-def accept_risk(*, session: Session, finding_id: int, user: str, reason: str, until: datetime,
-                now: datetime) -> Finding:
+def accept_risk(
+    *, session: Session, finding_id: int, user: str, reason: str, until: datetime, now: datetime
+) -> Finding:
     """Accept the risk until a date, with a reason; not reported as failing until then."""
     if not reason or not reason.strip():
         raise LedgerError("a risk acceptance needs a reason")
@@ -313,13 +519,21 @@ def accept_risk(*, session: Session, finding_id: int, user: str, reason: str, un
     _require(finding, ACTIVE, "risk-accepted")
     finding.accepted_by, finding.accepted_reason = user, reason.strip()
     finding.accepted_until = until
-    _record(session, finding, to=FindingStatus.accepted, kind="accepted", actor=user, now=now,
-            note=f"{reason.strip()} (until {until:%Y-%m-%d})")
+    _record(
+        session,
+        finding,
+        to=FindingStatus.accepted,
+        kind="accepted",
+        actor=user,
+        now=now,
+        note=f"{reason.strip()} (until {until:%Y-%m-%d})",
+    )
     return finding
 
 
-def reopen(*, session: Session, finding_id: int, user: str, now: datetime,
-           note: str | None = None) -> Finding:
+def reopen(
+    *, session: Session, finding_id: int, user: str, now: datetime, note: str | None = None
+) -> Finding:
     """Reopen a resolved or accepted finding by hand."""
     finding = get_finding(session=session, finding_id=finding_id)
     _require(finding, (FindingStatus.resolved, FindingStatus.accepted), "reopened")
@@ -327,6 +541,7 @@ def reopen(*, session: Session, finding_id: int, user: str, now: datetime,
     finding.accepted_by = finding.accepted_reason = None
     finding.accepted_until = None
     finding.reopen_count += 1
-    _record(session, finding, to=FindingStatus.reopened, kind="reopened", actor=user, now=now,
-            note=note)
+    _record(
+        session, finding, to=FindingStatus.reopened, kind="reopened", actor=user, now=now, note=note
+    )
     return finding

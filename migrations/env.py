@@ -17,8 +17,11 @@ def run_migrations_online() -> None:
         url = context.get_x_argument(as_dictionary=True).get("url", "sqlite:///compliancebot.db")
         engine = create_engine(url)
     with engine.begin() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata,
-                          render_as_batch=connection.dialect.name == "sqlite")
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+        )
         context.run_migrations()
 
 

@@ -134,8 +134,9 @@ class Catalog:
     rules: dict[str, Rule] = field(default_factory=dict)
     disabled: dict[str, Rule] = field(default_factory=dict)
 
-    def select(self, *, rule_ids: Iterable[str] | None = None,
-               framework: str | None = None) -> list[Rule]:
+    def select(
+        self, *, rule_ids: Iterable[str] | None = None, framework: str | None = None
+    ) -> list[Rule]:
         """Enabled rules, optionally only the named ones or those citing one framework."""
         chosen = list(self.rules.values())
         if rule_ids:
@@ -152,8 +153,10 @@ class Catalog:
     def require_framework(self, framework: str) -> Framework:
         """The framework, or an error listing the known ones."""
         if framework not in self.frameworks:
-            raise CatalogError("--framework", f"unknown framework {framework!r}; known: "
-                                              f"{', '.join(sorted(self.frameworks))}")
+            raise CatalogError(
+                "--framework",
+                f"unknown framework {framework!r}; known: {', '.join(sorted(self.frameworks))}",
+            )
         return self.frameworks[framework]
 
     def needs(self, rules: Iterable[Rule]) -> dict[str, set[str]]:
@@ -196,12 +199,18 @@ def load_framework(path: Path) -> Framework:
         raise _pydantic_error(doc, exc) from exc
     if model.id != path.stem:
         raise doc.error(("id",), f"id {model.id!r} must match the file name {path.stem!r}")
-    return Framework(id=model.id, name=model.name, version=model.version,
-                     controls=model.controls, source=str(path))
+    return Framework(
+        id=model.id,
+        name=model.name,
+        version=model.version,
+        controls=model.controls,
+        source=str(path),
+    )
 
 
-def load_rule(path: Path, *, frameworks: Mapping[str, Framework],
-              resource_types: Iterable[str]) -> Rule:
+def load_rule(
+    path: Path, *, frameworks: Mapping[str, Framework], resource_types: Iterable[str]
+) -> Rule:
     """One rule file, validated against the known frameworks and resource types."""
     doc = load_yaml(path)
     if not isinstance(doc.data, dict):
@@ -214,26 +223,39 @@ def load_rule(path: Path, *, frameworks: Mapping[str, Framework],
         raise doc.error(("id",), f"id {model.id!r} must match the file name {path.stem!r}")
     types = set(resource_types)
     if model.resource_type not in types:
-        raise doc.error(("resource_type",), f"unknown resource type {model.resource_type!r}; "
-                                            f"known: {', '.join(sorted(types))}")
+        raise doc.error(
+            ("resource_type",),
+            f"unknown resource type {model.resource_type!r}; known: {', '.join(sorted(types))}",
+        )
     for fw, controls in model.frameworks.items():
         if fw not in frameworks:
-            raise doc.error(("frameworks", fw), f"unknown framework {fw!r}; known: "
-                                                f"{', '.join(sorted(frameworks))}")
+            raise doc.error(
+                ("frameworks", fw),
+                f"unknown framework {fw!r}; known: {', '.join(sorted(frameworks))}",
+            )
         for i, control in enumerate(controls):
             if control not in frameworks[fw].controls:
-                raise doc.error(("frameworks", fw, i),
-                                f"unknown {fw} control {control!r} (see {frameworks[fw].source})")
+                raise doc.error(
+                    ("frameworks", fw, i),
+                    f"unknown {fw} control {control!r} (see {frameworks[fw].source})",
+                )
     condition = _condition(doc, model.condition, "condition")
     applies_to = _condition(doc, model.applies_to, "applies_to") if model.applies_to else None
     service = path.parent.name
     return Rule(
-        id=model.id, title=model.title, severity=model.severity,
-        resource_type=model.resource_type, rationale=model.rationale.strip(),
+        id=model.id,
+        title=model.title,
+        severity=model.severity,
+        resource_type=model.resource_type,
+        rationale=model.rationale.strip(),
         remediation=model.remediation,
         frameworks={fw: tuple(c) for fw, c in model.frameworks.items() if c},
-        condition=condition, applies_to=applies_to, examples=model.examples,
-        source=str(path), service=service, tags=tuple(model.tags),
+        condition=condition,
+        applies_to=applies_to,
+        examples=model.examples,
+        source=str(path),
+        service=service,
+        tags=tuple(model.tags),
     )
 
 
@@ -243,10 +265,14 @@ def rule_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*.yaml") if not skip & set(p.relative_to(root).parts))
 
 
-def load_catalog(*, extra_paths: Iterable[Path] = (), disabled: Iterable[str] = (),
-                 severity_overrides: Mapping[str, Severity] | None = None,
-                 resource_types: Iterable[str] | None = None,
-                 include_builtin: bool = True) -> Catalog:
+def load_catalog(
+    *,
+    extra_paths: Iterable[Path] = (),
+    disabled: Iterable[str] = (),
+    severity_overrides: Mapping[str, Severity] | None = None,
+    resource_types: Iterable[str] | None = None,
+    include_builtin: bool = True,
+) -> Catalog:
     """Built-in rules and frameworks plus the user's directories, with overrides applied.
 
     A user directory may hold its own `frameworks/*.yaml`; a user rule with a built-in id
@@ -280,8 +306,9 @@ def load_catalog(*, extra_paths: Iterable[Path] = (), disabled: Iterable[str] = 
         if rule_id in catalog.rules:
             import dataclasses
 
-            catalog.rules[rule_id] = dataclasses.replace(catalog.rules[rule_id],
-                                                         severity=Severity(severity))
+            catalog.rules[rule_id] = dataclasses.replace(
+                catalog.rules[rule_id], severity=Severity(severity)
+            )
     return catalog
 
 

@@ -103,18 +103,29 @@ OPERATORS: dict[str, Operator] = {
     "in": Operator(lambda a, e, _: a in e, "list", "is one of the values"),
     "not_in": Operator(lambda a, e, _: a not in e, "list", "is none of the values"),
     "contains": Operator(_contains, "any", "list or string contains value"),
-    "not_contains": Operator(lambda a, e, c: not _contains(a, e, c), "any",
-                             "list or string does not contain value (true when missing)"),
+    "not_contains": Operator(
+        lambda a, e, c: not _contains(a, e, c),
+        "any",
+        "list or string does not contain value (true when missing)",
+    ),
     "present": Operator(lambda a, _e, _c: a is not None, None, "key exists and is not null"),
     "absent": Operator(lambda a, _e, _c: a is None, None, "key is missing or null"),
     "empty": Operator(_empty, None, "missing, null, or an empty list/string/map"),
     "not_empty": Operator(lambda a, e, c: not _empty(a, e, c), None, "has at least one element"),
     "true": Operator(lambda a, _e, _c: a is True, None, "is boolean true"),
-    "false": Operator(lambda a, _e, _c: a is not True, None, "is not boolean true (missing counts)"),
-    "regex": Operator(lambda a, e, _: isinstance(a, str) and re.search(e, a) is not None,
-                      "regex", "string matches the regular expression"),
-    "not_regex": Operator(lambda a, e, _: not (isinstance(a, str) and re.search(e, a)),
-                          "regex", "string does not match (true when missing)"),
+    "false": Operator(
+        lambda a, _e, _c: a is not True, None, "is not boolean true (missing counts)"
+    ),
+    "regex": Operator(
+        lambda a, e, _: isinstance(a, str) and re.search(e, a) is not None,
+        "regex",
+        "string matches the regular expression",
+    ),
+    "not_regex": Operator(
+        lambda a, e, _: not (isinstance(a, str) and re.search(e, a)),
+        "regex",
+        "string does not match (true when missing)",
+    ),
     "older_than_days": Operator(_older, "number", "timestamp older than value days"),
     "newer_than_days": Operator(_newer, "number", "timestamp within the last value days"),
 }
@@ -171,8 +182,14 @@ def _root_fields(node: Mapping[str, Any]) -> set[str]:
     children = node.get("children", [])
     if kind == "field":
         return {str(node["value"])}
-    if kind in ("subexpression", "index_expression", "projection", "value_projection",
-                "filter_projection", "pipe"):
+    if kind in (
+        "subexpression",
+        "index_expression",
+        "projection",
+        "value_projection",
+        "filter_projection",
+        "pipe",
+    ):
         # Only the leftmost child is evaluated against the root; the rest see its result.
         return _root_fields(children[0]) if children else set()
     if kind in ("current", "literal", "identity"):
@@ -288,22 +305,29 @@ def _check_value(op: str, spec: Operator, raw: Mapping[str, Any], path: Path) ->
     return value
 
 
-def parse_condition(raw: Any, path: Path = ("condition",)) -> Condition:
+def parse_condition(  # noqa: PLR0912 - one branch per condition form, each with its error
+    raw: Any, path: Path = ("condition",)
+) -> Condition:
     """Turn YAML data into a Condition, or raise ConditionError naming the bad part."""
     if not isinstance(raw, Mapping):
-        raise ConditionError(path, "a condition must be a mapping with one of: all, any, not, "
-                                   "key (+op or any_item/every_item/no_item), check")
+        raise ConditionError(
+            path,
+            "a condition must be a mapping with one of: all, any, not, "
+            "key (+op or any_item/every_item/no_item), check",
+        )
     keys = set(raw)
     for combinator, cls in (("all", AllOf), ("any", AnyOf)):
         if combinator in raw:
             if keys != {combinator}:
-                raise ConditionError(path, f"'{combinator}' stands alone; also found "
-                                           f"{sorted(keys - {combinator})}")
+                raise ConditionError(
+                    path, f"'{combinator}' stands alone; also found {sorted(keys - {combinator})}"
+                )
             items = raw[combinator]
             if not isinstance(items, list) or not items:
                 raise ConditionError((*path, combinator), "must be a non-empty list of conditions")
-            return cls(tuple(parse_condition(c, (*path, combinator, i))
-                             for i, c in enumerate(items)))
+            return cls(
+                tuple(parse_condition(c, (*path, combinator, i)) for i, c in enumerate(items))
+            )
     if "not" in raw:
         if keys != {"not"}:
             raise ConditionError(path, f"'not' stands alone; also found {sorted(keys - {'not'})}")
@@ -314,33 +338,43 @@ def parse_condition(raw: Any, path: Path = ("condition",)) -> Condition:
             raise ConditionError(path, f"unexpected keys beside 'check': {sorted(extra)}")
         name = raw["check"]
         if name not in CHECKS:
-            raise ConditionError((*path, "check"),
-                                 f"unknown check {name!r}; registered: {sorted(CHECKS) or 'none'}")
+            raise ConditionError(
+                (*path, "check"), f"unknown check {name!r}; registered: {sorted(CHECKS) or 'none'}"
+            )
         args = raw.get("args") or {}
         if not isinstance(args, Mapping):
             raise ConditionError((*path, "args"), "must be a mapping")
         return CallCheck(name=str(name), args=dict(args))
     if "key" not in raw:
-        raise ConditionError(path, f"unknown condition form with keys {sorted(keys)}; expected "
-                                   "all, any, not, check, or key with op / any_item / "
-                                   "every_item / no_item")
+        raise ConditionError(
+            path,
+            f"unknown condition form with keys {sorted(keys)}; expected "
+            "all, any, not, check, or key with op / any_item / "
+            "every_item / no_item",
+        )
     expr = _compile(raw["key"], (*path, "key"))
     quantifiers = [q for q in _QUANTIFIERS if q in raw]
     if quantifiers:
         extra = keys - {"key", quantifiers[0]}
         if len(quantifiers) > 1 or extra:
-            raise ConditionError(path, f"'{quantifiers[0]}' takes only 'key' beside it; "
-                                       f"also found {sorted(extra | set(quantifiers[1:]))}")
+            raise ConditionError(
+                path,
+                f"'{quantifiers[0]}' takes only 'key' beside it; "
+                f"also found {sorted(extra | set(quantifiers[1:]))}",
+            )
         q = quantifiers[0]
-        return Items(key=raw["key"], quantifier=q,
-                     item=parse_condition(raw[q], (*path, q)), expr=expr)
+        return Items(
+            key=raw["key"], quantifier=q, item=parse_condition(raw[q], (*path, q)), expr=expr
+        )
     extra = keys - {"key", "op", "value"}
     if extra:
-        raise ConditionError(path, f"unexpected keys {sorted(extra)}; a comparison has key, op, "
-                                   "value")
+        raise ConditionError(
+            path, f"unexpected keys {sorted(extra)}; a comparison has key, op, value"
+        )
     op = raw.get("op")
     if op not in OPERATORS:
-        raise ConditionError((*path, "op"),
-                             f"unknown operator {op!r}; valid: {', '.join(OPERATORS)}")
+        raise ConditionError(
+            (*path, "op"), f"unknown operator {op!r}; valid: {', '.join(OPERATORS)}"
+        )
     value = _check_value(op, OPERATORS[op], raw, path)
     return Compare(key=raw["key"], op=op, value=value, expr=expr)

@@ -38,8 +38,9 @@ class Result:
     verdict: Verdict
 
 
-def evaluate_all(rules: Iterable[Rule], resources: Iterable[Resource],
-                 ctx: EvalContext) -> list[Result]:
+def evaluate_all(
+    rules: Iterable[Rule], resources: Iterable[Resource], ctx: EvalContext
+) -> list[Result]:
     """Every applicable (rule, resource) verdict; rules see only their resource type."""
     by_type: dict[str, list[Resource]] = defaultdict(list)
     for res in resources:

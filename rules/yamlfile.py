@@ -41,8 +41,9 @@ def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], file: str) 
         for key_node, value_node in node.value:
             key = str(key_node.value)
             if key in seen:
-                raise CatalogError(file, f"key '{key}' appears twice",
-                                   line=key_node.start_mark.line + 1)
+                raise CatalogError(
+                    file, f"key '{key}' appears twice", line=key_node.start_mark.line + 1
+                )
             seen.add(key)
             lines[(*path, key)] = key_node.start_mark.line + 1
             _walk(value_node, (*path, key), lines, file)
@@ -59,8 +60,9 @@ def parse_yaml(text: str, file: str) -> YamlDoc:
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
-        raise CatalogError(file, f"not valid YAML: {exc.problem}",
-                           line=mark.line + 1 if mark else None) from exc
+        raise CatalogError(
+            file, f"not valid YAML: {exc.problem}", line=mark.line + 1 if mark else None
+        ) from exc
     except yaml.YAMLError as exc:
         raise CatalogError(file, f"not valid YAML: {exc}") from exc
     lines: dict[PathKey, int] = {(): 1}

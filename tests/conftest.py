@@ -11,13 +11,23 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 # Never reach a real endpoint, and never send loopback traffic to a proxy.
-for _var in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "AWS_PROFILE",
-             "AWS_ENDPOINT_URL", "COMPLIANCEBOT_CONFIG"):
+for _var in (
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "https_proxy",
+    "http_proxy",
+    "AWS_PROFILE",
+    "AWS_ENDPOINT_URL",
+    "COMPLIANCEBOT_CONFIG",
+):
     os.environ.pop(_var, None)
 os.environ.update(
-    AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",  # noqa: S105 - moto only
-    AWS_DEFAULT_REGION="us-east-1", MOTO_EC2_LOAD_DEFAULT_AMIS="false",
-    AWS_SHARED_CREDENTIALS_FILE="/nonexistent", AWS_CONFIG_FILE="/nonexistent",
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+    MOTO_EC2_LOAD_DEFAULT_AMIS="false",
+    AWS_SHARED_CREDENTIALS_FILE="/nonexistent",
+    AWS_CONFIG_FILE="/nonexistent",
 )
 
 
@@ -53,10 +63,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'ledger.db'}"
     if not POSTGRES_URL:
         if REQUIRE_POSTGRES:
-            pytest.fail("COMPLIANCEBOT_REQUIRE_POSTGRES=1 but COMPLIANCEBOT_TEST_POSTGRES_URL "
-                        "is not set")
-        pytest.skip("PostgreSQL run disabled: set COMPLIANCEBOT_TEST_POSTGRES_URL "
-                    "(e.g. postgresql://postgres@127.0.0.1:5432/test) to enable it")
+            pytest.fail(
+                "COMPLIANCEBOT_REQUIRE_POSTGRES=1 but COMPLIANCEBOT_TEST_POSTGRES_URL is not set"
+            )
+        pytest.skip(
+            "PostgreSQL run disabled: set COMPLIANCEBOT_TEST_POSTGRES_URL "
+            "(e.g. postgresql://postgres@127.0.0.1:5432/test) to enable it"
+        )
     try:
         _reset_postgres(POSTGRES_URL)
     except Exception as exc:  # noqa: BLE001 - any connection failure means "no server here"

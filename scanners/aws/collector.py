@@ -52,7 +52,7 @@ class CollectorOptions:
     read_timeout: float = 30.0
 
 
-class _CallFailed(Exception):
+class _CallFailedError(Exception):
     """An AWS call failed; carries the pieces of the ScanError to record."""
 
     def __init__(self, service: str, operation: str, code: str, message: str) -> None:
@@ -60,12 +60,13 @@ class _CallFailed(Exception):
         self.service, self.operation, self.code, self.message = service, operation, code, message
 
 
-def _failure(service: str, operation: str, exc: Exception) -> _CallFailed:
+def _failure(service: str, operation: str, exc: Exception) -> _CallFailedError:
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
-        return _CallFailed(service, operation, str(err.get("Code", "ClientError")),
-                           str(err.get("Message", exc)))
-    return _CallFailed(service, operation, type(exc).__name__, str(exc))
+        return _CallFailedError(
+            service, operation, str(err.get("Code", "ClientError")), str(err.get("Message", exc))
+        )
+    return _CallFailedError(service, operation, type(exc).__name__, str(exc))
 
 
 def _strip(answer: dict[str, Any]) -> dict[str, Any]:
@@ -88,7 +89,9 @@ class _Account:
         with self._lock:
             if key not in self._clients:
                 client = self.session.client(
-                    service, region_name=region, endpoint_url=self.target.endpoint_url,
+                    service,
+                    region_name=region,
+                    endpoint_url=self.target.endpoint_url,
                     config=self.run.botocore_config,
                 )
                 client.meta.events.register("before-call", self.run.count_call)
@@ -103,7 +106,7 @@ class _Account:
             if key not in self._shared:
                 try:
                     self._shared[key] = (True, loader())
-                except _CallFailed as exc:
+                except _CallFailedError as exc:
                     self._shared[key] = (False, exc)
             ok, value = self._shared[key]
         if not ok:
@@ -118,17 +121,19 @@ class CallContext:
         self._account, self.region = account, region
         self.account_id = account.id
 
-    def call(self, service: str, operation: str, *, region: str | None = None,
-             **params: Any) -> dict[str, Any]:
-        """One API call; failures raise a _CallFailed that the collector records."""
+    def call(
+        self, service: str, operation: str, *, region: str | None = None, **params: Any
+    ) -> dict[str, Any]:
+        """One API call; failures raise a _CallFailedError that the collector records."""
         client = self._account.client(service, region or self.region)
         try:
             return _strip(getattr(client, operation)(**params))
         except (ClientError, BotoCoreError) as exc:
             raise _failure(service, operation, exc) from exc
 
-    def paginate(self, service: str, operation: str, result: str, *,
-                 region: str | None = None, **params: Any) -> list[Any]:
+    def paginate(
+        self, service: str, operation: str, result: str, *, region: str | None = None, **params: Any
+    ) -> list[Any]:
         """Every item of a (possibly paginated) listing."""
         client = self._account.client(service, region or self.region)
         try:
@@ -177,26 +182,37 @@ class _Run:
         with self._lock:
             self.result.http_requests[service] += 1
 
-    def error(self, account: str, region: str, failure: _CallFailed, *,
-              resource_type: str | None = None, resource_id: str | None = None) -> None:
+    def error(
+        self,
+        account: str,
+        region: str,
+        failure: _CallFailedError,
+        *,
+        resource_type: str | None = None,
+        resource_id: str | None = None,
+    ) -> None:
         # Deduplicated: 1,000 buckets denied the same call are one error with a count.
         key = (account, region, failure.service, failure.operation, failure.code)
         with self._lock:
             self._error_counts[key] += 1
             if key not in self._errors:
                 self._errors[key] = ScanError(
-                    account=account, region=region, service=failure.service,
-                    operation=failure.operation, code=failure.code, message=failure.message,
-                    resource_type=resource_type, resource_id=resource_id,
+                    account=account,
+                    region=region,
+                    service=failure.service,
+                    operation=failure.operation,
+                    code=failure.code,
+                    message=failure.message,
+                    resource_type=resource_type,
+                    resource_id=resource_id,
                 )
 
     def errors(self) -> list[ScanError]:
         out = []
-        for key, err in self._errors.items():
+        for key, first in self._errors.items():
             count = self._error_counts[key]
-            if count > 1:
-                err = dataclasses.replace(err, message=f"{err.message} ({count} calls)")
-            out.append(err)
+            message = f"{first.message} ({count} calls)" if count > 1 else first.message
+            out.append(dataclasses.replace(first, message=message))
         return out
 
 
@@ -234,10 +250,15 @@ def _needed_specs(needs: Mapping[str, set[str]] | None) -> dict[str, set[str] | 
 class AwsCollector:
     """Collects resources from a list of AWS targets."""
 
-    def __init__(self, *, targets: Iterable[AwsTarget], options: CollectorOptions | None = None,
-                 session_factory: Callable[[AwsTarget], boto3.Session] | None = None,
-                 sleep: Callable[[float], None] = time.sleep,
-                 progress: ProgressFn | None = None):
+    def __init__(
+        self,
+        *,
+        targets: Iterable[AwsTarget],
+        options: CollectorOptions | None = None,
+        session_factory: Callable[[AwsTarget], boto3.Session] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        progress: ProgressFn | None = None,
+    ):
         self.targets = list(targets)
         self.options = options or CollectorOptions()
         self.session_factory = session_factory or self._default_session
@@ -248,18 +269,25 @@ class AwsCollector:
     def _default_session(target: AwsTarget) -> boto3.Session:
         return boto3.Session(profile_name=target.profile) if target.profile else boto3.Session()
 
-    def collect(self, *, needs: Mapping[str, set[str]] | None = None,
-                accounts: set[str] | None = None, regions: set[str] | None = None) -> Collection:
+    def collect(
+        self,
+        *,
+        needs: Mapping[str, set[str]] | None = None,
+        accounts: set[str] | None = None,
+        regions: set[str] | None = None,
+    ) -> Collection:
         """Collect the resource types (and enriched keys) in `needs`; None means everything."""
         run = _Run(self.options, self.sleep)
         wanted = _needed_specs(needs)
-        with ThreadPoolExecutor(max_workers=self.options.max_workers,
-                                thread_name_prefix="collect") as pool:
+        with ThreadPoolExecutor(
+            max_workers=self.options.max_workers, thread_name_prefix="collect"
+        ) as pool:
             pending: set[Future[list[Future[Any]]]] = set()
             total = done = 0
             for target in self.targets:
-                pending.add(pool.submit(self._open_account, run, pool, target, wanted,
-                                        accounts, regions))
+                pending.add(
+                    pool.submit(self._open_account, run, pool, target, wanted, accounts, regions)
+                )
                 total += 1
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -276,16 +304,22 @@ class AwsCollector:
 
     # ---- accounts and regions -----------------------------------------------------------------
 
-    def _open_account(self, run: _Run, pool: ThreadPoolExecutor, target: AwsTarget,
-                      wanted: dict[str, set[str] | None], accounts: set[str] | None,
-                      regions: set[str] | None) -> list[Future[Any]]:
+    def _open_account(
+        self,
+        run: _Run,
+        pool: ThreadPoolExecutor,
+        target: AwsTarget,
+        wanted: dict[str, set[str] | None],
+        accounts: set[str] | None,
+        regions: set[str] | None,
+    ) -> list[Future[Any]]:
         label = target.account_id or target.name
         try:
             session = self.session_factory(target)
             if target.role_arn:
                 session = self._assume_role(run, session, target)
             account_id = target.account_id or self._caller_account(run, session, target)
-        except _CallFailed as exc:
+        except _CallFailedError as exc:
             run.error(label, GLOBAL_REGION, exc)
             return []
         except BotoCoreError as exc:  # no credentials, bad profile: say which target
@@ -296,7 +330,7 @@ class AwsCollector:
         account = _Account(run, target, session, account_id)
         try:
             region_list = self._regions(account, target)
-        except _CallFailed as exc:
+        except _CallFailedError as exc:
             run.error(account_id, GLOBAL_REGION, exc)
             return []
         if regions:
@@ -309,20 +343,27 @@ class AwsCollector:
             spec = SPECS_BY_TYPE[rtype]
             places = region_list if spec.scope in ("regional", "region") else [GLOBAL_REGION]
             for region in places:
-                futures.append(pool.submit(self._list, run, pool, account, spec, keys, region,
-                                           region_list))
+                futures.append(
+                    pool.submit(self._list, run, pool, account, spec, keys, region, region_list)
+                )
         return futures
 
     def _assume_role(self, run: _Run, session: boto3.Session, target: AwsTarget) -> boto3.Session:
-        ctx = CallContext(_Account(run, target, session, target.account_id or target.name),
-                          GLOBAL_REGION)
-        params: dict[str, Any] = {"RoleArn": target.role_arn, "RoleSessionName": target.session_name}
+        ctx = CallContext(
+            _Account(run, target, session, target.account_id or target.name), GLOBAL_REGION
+        )
+        params: dict[str, Any] = {
+            "RoleArn": target.role_arn,
+            "RoleSessionName": target.session_name,
+        }
         if target.external_id:
             params["ExternalId"] = target.external_id
         creds = ctx.call("sts", "assume_role", **params)["Credentials"]
-        return boto3.Session(aws_access_key_id=creds["AccessKeyId"],
-                             aws_secret_access_key=creds["SecretAccessKey"],
-                             aws_session_token=creds["SessionToken"])
+        return boto3.Session(
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            aws_session_token=creds["SessionToken"],
+        )
 
     def _caller_account(self, run: _Run, session: boto3.Session, target: AwsTarget) -> str:
         ctx = CallContext(_Account(run, target, session, target.name), GLOBAL_REGION)
@@ -338,8 +379,16 @@ class AwsCollector:
 
     # ---- listing and enrichment ---------------------------------------------------------------
 
-    def _list(self, run: _Run, pool: ThreadPoolExecutor, account: _Account, spec: ResourceSpec,
-              keys: set[str] | None, region: str, region_list: list[str]) -> list[Future[Any]]:
+    def _list(
+        self,
+        run: _Run,
+        pool: ThreadPoolExecutor,
+        account: _Account,
+        spec: ResourceSpec,
+        keys: set[str] | None,
+        region: str,
+        region_list: list[str],
+    ) -> list[Future[Any]]:
         if spec.scope in ("account", "region"):
             rid = account.id if spec.scope == "account" else region
             items = [Resource(type=spec.type, id=rid, account=account.id, region=region, data={})]
@@ -347,7 +396,7 @@ class AwsCollector:
             ctx = CallContext(account, region)
             try:
                 raw = ctx.paginate(spec.service, spec.operation, spec.result, **spec.constants)
-            except _CallFailed as exc:
+            except _CallFailedError as exc:
                 run.error(account.id, region, exc, resource_type=spec.type)
                 return []
             items = []
@@ -357,27 +406,44 @@ class AwsCollector:
                     continue
                 rid = jmespath.search(spec.id, data)
                 name = jmespath.search(spec.name, data) if spec.name else None
-                items.append(Resource(type=spec.type, id=str(rid), account=account.id,
-                                      region=region, data=data,
-                                      name=str(name) if name is not None else None))
+                items.append(
+                    Resource(
+                        type=spec.type,
+                        id=str(rid),
+                        account=account.id,
+                        region=region,
+                        data=data,
+                        name=str(name) if name is not None else None,
+                    )
+                )
         covered = region_list if spec.region_key else [region]
         with run._lock:
             for place in covered:
                 run.result.listed.add((spec.type, account.id, place))
-        enrichers = [e for e in spec.enrich if keys is None or e.key in keys
-                     or e.key == spec.region_key]
-        return [pool.submit(self._enrich, run, account, spec, enrichers, res, region_list)
-                for res in items]
+        enrichers = [
+            e for e in spec.enrich if keys is None or e.key in keys or e.key == spec.region_key
+        ]
+        return [
+            pool.submit(self._enrich, run, account, spec, enrichers, res, region_list)
+            for res in items
+        ]
 
-    def _enrich(self, run: _Run, account: _Account, spec: ResourceSpec, enrichers: list[Enrich],
-                res: Resource, region_list: list[str]) -> list[Future[Any]]:
+    def _enrich(
+        self,
+        run: _Run,
+        account: _Account,
+        spec: ResourceSpec,
+        enrichers: list[Enrich],
+        res: Resource,
+        region_list: list[str],
+    ) -> list[Future[Any]]:
         data, unknown = dict(res.data), set(res.unknown)
         region = res.region
         for enricher in enrichers:
             current = dataclasses.replace(res, data=data, region=region)
             try:
                 data[enricher.key] = self._enrich_one(account, enricher, current, spec)
-            except _CallFailed as exc:
+            except _CallFailedError as exc:
                 unknown.add(enricher.key)
                 data.pop(enricher.key, None)
                 run.error(account.id, region, exc, resource_type=spec.type, resource_id=res.id)
@@ -399,8 +465,7 @@ class AwsCollector:
         return []
 
     @staticmethod
-    def _enrich_one(account: _Account, enricher: Enrich, res: Resource,
-                    spec: ResourceSpec) -> Any:
+    def _enrich_one(account: _Account, enricher: Enrich, res: Resource, spec: ResourceSpec) -> Any:
         ctx = CallContext(account, res.region)
         if enricher.when and not jmespath.search(enricher.when, res.data):
             return None
@@ -416,7 +481,7 @@ class AwsCollector:
                 params[arg] = jmespath.search(expr, res.data)
         try:
             answer = ctx.call(enricher.service or spec.service, enricher.operation, **params)
-        except _CallFailed as exc:
+        except _CallFailedError as exc:
             if exc.code in enricher.missing:
                 return None
             raise
@@ -434,15 +499,20 @@ class AwsCollector:
                 for i, res in enumerate(result.resources):
                     if res.type != rtype:
                         continue
-                    sources = [r for r in result.resources
-                               if r.type == derive.source_type and r.account == res.account]
+                    sources = [
+                        r
+                        for r in result.resources
+                        if r.type == derive.source_type and r.account == res.account
+                    ]
                     places = result.regions.get(res.account, [])
-                    complete = all((derive.source_type, res.account, p) in result.listed
-                                   for p in places)
+                    complete = all(
+                        (derive.source_type, res.account, p) in result.listed for p in places
+                    )
                     broken = any(set(derive.source_keys) & s.unknown for s in sources)
                     if complete and not broken:
                         data = {**res.data, derive.key: derive.fn(sources)}
                         result.resources[i] = dataclasses.replace(res, data=data)
                     else:
                         result.resources[i] = dataclasses.replace(
-                            res, unknown=res.unknown | {derive.key})
+                            res, unknown=res.unknown | {derive.key}
+                        )

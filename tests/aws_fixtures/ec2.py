@@ -8,8 +8,9 @@ from tests.aws_fixtures.registry import Aws, fixture
 @fixture("ec2_volume_encrypted")
 def _volume(aws: Aws, passing: bool) -> str:
     ec2 = aws.client("ec2")
-    return str(ec2.create_volume(AvailabilityZone="us-east-1a", Size=1,
-                                 Encrypted=passing)["VolumeId"])
+    return str(
+        ec2.create_volume(AvailabilityZone="us-east-1a", Size=1, Encrypted=passing)["VolumeId"]
+    )
 
 
 @fixture("ec2_sg_ssh_open_to_world")
@@ -19,7 +20,8 @@ def _ssh(aws: Aws, passing: bool) -> str:
     cidr = "10.0.0.0/8" if passing else "0.0.0.0/0"
     ec2.authorize_security_group_ingress(
         GroupId=group,
-        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
-                        "IpRanges": [{"CidrIp": cidr}]}],
+        IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": cidr}]}
+        ],
     )
     return str(group)

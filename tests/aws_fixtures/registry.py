@@ -43,7 +43,9 @@ class Fixture:
 FIXTURES: dict[str, Fixture] = {}
 
 
-def fixture(rule_id: str, *, unsupported: dict[str, str] | None = None) -> Callable[[Builder], Builder]:
+def fixture(
+    rule_id: str, *, unsupported: dict[str, str] | None = None
+) -> Callable[[Builder], Builder]:
     """Register the moto builder for `rule_id`; `unsupported` maps 'pass'/'fail' to a reason."""
 
     def wrap(fn: Builder) -> Builder:

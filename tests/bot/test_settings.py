@@ -27,9 +27,12 @@ def test_no_file_gives_embedded_defaults() -> None:
 
 def test_file_then_environment_override(tmp_path: Path) -> None:
     """Every key can be overridden from COMPLIANCEBOT_* variables, nested with __."""
-    path = write(tmp_path, "aws:\n  max_workers: 4\n  targets:\n    - name: prod\n"
-                           "      regions: all\n      role_arn: arn:aws:iam::123456789012:role/Audit\n"
-                           "      external_id: xyz\n")
+    path = write(
+        tmp_path,
+        "aws:\n  max_workers: 4\n  targets:\n    - name: prod\n"
+        "      regions: all\n      role_arn: arn:aws:iam::123456789012:role/Audit\n"
+        "      external_id: xyz\n",
+    )
     s = load_settings(path, environ={"COMPLIANCEBOT_AWS__MAX_WORKERS": "32"})
     assert s.aws.max_workers == 32
     assert s.aws.targets[0].regions == "all"
@@ -39,8 +42,11 @@ def test_file_then_environment_override(tmp_path: Path) -> None:
 
 def test_config_errors_name_file_line_and_key(tmp_path: Path) -> None:
     """An invalid file gives file:line, the key path and what is valid, for every problem."""
-    path = write(tmp_path, "aws:\n  targets:\n    - name: prod\n      regions: [us-east-1, moon]\n"
-                           "  max_workers: 0\nrules:\n  disabld: []\n")
+    path = write(
+        tmp_path,
+        "aws:\n  targets:\n    - name: prod\n      regions: [us-east-1, moon]\n"
+        "  max_workers: 0\nrules:\n  disabld: []\n",
+    )
     with pytest.raises(ConfigError) as info:
         load_settings(path, environ={})
     text = str(info.value)
@@ -64,8 +70,9 @@ def test_password_in_config_file_is_refused(tmp_path: Path) -> None:
 
 def test_secrets_file_supplies_secrets_and_they_are_masked(tmp_path: Path) -> None:
     """A secrets file (e.g. a mounted Kubernetes secret) fills secrets; config check masks them."""
-    secrets = write(tmp_path, "database:\n  url: postgresql://bot:hunter2@db/compliance\n",
-                    name="secrets.yaml")
+    secrets = write(
+        tmp_path, "database:\n  url: postgresql://bot:hunter2@db/compliance\n", name="secrets.yaml"
+    )
     s = load_settings(None, environ={"COMPLIANCEBOT_SECRETS_FILE": str(secrets)})
     assert s.database.url.endswith("@db/compliance")
     shown = yaml.safe_dump(masked(s))
@@ -86,20 +93,35 @@ def test_non_mapping_file_is_explained(tmp_path: Path) -> None:
 
 
 keys = st.sampled_from(["database", "aws", "rules", "logging", "bogus"])
-leaves = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=10),
-                   st.lists(st.text(max_size=5), max_size=3))
-documents = st.dictionaries(keys, st.one_of(leaves, st.dictionaries(
-    st.sampled_from(["url", "targets", "max_workers", "paths", "level", "format", "x"]),
-    leaves, max_size=3)), max_size=4)
+leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.text(max_size=10),
+    st.lists(st.text(max_size=5), max_size=3),
+)
+documents = st.dictionaries(
+    keys,
+    st.one_of(
+        leaves,
+        st.dictionaries(
+            st.sampled_from(["url", "targets", "max_workers", "paths", "level", "format", "x"]),
+            leaves,
+            max_size=3,
+        ),
+    ),
+    max_size=4,
+)
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=60)
 @given(doc=documents)
-def test_any_config_document_loads_or_gives_a_config_error(tmp_path: Path,
-                                                           doc: dict[str, object]) -> None:
+def test_any_config_document_loads_or_gives_a_config_error(
+    tmp_path: Path, doc: dict[str, object]
+) -> None:
     """No YAML content makes the loader crash: it is valid, or a ConfigError with a location."""
     path = write(tmp_path, yaml.safe_dump(doc))
     try:
         load_settings(path, environ={})
     except ConfigError as exc:
-        assert str(path) in str(exc) or "environment" in str(exc)
+        assert str(path) in str(exc) or "environment" in str(exc)  # noqa: PT017 - valid or this error, both fine

@@ -50,20 +50,27 @@ def test_valid_user_rule_loads(tmp_path: Path) -> None:
     assert "my_rule" in catalog.rules
 
 
-@pytest.mark.parametrize(("edit", "expected"), [
-    (("severity: high", "severity: urgent"), ":3: severity: Input should be"),
-    (("title: Example", "titel: Example"), ":2: titel: unknown field"),
-    (("  soc2: [CC6.1]", "  soc2: [CC99.9]"), ":9: frameworks.soc2[0]: unknown soc2 control 'CC99.9'"),
-    (("  soc2: [CC6.1]", "  iso: [A.1]"), ":9: frameworks.iso: unknown framework 'iso'"),
-    (("aws.ec2.volume", "aws.ec2.volum"), ":4: resource_type: unknown resource type"),
-    (("  op: \"false\"", "  op: falsy"), ":12: condition.op: unknown operator 'falsy'"),
-    (("id: my_rule", "id: other_rule"), ":1: id: id 'other_rule' must match the file name"),
-    (("rationale: Because.\n", ""), "rationale: required field is missing"),
-    (("  key: Encrypted", "  key: Encrypted\n  key: Again"), ":12: key 'key' appears twice"),
-    (("title: Example", "title: [unclosed"), "not valid YAML"),
-])
-def test_rule_errors_name_file_line_and_field(tmp_path: Path, edit: tuple[str, str],
-                                              expected: str) -> None:
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (("severity: high", "severity: urgent"), ":3: severity: Input should be"),
+        (("title: Example", "titel: Example"), ":2: titel: unknown field"),
+        (
+            ("  soc2: [CC6.1]", "  soc2: [CC99.9]"),
+            ":9: frameworks.soc2[0]: unknown soc2 control 'CC99.9'",
+        ),
+        (("  soc2: [CC6.1]", "  iso: [A.1]"), ":9: frameworks.iso: unknown framework 'iso'"),
+        (("aws.ec2.volume", "aws.ec2.volum"), ":4: resource_type: unknown resource type"),
+        (('  op: "false"', "  op: falsy"), ":12: condition.op: unknown operator 'falsy'"),
+        (("id: my_rule", "id: other_rule"), ":1: id: id 'other_rule' must match the file name"),
+        (("rationale: Because.\n", ""), "rationale: required field is missing"),
+        (("  key: Encrypted", "  key: Encrypted\n  key: Again"), ":12: key 'key' appears twice"),
+        (("title: Example", "title: [unclosed"), "not valid YAML"),
+    ],
+)
+def test_rule_errors_name_file_line_and_field(
+    tmp_path: Path, edit: tuple[str, str], expected: str
+) -> None:
     """Each typo is pinned to its line so the author fixes it in one go."""
     text = GOOD.format(id="my_rule").replace(*edit)
     path = write(tmp_path, text)
@@ -76,20 +83,25 @@ def test_example_that_contradicts_its_label_is_caught() -> None:
     """Built-in rules document their own pass/fail examples (checked by the meta-tests)."""
     catalog = load_catalog()
     rule = catalog.rules["ec2_volume_encrypted"]
-    assert rule.examples.fail and rule.examples.pass_
+    assert rule.examples.fail
+    assert rule.examples.pass_
 
 
 def test_overrides_disable_and_reseverity_without_forking() -> None:
     """Users switch off a built-in rule or change its severity from config."""
-    catalog = load_catalog(disabled=["ec2_volume_encrypted"],
-                           severity_overrides={"ec2_sg_ssh_open_to_world": Severity.critical})
+    catalog = load_catalog(
+        disabled=["ec2_volume_encrypted"],
+        severity_overrides={"ec2_sg_ssh_open_to_world": Severity.critical},
+    )
     assert "ec2_volume_encrypted" not in catalog.rules
     assert catalog.rules["ec2_sg_ssh_open_to_world"].severity is Severity.critical
 
 
 def test_override_of_unknown_rule_is_an_error() -> None:
     """A misspelt rule id in rules.disabled is reported, not silently ignored."""
-    with pytest.raises(CatalogError, match=r"rules.disabled: unknown rule id 'ec2_volume_encryptd'"):
+    with pytest.raises(
+        CatalogError, match=r"rules.disabled: unknown rule id 'ec2_volume_encryptd'"
+    ):
         load_catalog(disabled=["ec2_volume_encryptd"])
 
 

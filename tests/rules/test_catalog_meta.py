@@ -18,8 +18,9 @@ NOW = EvalContext(now=datetime(2026, 11, 1, tzinfo=UTC))
 
 
 def _resource(rule_type: str, data: dict[str, object]) -> Resource:
-    return Resource(type=rule_type, id="example", account="123456789012", region="us-east-1",
-                    data=data)
+    return Resource(
+        type=rule_type, id="example", account="123456789012", region="us-east-1", data=data
+    )
 
 
 def test_catalog_has_at_least_45_aws_rules() -> None:
@@ -33,7 +34,9 @@ def test_rule_examples_judge_as_labelled(rule_id: str) -> None:
     rule = CATALOG.rules[rule_id]
     for data in rule.examples.pass_:
         assert evaluate(rule, _resource(rule.resource_type, data), NOW) in (
-            Verdict.passed, Verdict.not_applicable), data
+            Verdict.passed,
+            Verdict.not_applicable,
+        ), data
     for data in rule.examples.fail:
         assert evaluate(rule, _resource(rule.resource_type, data), NOW) is Verdict.failed, data
 

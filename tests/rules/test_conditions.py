@@ -14,12 +14,18 @@ from rules.errors import ConditionError
 
 NOW = EvalContext(now=datetime(2026, 11, 1, tzinfo=UTC))
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-1000, 1000),
-                    st.text(max_size=8), st.floats(allow_nan=False, allow_infinity=False))
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-1000, 1000),
+    st.text(max_size=8),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
 json_values = st.recursive(
     scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=4),
-                            st.dictionaries(st.text(max_size=5), inner, max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -28,8 +34,11 @@ def holds(raw: dict[str, Any], data: Any) -> bool:
     return parse_condition(raw).evaluate(data, NOW)
 
 
-@given(data=st.dictionaries(st.sampled_from(["A", "B", "Tags"]), json_values, max_size=3),
-       op=st.sampled_from(sorted(OPERATORS)), value=json_values)
+@given(
+    data=st.dictionaries(st.sampled_from(["A", "B", "Tags"]), json_values, max_size=3),
+    op=st.sampled_from(sorted(OPERATORS)),
+    value=json_values,
+)
 def test_no_resource_shape_crashes_a_rule(data: dict[str, Any], op: str, value: Any) -> None:
     """Whatever AWS returns, evaluating a valid rule gives true or false, never a crash."""
     spec = OPERATORS[op]
@@ -52,7 +61,7 @@ def test_malformed_conditions_fail_with_a_path(raw: dict[str, Any]) -> None:
     try:
         parse_condition(raw)
     except ConditionError as exc:
-        assert str(exc).startswith("condition")
+        assert str(exc).startswith("condition")  # noqa: PT017 - valid or this error, both fine
 
 
 @given(x=st.booleans(), y=st.booleans())
@@ -87,26 +96,36 @@ def test_age_operators_use_the_injected_clock() -> None:
 
 def test_root_keys_are_what_the_scanner_must_fetch() -> None:
     """Only top-level keys read from the resource root count, not keys inside list items."""
-    cond = parse_condition({"all": [
-        {"key": "Policy.Statement[?Effect=='Deny']", "op": "empty"},
-        {"key": "IpPermissions", "any_item": {"key": "FromPort", "op": "eq", "value": 22}},
-        {"key": "length(Grants) > `0`", "op": "true"},
-    ]})
+    cond = parse_condition(
+        {
+            "all": [
+                {"key": "Policy.Statement[?Effect=='Deny']", "op": "empty"},
+                {"key": "IpPermissions", "any_item": {"key": "FromPort", "op": "eq", "value": 22}},
+                {"key": "length(Grants) > `0`", "op": "true"},
+            ]
+        }
+    )
     assert cond.root_keys() == {"Policy", "IpPermissions", "Grants"}
 
 
-@pytest.mark.parametrize(("raw", "message"), [
-    ({"key": "A", "op": "eqq", "value": 1}, "condition.op: unknown operator 'eqq'; valid: eq,"),
-    ({"key": "A", "op": "gt", "value": "x"}, "condition.value: operator 'gt' needs a number"),
-    ({"key": "A", "op": "present", "value": 1}, "condition.value: operator 'present' takes no"),
-    ({"key": "A", "op": "eq"}, "condition: operator 'eq' needs a 'value'"),
-    ({"key": "A[", "op": "present"}, "condition.key: invalid JMESPath expression"),
-    ({"all": []}, "condition.all: must be a non-empty list"),
-    ({"all": [{"key": "A", "op": "present"}, {"nott": {}}]}, "condition.all[1]: unknown condition"),
-    ({"key": "A", "op": "regex", "value": "("}, "condition.value: invalid regular expression"),
-    ({"check": "nope"}, "condition.check: unknown check 'nope'"),
-    ({"any": [{"key": "A", "op": "present"}], "all": []}, "condition: 'all' stands alone"),
-])
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"key": "A", "op": "eqq", "value": 1}, "condition.op: unknown operator 'eqq'; valid: eq,"),
+        ({"key": "A", "op": "gt", "value": "x"}, "condition.value: operator 'gt' needs a number"),
+        ({"key": "A", "op": "present", "value": 1}, "condition.value: operator 'present' takes no"),
+        ({"key": "A", "op": "eq"}, "condition: operator 'eq' needs a 'value'"),
+        ({"key": "A[", "op": "present"}, "condition.key: invalid JMESPath expression"),
+        ({"all": []}, "condition.all: must be a non-empty list"),
+        (
+            {"all": [{"key": "A", "op": "present"}, {"nott": {}}]},
+            "condition.all[1]: unknown condition",
+        ),
+        ({"key": "A", "op": "regex", "value": "("}, "condition.value: invalid regular expression"),
+        ({"check": "nope"}, "condition.check: unknown check 'nope'"),
+        ({"any": [{"key": "A", "op": "present"}], "all": []}, "condition: 'all' stands alone"),
+    ],
+)
 def test_condition_errors_name_the_place(raw: dict[str, Any], message: str) -> None:
     """A rule author sees exactly which part of the condition is wrong and what is valid."""
     with pytest.raises(ConditionError) as info:

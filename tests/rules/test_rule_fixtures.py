@@ -22,11 +22,14 @@ CASES = [
 
 
 def _verdicts(rule: Rule, resource_id: str, days: int) -> list[Verdict]:
-    collector = AwsCollector(targets=[AwsTarget(name="test", regions=("us-east-1",))],
-                             sleep=lambda _s: None)
+    collector = AwsCollector(
+        targets=[AwsTarget(name="test", regions=("us-east-1",))], sleep=lambda _s: None
+    )
     collection = collector.collect(needs=CATALOG.needs([rule]))
     assert not collection.errors, collection.errors
-    results = evaluate_all([rule], collection.resources, EvalContext(now=datetime.now(UTC) + timedelta(days=days)))
+    results = evaluate_all(
+        [rule], collection.resources, EvalContext(now=datetime.now(UTC) + timedelta(days=days))
+    )
     return [r.verdict for r in results if r.resource.id == resource_id]
 
 
