@@ -22,6 +22,7 @@ from bot.logging import configure as configure_logging
 from bot.scanning import collector_for, run_scan, utcnow
 from bot.settings import Settings, load_settings, masked
 from ledger import db, services
+from ledger.models import FindingStatus
 from ledger.queries import list_findings, posture
 from rules.catalog import Catalog, Severity, load_catalog, validate_paths
 from rules.errors import CompliancebotError
@@ -284,7 +285,7 @@ def findings_list(
 ) -> None:
     """List findings (by default those counting against the posture)."""
     _check_format(output_format)
-    valid_status = [str(s) for s in services.FindingStatus]
+    valid_status = [str(s) for s in FindingStatus]
     for s in status or []:
         if s not in valid_status:
             raise typer.BadParameter(

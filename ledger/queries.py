@@ -128,8 +128,8 @@ def posture(
         fw = catalog.require_framework(fw_id)
         citing: dict[str, list[str]] = {}
         for rule in catalog.rules.values():
-            for control in rule.frameworks.get(fw_id, ()):
-                citing.setdefault(control, []).append(rule.id)
+            for cited in rule.frameworks.get(fw_id, ()):
+                citing.setdefault(cited, []).append(rule.id)
         controls = []
         for control_id, control in fw.controls.items():
             state = ControlState(
