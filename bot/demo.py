@@ -41,6 +41,24 @@ def _clients() -> dict[str, Any]:
     return {n: boto3.client(n, region_name=REGION) for n in names}
 
 
+def world_ingress(port: int) -> list[dict[str, Any]]:
+    """IpPermissions opening one TCP port to the whole internet."""
+    return [
+        {
+            "IpProtocol": "tcp",
+            "FromPort": port,
+            "ToPort": port,
+            "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+        }
+    ]
+
+
+def _open_group(ec2: Any, name: str, port: int) -> str:
+    group = str(ec2.create_security_group(GroupName=name, Description=name)["GroupId"])
+    ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=world_ingress(port))
+    return group
+
+
 def seed(c: dict[str, Any]) -> dict[str, str]:
     """A small company's account: mostly sensible, with the usual mistakes. Returns handles."""
     iam, ec2, s3 = c["iam"], c["ec2"], c["s3"]
@@ -62,42 +80,9 @@ def seed(c: dict[str, Any]) -> dict[str, str]:
     iam.create_group(GroupName="ops")
     iam.attach_group_policy(GroupName="ops", PolicyArn=arn)
 
-    web = ec2.create_security_group(GroupName="web", Description="public web")["GroupId"]
-    ec2.authorize_security_group_ingress(
-        GroupId=web,
-        IpPermissions=[
-            {
-                "IpProtocol": "tcp",
-                "FromPort": 443,
-                "ToPort": 443,
-                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
-            }
-        ],
-    )
-    ssh = ec2.create_security_group(GroupName="legacy-admin", Description="ssh")["GroupId"]
-    ec2.authorize_security_group_ingress(
-        GroupId=ssh,
-        IpPermissions=[
-            {
-                "IpProtocol": "tcp",
-                "FromPort": 22,
-                "ToPort": 22,
-                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
-            }
-        ],
-    )
-    db_sg = ec2.create_security_group(GroupName="reporting-db", Description="db")["GroupId"]
-    ec2.authorize_security_group_ingress(
-        GroupId=db_sg,
-        IpPermissions=[
-            {
-                "IpProtocol": "tcp",
-                "FromPort": 5432,
-                "ToPort": 5432,
-                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
-            }
-        ],
-    )
+    _open_group(ec2, "web", 443)
+    ssh = _open_group(ec2, "legacy-admin", 22)
+    _open_group(ec2, "reporting-db", 5432)
     ec2.create_volume(AvailabilityZone=f"{REGION}a", Size=50, Encrypted=True)
     plain = ec2.create_volume(AvailabilityZone=f"{REGION}a", Size=20)["VolumeId"]
     snap = ec2.create_snapshot(VolumeId=plain, Description="nightly")["SnapshotId"]
@@ -172,15 +157,7 @@ def seed(c: dict[str, Any]) -> dict[str, str]:
 def remediate(c: dict[str, Any], handles: dict[str, str]) -> list[str]:
     """What an engineer fixes between the two scans."""
     c["ec2"].revoke_security_group_ingress(
-        GroupId=handles["ssh_group"],
-        IpPermissions=[
-            {
-                "IpProtocol": "tcp",
-                "FromPort": 22,
-                "ToPort": 22,
-                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
-            }
-        ],
+        GroupId=handles["ssh_group"], IpPermissions=world_ingress(22)
     )
     c["s3"].put_bucket_acl(Bucket=handles["public_bucket"], ACL="private")
     c["kms"].enable_key_rotation(KeyId=handles["kms_key"])

@@ -6,7 +6,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -188,17 +188,26 @@ def _condition(doc: YamlDoc, raw: Any, key: str) -> Condition:
         raise doc.error(exc.path, exc.message) from exc
 
 
-def load_framework(path: Path) -> Framework:
-    """One framework file, validated."""
+_M = TypeVar("_M", RuleFile, FrameworkFile)
+
+
+def _load_model(path: Path, model_cls: type[_M], what: str) -> tuple[YamlDoc, _M]:
+    """Parse and validate one YAML file whose `id` must equal its file name."""
     doc = load_yaml(path)
     if not isinstance(doc.data, dict):
-        raise CatalogError(str(path), "a framework file must be a mapping")
+        raise CatalogError(str(path), f"a {what} file must be a mapping")
     try:
-        model = FrameworkFile.model_validate(doc.data)
+        model = model_cls.model_validate(doc.data)
     except ValidationError as exc:
         raise _pydantic_error(doc, exc) from exc
     if model.id != path.stem:
         raise doc.error(("id",), f"id {model.id!r} must match the file name {path.stem!r}")
+    return doc, model
+
+
+def load_framework(path: Path) -> Framework:
+    """One framework file, validated."""
+    _doc, model = _load_model(path, FrameworkFile, "framework")
     return Framework(
         id=model.id,
         name=model.name,
@@ -212,15 +221,7 @@ def load_rule(
     path: Path, *, frameworks: Mapping[str, Framework], resource_types: Iterable[str]
 ) -> Rule:
     """One rule file, validated against the known frameworks and resource types."""
-    doc = load_yaml(path)
-    if not isinstance(doc.data, dict):
-        raise CatalogError(str(path), "a rule file must be a mapping")
-    try:
-        model = RuleFile.model_validate(doc.data)
-    except ValidationError as exc:
-        raise _pydantic_error(doc, exc) from exc
-    if model.id != path.stem:
-        raise doc.error(("id",), f"id {model.id!r} must match the file name {path.stem!r}")
+    doc, model = _load_model(path, RuleFile, "rule")
     types = set(resource_types)
     if model.resource_type not in types:
         raise doc.error(
