@@ -84,8 +84,8 @@ def run_scan(
     }
     with transaction(sessions) as session:
         scan = services.start_scan(session=session, now=clock(), trigger=trigger, scope=scope)
-    log.info("scan.started", scan_id=scan.id, rules=len(rules))
     try:
+        log.info("scan.started", scan_id=scan.id, rules=len(rules))
         collection = collector.collect(
             needs=catalog.needs(rules), accounts=accounts, regions=regions
         )

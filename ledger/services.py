@@ -28,6 +28,7 @@ from ledger.models import (
 from rules.errors import CompliancebotError
 
 SCANNER = "scanner"
+_INCREMENT_REOPEN = "_increment_reopen_count"
 _CHUNK = 500
 
 
@@ -147,13 +148,14 @@ class _Plan:
     counts: ScanCounts = field(default_factory=ScanCounts)
     inserts: list[dict[str, Any]] = field(default_factory=list)
     seen_ids: list[int] = field(default_factory=list)
-    changes: list[dict[str, Any]] = field(default_factory=list)
+    # Findings getting identical new values share one UPDATE ... WHERE id IN (...).
+    changes: dict[tuple[tuple[str, Any], ...], list[int]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
 
     def transition(
         self, row: Any, to: FindingStatus, kind: str, note: str, values: dict[str, Any]
     ) -> None:
-        self.changes.append({"id": row.id, "status": to, "status_changed_at": self.now, **values})
+        self.change(row.id, {"status": to, "status_changed_at": self.now, **values})
         self.events.append(
             {
                 "finding_id": row.id,
@@ -166,6 +168,9 @@ class _Plan:
                 "scan_id": self.scan_id,
             }
         )
+
+    def change(self, finding_id: int, values: dict[str, Any]) -> None:
+        self.changes.setdefault(tuple(sorted(values.items())), []).append(finding_id)
 
     def new_finding(self, fp: str, obs: Observation) -> None:
         self.inserts.append(
@@ -208,7 +213,7 @@ class _Plan:
                     "resolved_at": None,
                     "resolved_by": None,
                     "resolution_note": None,
-                    "reopen_count": Finding.reopen_count + 1,
+                    _INCREMENT_REOPEN: True,
                 },
             )
         elif (
@@ -222,12 +227,13 @@ class _Plan:
                 FindingStatus.open,
                 "acceptance_expired",
                 f"risk acceptance expired {row.accepted_until:%Y-%m-%d}",
-                seen,
+                {**seen, "accepted_by": None, "accepted_reason": None, "accepted_until": None},
             )
         else:
-            self.counts.still_failing += 1
+            if row.status != FindingStatus.accepted:  # an acceptance in force is not failing
+                self.counts.still_failing += 1
             if row.severity != obs.severity or row.title != obs.title:
-                self.changes.append({"id": row.id, **seen})
+                self.change(row.id, seen)
             else:
                 self.seen_ids.append(row.id)
 
@@ -275,10 +281,12 @@ def _write(session: Session, plan: _Plan) -> None:
             .where(Finding.id.in_(chunk))
             .values(last_seen=plan.now, last_scan_id=plan.scan_id)
         )
-    for change in plan.changes:
-        # Few per scan (state changes); each needs its own values, incl. SQL expressions.
-        values = {k: v for k, v in change.items() if k != "id"}
-        session.execute(update(Finding).where(Finding.id == change["id"]).values(**values))
+    for key, ids in plan.changes.items():
+        values: dict[str, Any] = dict(key)
+        if values.pop(_INCREMENT_REOPEN, False):
+            values["reopen_count"] = Finding.reopen_count + 1
+        for chunk in _chunks(ids):
+            session.execute(update(Finding).where(Finding.id.in_(chunk)).values(**values))
     if plan.events:
         session.execute(insert(FindingEvent), plan.events)
         session.execute(
@@ -320,11 +328,14 @@ def upsert_from_scan(
     """
     fails: dict[str, Observation] = {}
     passes: set[str] = set()
+    unknown: set[str] = set()
     for obs in observations:
         if obs.verdict == "fail":
             fails[obs.fingerprint] = obs
         elif obs.verdict == "pass":
             passes.add(obs.fingerprint)
+        else:
+            unknown.add(obs.fingerprint)
     existing = {}
     if rule_ids and accounts:
         rows = session.execute(
@@ -343,14 +354,22 @@ def upsert_from_scan(
         existing = {row.fingerprint: row for row in rows}
     plan = _Plan(scan_id=scan.id, now=now)
     for fp, obs in fails.items():
-        plan.counts.by_severity[obs.severity] = plan.counts.by_severity.get(obs.severity, 0) + 1
         row = existing.get(fp)
+        in_force = (
+            row is not None
+            and row.status == FindingStatus.accepted
+            and row.accepted_until is not None
+            and row.accepted_until > now
+        )
+        if not in_force:
+            plan.counts.by_severity[obs.severity] = plan.counts.by_severity.get(obs.severity, 0) + 1
         if row is None:
             plan.new_finding(fp, obs)
         else:
             plan.still_failing(row, obs)
     for fp, row in existing.items():
-        if fp not in fails:
+        # Unknown: the data it needs could not be read this time, so nothing is concluded.
+        if fp not in fails and fp not in unknown:
             plan.no_longer_failing(
                 row, passed=fp in passes, covered=(row.rule_id, row.account, row.region) in covered
             )
