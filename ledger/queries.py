@@ -90,23 +90,22 @@ def posture(
 ) -> Posture:
     """Controls passing / failing / not covered per framework, and open findings by severity.
 
-    Two queries whatever the number of findings: failing counts are aggregated in SQL.
+    A fixed number of queries whatever the number of findings: failing counts are aggregated in SQL.
     """
     failing_by_rule: dict[str, tuple[int, datetime]] = {}
+    # Active, or accepted with the acceptance expired (the next scan reopens it).
+    failing = Finding.status.in_([str(s) for s in ACTIVE]) | (
+        (Finding.status == FindingStatus.accepted) & (Finding.accepted_until <= now)
+    )
     rows = session.execute(
         select(Finding.rule_id, func.count(), func.min(Finding.first_seen))
-        .where(
-            (Finding.status.in_([str(s) for s in ACTIVE]))
-            | ((Finding.status == FindingStatus.accepted) & (Finding.accepted_until <= now))
-        )
+        .where(failing)
         .group_by(Finding.rule_id)
     ).all()
     for rule_id, count, since in rows:
         failing_by_rule[rule_id] = (count, since)
     sev_rows = session.execute(
-        select(Finding.severity, func.count())
-        .where(Finding.status.in_([str(s) for s in ACTIVE]))
-        .group_by(Finding.severity)
+        select(Finding.severity, func.count()).where(failing).group_by(Finding.severity)
     ).all()
     by_severity = Counter(dict(sev_rows))
     accepted = (
