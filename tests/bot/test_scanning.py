@@ -22,8 +22,11 @@ pytestmark = pytest.mark.usefixtures("moto_world")
 CATALOG = load_catalog()
 ACCOUNT = "123456789012"  # moto's account
 EAST, WEST = "us-east-1", "us-west-2"
-VOLUME, SSH, BUCKET_ENCRYPTION = ("ec2_volume_encrypted", "ec2_sg_ssh_open_to_world",
-                                  "s3_bucket_default_encryption")
+VOLUME, SSH, BUCKET_ENCRYPTION = (
+    "ec2_volume_encrypted",
+    "ec2_sg_ssh_open_to_world",
+    "s3_bucket_default_encryption",
+)
 
 
 def test_rule_ids_used_here_exist() -> None:
@@ -33,11 +36,13 @@ def test_rule_ids_used_here_exist() -> None:
 
 # ---- building the simulated account ------------------------------------------------------------
 
+
 def unencrypted_volume(region: str = EAST) -> str:
     """An EBS volume without encryption."""
     ec2 = boto3.client("ec2", region_name=region)
-    return str(ec2.create_volume(AvailabilityZone=f"{region}a", Size=1,
-                                 Encrypted=False)["VolumeId"])
+    return str(
+        ec2.create_volume(AvailabilityZone=f"{region}a", Size=1, Encrypted=False)["VolumeId"]
+    )
 
 
 def ssh_open_group(name: str = "ssh") -> str:
@@ -48,8 +53,12 @@ def ssh_open_group(name: str = "ssh") -> str:
     return group
 
 
-SSH_FROM_WORLD: dict[str, Any] = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
-                                  "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+SSH_FROM_WORLD: dict[str, Any] = {
+    "IpProtocol": "tcp",
+    "FromPort": 22,
+    "ToPort": 22,
+    "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+}
 
 
 def legacy_bucket(name: str, region: str = EAST) -> str:
@@ -68,7 +77,8 @@ def failing_call(predicate: Callable[[str, str], bool]) -> boto3.Session:
     def deny(model: Any, **_: Any) -> None:
         if predicate(model.service_model.service_name, model.name):
             raise botocore.exceptions.ClientError(
-                {"Error": {"Code": "AccessDenied", "Message": "denied by test"}}, model.name)
+                {"Error": {"Code": "AccessDenied", "Message": "denied by test"}}, model.name
+            )
 
     session = boto3.Session()
     session.events.register("before-call", deny)
@@ -77,27 +87,36 @@ def failing_call(predicate: Callable[[str, str], bool]) -> boto3.Session:
 
 # ---- running scans and reading the ledger ------------------------------------------------------
 
-def collector(*, session: boto3.Session | None = None,
-              regions: tuple[str, ...] = (EAST,)) -> AwsCollector:
+
+def collector(
+    *, session: boto3.Session | None = None, regions: tuple[str, ...] = (EAST,)
+) -> AwsCollector:
     """A collector for the moto account; `session` replaces the default credentials."""
     target = AwsTarget(name="t", regions=regions)
     factory = (lambda _t: session) if session is not None else None
     return AwsCollector(targets=[target], session_factory=factory, sleep=lambda _s: None)
 
 
-def scan(sessions: sessionmaker[Session], clock: FakeClock, *,
-         using: AwsCollector | None = None, **kw: Any) -> ScanOutcome:
+def scan(
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    *,
+    using: AwsCollector | None = None,
+    **kw: Any,
+) -> ScanOutcome:
     """One scan an hour after the previous one."""
     clock.advance(hours=1)
-    return run_scan(catalog=CATALOG, collector=using or collector(), sessions=sessions,
-                    clock=clock, **kw)
+    return run_scan(
+        catalog=CATALOG, collector=using or collector(), sessions=sessions, clock=clock, **kw
+    )
 
 
 def finding(sessions: sessionmaker[Session], rule_id: str, resource_id: str) -> Finding:
     """The finding for one rule on one resource."""
     with sessions() as session:
-        return session.scalars(select(Finding).where(Finding.rule_id == rule_id,
-                                                     Finding.resource_id == resource_id)).one()
+        return session.scalars(
+            select(Finding).where(Finding.rule_id == rule_id, Finding.resource_id == resource_id)
+        ).one()
 
 
 def all_findings(sessions: sessionmaker[Session]) -> list[Finding]:
@@ -111,15 +130,16 @@ def stored_scan(sessions: sessionmaker[Session], scan_id: int) -> tuple[Scan, li
     with sessions() as session:
         row = session.get(Scan, scan_id)
         assert row is not None
-        errors = list(session.scalars(select(ScanErrorRow)
-                                      .where(ScanErrorRow.scan_id == scan_id)))
+        errors = list(session.scalars(select(ScanErrorRow).where(ScanErrorRow.scan_id == scan_id)))
         return row, errors
 
 
 # ---- the tests ---------------------------------------------------------------------------------
 
-def test_scan_raises_findings_and_resolves_deleted_resource(sessions: sessionmaker[Session],
-                                                            clock: FakeClock) -> None:
+
+def test_scan_raises_findings_and_resolves_deleted_resource(
+    sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
     """Bad resources show up as findings; deleting one resolves it and leaves the others open."""
     volume, group = unencrypted_volume(), ssh_open_group()
 
@@ -130,7 +150,10 @@ def test_scan_raises_findings_and_resolves_deleted_resource(sessions: sessionmak
     vol_finding = finding(sessions, VOLUME, volume)
     sg_finding = finding(sessions, SSH, group)
     assert (vol_finding.status, vol_finding.account, vol_finding.region) == (
-        FindingStatus.open, ACCOUNT, EAST)
+        FindingStatus.open,
+        ACCOUNT,
+        EAST,
+    )
     assert sg_finding.status == FindingStatus.open
     assert sg_finding.resource_name == "ssh"
 
@@ -149,14 +172,16 @@ def test_scan_raises_findings_and_resolves_deleted_resource(sessions: sessionmak
     assert still.last_scan_id == second.scan.id
 
 
-def test_fixing_a_resource_resolves_its_finding(sessions: sessionmaker[Session],
-                                                clock: FakeClock) -> None:
+def test_fixing_a_resource_resolves_its_finding(
+    sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
     """Closing port 22 to the world resolves the security-group finding as compliant."""
     group = ssh_open_group()
     scan(sessions, clock, rule_ids=[SSH])
 
     boto3.client("ec2", region_name=EAST).revoke_security_group_ingress(
-        GroupId=group, IpPermissions=[SSH_FROM_WORLD])
+        GroupId=group, IpPermissions=[SSH_FROM_WORLD]
+    )
     outcome = scan(sessions, clock, rule_ids=[SSH])
 
     fixed = finding(sessions, SSH, group)
@@ -164,8 +189,9 @@ def test_fixing_a_resource_resolves_its_finding(sessions: sessionmaker[Session],
     assert fixed.resolution_note == f"scan {outcome.scan.id} found the resource compliant"
 
 
-def test_denied_service_leaves_rest_of_scan_intact(sessions: sessionmaker[Session],
-                                                   clock: FakeClock) -> None:
+def test_denied_service_leaves_rest_of_scan_intact(
+    sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
     """When S3 is AccessDenied the scan is partial, S3 findings stay open, EC2 still updates."""
     volume, group, bucket = unencrypted_volume(), ssh_open_group(), legacy_bucket("legacy")
     first = scan(sessions, clock)
@@ -183,7 +209,8 @@ def test_denied_service_leaves_rest_of_scan_intact(sessions: sessionmaker[Sessio
     assert row.error_count == len(errors) >= 1
     s3_errors = [e for e in errors if e.service == "s3"]
     assert [(e.account, e.code, e.message) for e in s3_errors] == [
-        (ACCOUNT, "AccessDenied", "denied by test")]
+        (ACCOUNT, "AccessDenied", "denied by test")
+    ]
     assert {e.service for e in errors} == {"s3"}
     # S3 could not be listed: nothing there is resolved or even touched.
     s3_after = {f.id: f for f in all_findings(sessions) if f.resource_id == bucket}
@@ -191,7 +218,10 @@ def test_denied_service_leaves_rest_of_scan_intact(sessions: sessionmaker[Sessio
     for before_id, before in s3_before.items():
         after = s3_after[before_id]
         assert (after.status, after.last_seen, after.resolved_at) == (
-            FindingStatus.open, before.last_seen, None), after.rule_id
+            FindingStatus.open,
+            before.last_seen,
+            None,
+        ), after.rule_id
     # ... while EC2 in the very same scan is judged as usual.
     assert finding(sessions, VOLUME, volume).status == FindingStatus.resolved
     sg = finding(sessions, SSH, group)
@@ -199,25 +229,27 @@ def test_denied_service_leaves_rest_of_scan_intact(sessions: sessionmaker[Sessio
     assert second.counts.resolved == 1
 
 
-def test_denied_enrich_call_does_not_resolve_finding(sessions: sessionmaker[Session],
-                                                     clock: FakeClock) -> None:
+def test_denied_enrich_call_does_not_resolve_finding(
+    sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
     """If only GetBucketEncryption is denied, the bucket's encryption finding stays open."""
     bucket = legacy_bucket("legacy")
     scan(sessions, clock, rule_ids=[BUCKET_ENCRYPTION])
     assert finding(sessions, BUCKET_ENCRYPTION, bucket).status == FindingStatus.open
 
     denied = failing_call(lambda service, op: (service, op) == ("s3", "GetBucketEncryption"))
-    outcome = scan(sessions, clock, using=collector(session=denied),
-                   rule_ids=[BUCKET_ENCRYPTION])
+    outcome = scan(sessions, clock, using=collector(session=denied), rule_ids=[BUCKET_ENCRYPTION])
 
     assert outcome.scan.status == ScanStatus.partial
     assert [(e.operation, e.code) for e in outcome.collection.errors] == [
-        ("get_bucket_encryption", "AccessDenied")]
+        ("get_bucket_encryption", "AccessDenied")
+    ]
     assert finding(sessions, BUCKET_ENCRYPTION, bucket).status == FindingStatus.open
 
 
-def test_unreachable_account_resolves_nothing(sessions: sessionmaker[Session],
-                                              clock: FakeClock) -> None:
+def test_unreachable_account_resolves_nothing(
+    sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
     """If every call is denied (bad credentials) the scan is partial and no finding changes."""
     unencrypted_volume()
     ssh_open_group()
@@ -235,8 +267,9 @@ def test_unreachable_account_resolves_nothing(sessions: sessionmaker[Session],
     assert [(f.id, f.status, f.last_seen) for f in all_findings(sessions)] == before
 
 
-def test_scan_limited_to_one_rule_resolves_only_that_rule(sessions: sessionmaker[Session],
-                                                          clock: FakeClock) -> None:
+def test_scan_limited_to_one_rule_resolves_only_that_rule(
+    sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
     """`scan --rule X` resolves X's findings only; other rules' findings wait for their scan."""
     volume, group = unencrypted_volume(), ssh_open_group()
     scan(sessions, clock, rule_ids=[VOLUME, SSH])
@@ -254,8 +287,9 @@ def test_scan_limited_to_one_rule_resolves_only_that_rule(sessions: sessionmaker
     assert finding(sessions, SSH, group).status == FindingStatus.resolved
 
 
-def test_region_filter_leaves_other_regions_untouched(sessions: sessionmaker[Session],
-                                                      clock: FakeClock) -> None:
+def test_region_filter_leaves_other_regions_untouched(
+    sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
     """`scan --region us-east-1` resolves nothing in us-west-2, regional or S3."""
     rules = [VOLUME, BUCKET_ENCRYPTION]
     east_volume, west_volume = unencrypted_volume(EAST), unencrypted_volume(WEST)
@@ -281,8 +315,7 @@ def test_region_filter_leaves_other_regions_untouched(sessions: sessionmaker[Ses
     assert finding(sessions, BUCKET_ENCRYPTION, west_bucket).status == FindingStatus.resolved
 
 
-def test_scan_records_its_aws_api_calls(sessions: sessionmaker[Session],
-                                        clock: FakeClock) -> None:
+def test_scan_records_its_aws_api_calls(sessions: sessionmaker[Session], clock: FakeClock) -> None:
     """Each scan shows how many AWS API calls it made, per service."""
     unencrypted_volume()
 

@@ -18,30 +18,62 @@ ACCOUNT = "111122223333"
 REGION = "us-east-1"
 
 
-def obs(resource_id: str = "vol-1", *, verdict: str = "fail", rule_id: str = RULE,
-        severity: str = "high", title: str = "EBS volumes are encrypted at rest",
-        region: str = REGION, account: str = ACCOUNT) -> Observation:
+def obs(
+    resource_id: str = "vol-1",
+    *,
+    verdict: str = "fail",
+    rule_id: str = RULE,
+    severity: str = "high",
+    title: str = "EBS volumes are encrypted at rest",
+    region: str = REGION,
+    account: str = ACCOUNT,
+) -> Observation:
     """One rule's verdict on one EBS volume."""
-    return Observation(rule_id=rule_id, account=account, region=region,
-                       resource_type="aws.ec2.volume", resource_id=resource_id,
-                       resource_name=None, title=title, severity=severity, verdict=verdict)
+    return Observation(
+        rule_id=rule_id,
+        account=account,
+        region=region,
+        resource_type="aws.ec2.volume",
+        resource_id=resource_id,
+        resource_name=None,
+        title=title,
+        severity=severity,
+        verdict=verdict,
+    )
 
 
-def scan(sessions: sessionmaker[Session], clock: Callable[[], datetime],
-         observations: Iterable[Observation], *, covered: bool = True,
-         rule_ids: set[str] | None = None) -> ScanCounts:
+def scan(
+    sessions: sessionmaker[Session],
+    clock: Callable[[], datetime],
+    observations: Iterable[Observation],
+    *,
+    covered: bool = True,
+    rule_ids: set[str] | None = None,
+) -> ScanCounts:
     """Run one scan over `observations`; `covered` says whether the listing was complete."""
     observations = list(observations)
     rules = rule_ids or ({RULE} | {o.rule_id for o in observations})
     places = {(r, ACCOUNT, REGION) for r in rules} if covered else set()
     with transaction(sessions) as session:
-        started = services.start_scan(session=session, now=clock(), trigger="schedule",
-                                      scope={})
-        counts = services.upsert_from_scan(session=session, scan=started,
-                                           observations=observations, covered=places,
-                                           rule_ids=rules, accounts={ACCOUNT}, now=clock())
-        services.finish_scan(session=session, scan=started, now=clock(), counts=counts,
-                             api_calls={"ec2": 1}, resources=len(observations), errors=[])
+        started = services.start_scan(session=session, now=clock(), trigger="schedule", scope={})
+        counts = services.upsert_from_scan(
+            session=session,
+            scan=started,
+            observations=observations,
+            covered=places,
+            rule_ids=rules,
+            accounts={ACCOUNT},
+            now=clock(),
+        )
+        services.finish_scan(
+            session=session,
+            scan=started,
+            now=clock(),
+            counts=counts,
+            api_calls={"ec2": 1},
+            resources=len(observations),
+            errors=[],
+        )
     return counts
 
 
@@ -61,13 +93,18 @@ def only_finding(sessions: sessionmaker[Session]) -> Finding:
 def events(sessions: sessionmaker[Session], finding_id: int) -> list[FindingEvent]:
     """A finding's history, in order."""
     with sessions() as session:
-        return list(session.scalars(select(FindingEvent)
-                                    .where(FindingEvent.finding_id == finding_id)
-                                    .order_by(FindingEvent.id)))
+        return list(
+            session.scalars(
+                select(FindingEvent)
+                .where(FindingEvent.finding_id == finding_id)
+                .order_by(FindingEvent.id)
+            )
+        )
 
 
-def audit(sessions: sessionmaker[Session], *, object_type: str | None = None,
-          object_id: str | None = None) -> list[AuditEntry]:
+def audit(
+    sessions: sessionmaker[Session], *, object_type: str | None = None, object_id: str | None = None
+) -> list[AuditEntry]:
     """Audit entries, in order, optionally for one object."""
     query = select(AuditEntry).order_by(AuditEntry.id)
     if object_type:

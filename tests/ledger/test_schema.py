@@ -24,8 +24,11 @@ def engine(db_url: str) -> Iterator[Engine]:
 
 def test_empty_database_says_to_run_db_upgrade(engine: Engine) -> None:
     """Starting on an empty database tells the user the exact command that fixes it."""
-    with pytest.raises(DatabaseError, match=r"no compliancebot schema yet: run "
-                                            r"`compliancebot db upgrade`"):
+    with pytest.raises(
+        DatabaseError,
+        match=r"no compliancebot schema yet: run "
+        r"`compliancebot db upgrade`",
+    ):
         db.require_current_schema(engine)
 
 
@@ -60,8 +63,11 @@ def test_unknown_revision_says_to_upgrade_compliancebot(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = 'ffff_from_future'"))
 
-    with pytest.raises(DatabaseError, match=r"ffff_from_future.*does not know.*upgrade "
-                                            r"compliancebot"):
+    with pytest.raises(
+        DatabaseError,
+        match=r"ffff_from_future.*does not know.*upgrade "
+        r"compliancebot",
+    ):
         db.require_current_schema(engine)
 
 
@@ -69,8 +75,11 @@ def test_unreachable_database_is_named() -> None:
     """A database that cannot be reached is reported with its URL, not a stack trace."""
     engine = db.make_engine("postgresql://nobody@127.0.0.1:1/none")
     try:
-        with pytest.raises(DatabaseError, match=r"cannot connect to the database "
-                                                r"postgresql\+psycopg://nobody@127\.0\.0\.1:1"):
+        with pytest.raises(
+            DatabaseError,
+            match=r"cannot connect to the database "
+            r"postgresql\+psycopg://nobody@127\.0\.0\.1:1",
+        ):
             db.require_current_schema(engine)
     finally:
         engine.dispose()
