@@ -8,7 +8,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from sqlalchemy.orm import Session, sessionmaker
+
+# Property tests judge behaviour, never speed: a busy 2-core CI machine must not fail them on
+# generation time or a per-example deadline.
+settings.register_profile(
+    "compliancebot", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("compliancebot")
 
 # Never reach a real endpoint, and never send loopback traffic to a proxy.
 for _var in (
