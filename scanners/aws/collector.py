@@ -6,6 +6,7 @@ One failing call becomes a ScanError for its account/region/service and the scan
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import threading
 import time
 from collections import Counter
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import boto3
 import jmespath
@@ -94,6 +96,8 @@ class _Account:
                     endpoint_url=self.target.endpoint_url,
                     config=self.run.botocore_config,
                 )
+                if service == "s3control":
+                    client.meta.events.register("before-sign.s3-control", _unprefix_ip_host)
                 client.meta.events.register("before-call", self.run.count_call)
                 client.meta.events.register("before-send", self.run.count_request)
                 self._clients[key] = client
@@ -152,6 +156,22 @@ class CallContext:
     def sleep(self, seconds: float) -> None:
         """Wait between polls; injected so tests never wait."""
         self._account.run.sleep(seconds)
+
+
+def _unprefix_ip_host(request: Any, **_kwargs: Any) -> None:
+    """S3 Control puts the account id in front of the endpoint's host name; an endpoint given
+    as an IP address (a proxy, an emulator) has no such sub-domain, so the prefix is dropped."""
+    parts = urlsplit(request.url)
+    prefix, _dot, rest = (parts.hostname or "").partition(".")
+    if not prefix.isdigit() or not rest:
+        return
+    try:
+        ipaddress.ip_address(rest)
+    except ValueError:
+        if rest != "localhost":
+            return
+    netloc = rest + (f":{parts.port}" if parts.port else "")
+    request.url = urlunsplit(parts._replace(netloc=netloc))
 
 
 class _Run:
