@@ -123,6 +123,13 @@ class Finding(Base):
     accepted_until: Mapped[datetime | None]
     reopen_count: Mapped[int] = mapped_column(Integer, default=0)
     last_scan_id: Mapped[int | None] = mapped_column(ForeignKey("scans.id", ondelete="SET NULL"))
+    # Bumped by every change a person would see (state, assignee, severity, title, snooze): a Slack
+    # message rendered at an older version is re-rendered, whoever made the change and from where.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # Set when a person resolves it and the re-check has not answered yet.
+    verification: Mapped[str | None] = mapped_column(String(16))
+    snoozed_until: Mapped[datetime | None]
+    snoozed_by: Mapped[str | None] = mapped_column(String(128))
 
     events: Mapped[list[FindingEvent]] = relationship(
         back_populates="finding", order_by="FindingEvent.id"
@@ -171,3 +178,63 @@ class AuditEntry(Base):
     object_type: Mapped[str] = mapped_column(String(32))
     object_id: Mapped[str] = mapped_column(String(128))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class OutboxStatus(enum.StrEnum):
+    pending = "pending"
+    delivered = "delivered"
+    # A permanent refusal (bad channel, bad field): kept with the error until retried by hand.
+    failed = "failed"
+
+
+class OutboxItem(Base):
+    """An outward call written down before it is made, so a crash or outage loses nothing.
+
+    `key` is unique: the same intent (post finding 7 to Slack) is recorded once, whoever asks.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "sink", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sink: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=OutboxStatus.pending)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    next_attempt_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class SlackMessage(Base):
+    """A message the bot posted, so it can be re-rendered when what it shows changes."""
+
+    __tablename__ = "slack_messages"
+    __table_args__ = (Index("ix_slack_messages_channel_ts", "channel", "ts", unique=True),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # finding, summary
+    finding_id: Mapped[int | None] = mapped_column(
+        ForeignKey("findings.id", ondelete="CASCADE"), index=True
+    )
+    scan_id: Mapped[int | None] = mapped_column(ForeignKey("scans.id", ondelete="SET NULL"))
+    channel: Mapped[str] = mapped_column(String(32))
+    ts: Mapped[str] = mapped_column(String(32))
+    thread_ts: Mapped[str | None] = mapped_column(String(32))
+    rendered_version: Mapped[int] = mapped_column(Integer, default=0)
+    posted_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ProcessedEvent(Base):
+    """An inbound event id already handled: Slack's retries of it are acknowledged and dropped."""
+
+    __tablename__ = "processed_events"
+
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    source: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime]

@@ -6,8 +6,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from ledger.models import ACTIVE, Finding, FindingStatus, Scan, ScanStatus
@@ -148,3 +149,75 @@ def posture(
         out.append(FrameworkPosture(framework=fw_id, name=fw.name, controls=controls))
     ordered = {str(s): by_severity.get(str(s), 0) for s in Severity}
     return Posture(frameworks=out, open_by_severity=ordered, accepted=accepted, last_scan=last_scan)
+
+
+def _severity_rank() -> Any:
+    """Severity as a sortable SQL expression, worst first."""
+    return case({str(s): s.rank for s in Severity}, value=Finding.severity, else_=len(Severity))
+
+
+def page_findings(
+    *,
+    session: Session,
+    catalog: Catalog,
+    severity: Sequence[str] = (),
+    status: Sequence[str] = (),
+    framework: str | None = None,
+    assignee: str | None = None,
+    offset: int = 0,
+    limit: int = 10,
+) -> tuple[list[Finding], int]:
+    """One page of findings, worst and newest first, and the total: sorted and cut in SQL."""
+    statuses = list(status) or [str(s) for s in ACTIVE]
+    where: list[Any] = [Finding.status.in_(statuses)]
+    if severity:
+        where.append(Finding.severity.in_(list(severity)))
+    if framework:
+        catalog.require_framework(framework)
+        where.append(
+            Finding.rule_id.in_(
+                [r.id for r in catalog.rules.values() if r.frameworks.get(framework)]
+            )
+        )
+    if assignee:
+        where.append(Finding.assignee == assignee)
+    total = session.scalar(select(func.count()).select_from(Finding).where(*where)) or 0
+    rows = session.scalars(
+        select(Finding)
+        .where(*where)
+        .order_by(_severity_rank(), Finding.last_seen.desc(), Finding.id)
+        .offset(offset)
+        .limit(limit)
+    ).all()
+    return list(rows), int(total)
+
+
+def oldest_active(*, session: Session) -> Finding | None:
+    """The active finding that has been failing longest."""
+    return session.scalar(
+        select(Finding)
+        .where(Finding.status.in_([str(s) for s in ACTIVE]))
+        .order_by(Finding.first_seen, Finding.id)
+        .limit(1)
+    )
+
+
+def count_unclaimed(*, session: Session, severity: str) -> int:
+    """Active findings of a severity that nobody has claimed."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(Finding)
+            .where(
+                Finding.status.in_([FindingStatus.open, FindingStatus.reopened]),
+                Finding.severity == severity,
+            )
+        )
+        or 0
+    )
+
+
+def count_by_status(*, session: Session) -> dict[str, int]:
+    """Findings per lifecycle state (for metrics)."""
+    rows = session.execute(select(Finding.status, func.count()).group_by(Finding.status)).all()
+    return {str(s): int(n) for s, n in rows}

@@ -28,6 +28,7 @@ from ledger.models import (
 from rules.errors import CompliancebotError
 
 SCANNER = "scanner"
+VERIFY_PENDING = "pending"
 _INCREMENT_REOPEN = "_increment_reopen_count"
 _CHUNK = 500
 
@@ -285,6 +286,8 @@ def _write(session: Session, plan: _Plan) -> None:
         values: dict[str, Any] = dict(key)
         if values.pop(_INCREMENT_REOPEN, False):
             values["reopen_count"] = Finding.reopen_count + 1
+        # Each of these changes is visible in a Slack message: mark it for re-rendering.
+        values["version"] = Finding.version + 1
         for chunk in _chunks(ids):
             session.execute(update(Finding).where(Finding.id.in_(chunk)).values(**values))
     if plan.events:
@@ -468,6 +471,7 @@ def _record(
     before = finding.status
     finding.status = to
     finding.status_changed_at = now
+    finding.version += 1
     session.add(
         FindingEvent(
             finding_id=finding.id,
@@ -514,12 +518,19 @@ def claim(*, session: Session, finding_id: int, user: str, now: datetime) -> Fin
 
 
 def resolve(
-    *, session: Session, finding_id: int, user: str, now: datetime, note: str | None = None
+    *,
+    session: Session,
+    finding_id: int,
+    user: str,
+    now: datetime,
+    note: str | None = None,
+    verify: bool = False,
 ) -> Finding:
-    """Mark fixed by a person; the next scan reopens it if the resource still fails."""
+    """Mark fixed by a person; the next scan (or, with `verify`, a re-check now) confirms it."""
     finding = get_finding(session=session, finding_id=finding_id)
     _require(finding, (*ACTIVE, FindingStatus.accepted), "resolved")
     finding.resolved_at, finding.resolved_by, finding.resolution_note = now, user, note
+    finding.verification = VERIFY_PENDING if verify else None
     _record(
         session, finding, to=FindingStatus.resolved, kind="resolved", actor=user, now=now, note=note
     )
@@ -562,5 +573,75 @@ def reopen(
     finding.reopen_count += 1
     _record(
         session, finding, to=FindingStatus.reopened, kind="reopened", actor=user, now=now, note=note
+    )
+    return finding
+
+
+def verify_resolution(
+    *, session: Session, finding_id: int, verdict: str, now: datetime, detail: str
+) -> Finding:
+    """Record the re-check of a finding a person resolved: confirmed, still failing, or unknown.
+
+    Still failing puts it back where it was (claimed by its assignee, else open). A finding that
+    someone changed again while the re-check ran is left alone: the newer decision stands.
+    """
+    finding = get_finding(session=session, finding_id=finding_id)
+    if finding.status != FindingStatus.resolved or finding.verification != VERIFY_PENDING:
+        return finding
+    if verdict == "fail":
+        back = FindingStatus.claimed if finding.assignee else FindingStatus.open
+        finding.verification = "failed"
+        finding.resolved_at = finding.resolved_by = finding.resolution_note = None
+        _record(
+            session,
+            finding,
+            to=back,
+            kind="verification_failed",
+            actor=SCANNER,
+            now=now,
+            note=f"re-check still fails: {detail}",
+        )
+    elif verdict == "pass":
+        finding.verification = "verified"
+        _record(
+            session,
+            finding,
+            to=FindingStatus.resolved,
+            kind="verified",
+            actor=SCANNER,
+            now=now,
+            note=f"re-check passes: {detail}",
+        )
+    else:
+        finding.verification = "unverified"
+        _record(
+            session,
+            finding,
+            to=FindingStatus.resolved,
+            kind="verification_unknown",
+            actor=SCANNER,
+            now=now,
+            note=f"re-check could not tell: {detail}; the next scan decides",
+        )
+    return finding
+
+
+def snooze(
+    *, session: Session, finding_id: int, user: str, until: datetime, now: datetime
+) -> Finding:
+    """Hide an active finding from reminders until a date; it still counts as failing."""
+    if until <= now:
+        raise LedgerError(f"the snooze date {until:%Y-%m-%d} must be in the future")
+    finding = get_finding(session=session, finding_id=finding_id)
+    _require(finding, ACTIVE, "snoozed")
+    finding.snoozed_until, finding.snoozed_by = until, user
+    _record(
+        session,
+        finding,
+        to=FindingStatus(finding.status),
+        kind="snoozed",
+        actor=user,
+        now=now,
+        note=f"until {until:%Y-%m-%d}",
     )
     return finding

@@ -1,0 +1,136 @@
+"""The outbox: outward calls (Slack posts, later tickets) written down before they are made.
+
+A caller records an intent under a unique key in its own transaction; a worker delivers due
+items, records the outcome, and retries with backoff. Nothing is lost in a crash or an outage,
+and the same intent recorded twice is one item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from ledger.models import OutboxItem, OutboxStatus
+
+# Backoff after the n-th failed attempt, capped; a Retry-After from the far side wins if longer.
+BACKOFF_BASE_SECONDS = 5.0
+BACKOFF_CAP_SECONDS = 15 * 60.0
+
+
+def enqueue(
+    *,
+    session: Session,
+    sink: str,
+    kind: str,
+    key: str,
+    payload: dict[str, Any],
+    now: datetime,
+) -> bool:
+    """Record an intent once; True if it is new, False if the key was already recorded."""
+    values = {
+        "sink": sink,
+        "kind": kind,
+        "key": key,
+        "payload": payload,
+        "status": OutboxStatus.pending,
+        "attempts": 0,
+        "created_at": now,
+        "next_attempt_at": now,
+        "result": {},
+    }
+    dialect = session.get_bind().dialect.name
+    insert_fn = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = (
+        insert_fn(OutboxItem)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(OutboxItem.id)
+    )
+    # rowcount is not reliable here across drivers; a returned id is.
+    return session.execute(stmt).first() is not None
+
+
+def due(*, session: Session, sink: str, now: datetime, limit: int = 50) -> Sequence[OutboxItem]:
+    """Pending items whose time has come, oldest first; locked against other replicas."""
+    query = (
+        select(OutboxItem)
+        .where(
+            OutboxItem.sink == sink,
+            OutboxItem.status == OutboxStatus.pending,
+            OutboxItem.next_attempt_at <= now,
+        )
+        .order_by(OutboxItem.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return session.scalars(query).all()
+
+
+def delivered(*, item: OutboxItem, now: datetime, result: dict[str, Any]) -> None:
+    """The far side has it."""
+    item.status = OutboxStatus.delivered
+    item.delivered_at = now
+    item.attempts += 1
+    item.last_error = None
+    item.result = result
+
+
+def backoff(attempts: int, retry_after: float | None = None) -> timedelta:
+    """How long to wait after `attempts` failed attempts (exponential, capped)."""
+    wait = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1))
+    if retry_after is not None:
+        wait = max(wait, retry_after)
+    return timedelta(seconds=wait)
+
+
+def retry_later(
+    *, item: OutboxItem, now: datetime, error: str, retry_after: float | None = None
+) -> None:
+    """A transient failure: try again after a backoff."""
+    item.attempts += 1
+    item.last_error = error[:4000]
+    item.next_attempt_at = now + backoff(item.attempts, retry_after)
+
+
+def failed(*, item: OutboxItem, now: datetime, error: str) -> None:
+    """A permanent refusal: kept, with the far side's message, until retried by hand."""
+    item.attempts += 1
+    item.status = OutboxStatus.failed
+    item.last_error = error[:4000]
+    item.next_attempt_at = now
+
+
+def postpone(*, item: OutboxItem, until: datetime) -> None:
+    """Not yet deliverable (it waits on another item); no attempt is counted."""
+    item.next_attempt_at = until
+
+
+def retry_failed(*, session: Session, sink: str, now: datetime) -> int:
+    """Put every failed item of a sink back in the queue; returns how many."""
+    result = session.execute(
+        update(OutboxItem)
+        .where(OutboxItem.sink == sink, OutboxItem.status == OutboxStatus.failed)
+        .values(status=OutboxStatus.pending, next_attempt_at=now)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def counts(*, session: Session, sink: str) -> dict[str, int]:
+    """Items per status for one sink."""
+    rows = session.execute(
+        select(OutboxItem.status, func.count())
+        .where(OutboxItem.sink == sink)
+        .group_by(OutboxItem.status)
+    ).all()
+    return {str(status): int(n) for status, n in rows}
+
+
+def by_key(*, session: Session, key: str) -> OutboxItem | None:
+    """The item recorded under `key`, if any."""
+    return session.scalar(select(OutboxItem).where(OutboxItem.key == key))
