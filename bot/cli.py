@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot import output
 from bot.logging import configure as configure_logging
 from bot.scanning import collector_for, run_scan, utcnow
-from bot.settings import Settings, load_settings, masked
+from bot.settings import ConfigError, Settings, load_settings, masked
+from bot.slack.notify import scan_notifier
 from ledger import db, services
 from ledger.models import FindingStatus
 from ledger.queries import list_findings, posture
@@ -36,10 +37,14 @@ findings_app = typer.Typer(help="List, inspect and act on findings.", no_args_is
 rules_app = typer.Typer(help="The rule catalog.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 db_app = typer.Typer(help="The findings database.", no_args_is_help=True)
+slack_app = typer.Typer(
+    help="Slack delivery: what is pending, failed, or to retry.", no_args_is_help=True
+)
 app.add_typer(findings_app, name="findings")
 app.add_typer(rules_app, name="rules")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
+app.add_typer(slack_app, name="slack")
 
 out = Console()
 err = Console(stderr=True)
@@ -218,6 +223,7 @@ def _scan(
                 accounts=set(account or []) or None,
                 regions=set(region or []) or None,
                 trigger=trigger,
+                on_merged=scan_notifier(settings),
             )
     return run_scan(
         catalog=catalog,
@@ -227,6 +233,7 @@ def _scan(
         accounts=set(account or []) or None,
         regions=set(region or []) or None,
         trigger=trigger,
+        on_merged=scan_notifier(settings),
     )
 
 
@@ -534,6 +541,78 @@ def db_current(ctx: typer.Context) -> None:
         f"database: {db.current_revision(engine) or 'empty'}; "
         f"this version needs: {db.head_revision()}"
     )
+
+
+@app.command()
+def serve(ctx: typer.Context) -> None:
+    """Run the Slack bot (HTTP or Socket Mode), /healthz, /readyz and /metrics until SIGTERM."""
+    from bot.server import serve as run_server
+
+    app_ctx = _ctx(ctx)
+    settings = app_ctx.settings
+    if not settings.slack.enabled:
+        raise ConfigError(
+            "slack.enabled is false: set it (and the Slack secrets) to run the bot; "
+            "see the README's Slack section"
+        )
+    engine = app_ctx.engine()
+    if engine.dialect.name == "sqlite":
+        err.print(
+            "SQLite database: run a single `serve` process (use PostgreSQL for more than one)."
+        )
+    run_server(settings=settings, catalog=app_ctx.catalog, engine=engine)
+
+
+@slack_app.command("status")
+def slack_status(ctx: typer.Context) -> None:
+    """Slack messages waiting, delivered and failed (with Slack's error)."""
+    from sqlalchemy import select
+
+    from ledger import outbox
+    from ledger.models import OutboxItem, OutboxStatus
+
+    with _ctx(ctx).sessions()() as session:
+        counts = outbox.counts(session=session, sink="slack")
+        out.print(
+            ", ".join(f"{counts.get(str(s), 0)} {s}" for s in OutboxStatus) + " Slack message(s)"
+        )
+        failed = session.scalars(
+            select(OutboxItem)
+            .where(OutboxItem.sink == "slack", OutboxItem.status != OutboxStatus.delivered)
+            .order_by(OutboxItem.id)
+            .limit(50)
+        ).all()
+        for item in failed:
+            if item.last_error:
+                out.print(
+                    f"  {item.key} ({item.status}, {item.attempts} attempt(s)): {item.last_error}",
+                    markup=False,
+                )
+
+
+@slack_app.command("retry")
+def slack_retry(ctx: typer.Context) -> None:
+    """Queue failed Slack messages again (after fixing the channel, scopes or token)."""
+    from ledger import outbox
+
+    with db.transaction(_ctx(ctx).sessions()) as session:
+        n = outbox.retry_failed(session=session, sink="slack", now=utcnow())
+    out.print(f"{n} failed Slack message(s) queued again.")
+
+
+@slack_app.command("flush")
+def slack_flush(ctx: typer.Context) -> None:
+    """Deliver pending Slack messages now, from this process (no `serve` needed)."""
+    from bot.server import build_services
+
+    app_ctx = _ctx(ctx)
+    if not app_ctx.settings.slack.enabled:
+        raise ConfigError("slack.enabled is false: nothing to deliver")
+    services = build_services(
+        settings=app_ctx.settings, catalog=app_ctx.catalog, engine=app_ctx.engine()
+    )
+    done = services.delivery.run_once()
+    out.print(f"{done['delivered']} delivered, {done['refreshed']} message(s) re-rendered.")
 
 
 @app.command()

@@ -22,6 +22,7 @@ from scanners.model import Collection
 
 log = structlog.get_logger(__name__)
 Clock = Callable[[], datetime]
+MergedHook = Callable[[Session, Scan, ScanCounts], None]
 
 
 def utcnow() -> datetime:
@@ -74,8 +75,13 @@ def run_scan(
     accounts: set[str] | None = None,
     regions: set[str] | None = None,
     trigger: str = "cli",
+    on_merged: MergedHook | None = None,
 ) -> ScanOutcome:
-    """Scan now and store the result; one failing service never aborts the scan."""
+    """Scan now and store the result; one failing service never aborts the scan.
+
+    `on_merged` runs in the transaction that stores the result, so what it records (the Slack
+    notifications of this scan) is committed with the scan or not at all.
+    """
     rules = catalog.select(rule_ids=rule_ids)
     scope = {
         "rules": rule_ids or "all",
@@ -133,6 +139,8 @@ def run_scan(
                 resources=len(collection.resources),
                 errors=collection.errors,
             )
+            if on_merged is not None:
+                on_merged(session, scan, counts)
     except Exception as exc:
         # Record why, then let the caller report it: a scan never vanishes without a trace.
         with transaction(sessions) as session:
@@ -153,3 +161,54 @@ def run_scan(
         failing=sum(1 for r in results if r.verdict is Verdict.failed),
     )
     return ScanOutcome(scan=scan, counts=counts, collection=collection)
+
+
+@dataclass(frozen=True)
+class Recheck:
+    verdict: str  # "pass", "fail" or "unknown"
+    detail: str
+    api_calls: int
+
+
+def recheck(  # noqa: PLR0911 - one return per way a re-check can end
+    *,
+    catalog: Catalog,
+    collector: AwsCollector,
+    rule_id: str,
+    account: str,
+    region: str,
+    resource_id: str,
+    clock: Clock = utcnow,
+) -> Recheck:
+    """Evaluate one rule on one resource now, fetching only what that rule reads."""
+    rule = catalog.rules.get(rule_id)
+    if rule is None:
+        return Recheck("unknown", f"rule {rule_id} is not enabled", 0)
+    # Global resources carry a pseudo-region; their services are listed whatever the filter.
+    regions = {region} if region.count("-") >= 2 else None
+    collection = collector.collect(needs=catalog.needs([rule]), accounts={account}, regions=regions)
+    calls = sum(collection.api_calls.values())
+    if collection.errors:
+        first = collection.errors[0]
+        return Recheck("unknown", f"{first.service}.{first.operation} failed: {first.code}", calls)
+    mine = [
+        r
+        for r in collection.resources
+        if r.type == rule.resource_type
+        and r.id == resource_id
+        and r.account == account
+        and r.region == region
+    ]
+    if not mine:
+        if (rule.resource_type, account, region) in collection.listed:
+            return Recheck("pass", "the resource no longer exists", calls)
+        return Recheck("unknown", "the resource could not be listed", calls)
+    results = evaluate_all([rule], mine, EvalContext(now=clock()))
+    if not results:
+        return Recheck("pass", "the rule no longer applies to the resource", calls)
+    verdict = results[0].verdict
+    if verdict is Verdict.failed:
+        return Recheck("fail", f"{rule.title} ({resource_id})", calls)
+    if verdict is Verdict.passed:
+        return Recheck("pass", f"{resource_id} now complies", calls)
+    return Recheck("unknown", "the data the rule needs could not be read", calls)

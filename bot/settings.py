@@ -7,11 +7,21 @@ No file at all is valid and means the embedded defaults.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -106,6 +116,106 @@ class LoggingSettings(_Section):
     format: Literal["console", "json"] = "console"
 
 
+def _slack_id(kind: str, prefixes: str, where: str) -> AfterValidator:
+    pattern = re.compile(rf"^[{prefixes}][A-Z0-9]{{2,}}$")
+
+    def check(value: str | None) -> str | None:
+        if value is not None and not pattern.match(value):
+            raise ValueError(
+                f"{value!r} is not a Slack {kind} ID; use an ID like {prefixes[0]}0123ABCD "
+                f"({where})"
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+ChannelId = Annotated[str, _slack_id("channel", "CG", "channel details, bottom of the About tab")]
+SlackUserId = Annotated[str, _slack_id("user", "UW", "profile > the ⋮ menu > Copy member ID")]
+
+
+class SlackRoute(_Section):
+    """Send findings that match every given filter to another channel."""
+
+    channel: ChannelId
+    accounts: list[str] = []
+    severities: list[Severity] = []
+    rules: list[str] = []
+
+    def matches(self, *, account: str, severity: str, rule_id: str) -> bool:
+        """True when every filter given accepts the finding."""
+        return (
+            (not self.accounts or account in self.accounts)
+            and (not self.severities or severity in self.severities)
+            and (not self.rules or rule_id in self.rules)
+        )
+
+
+SLACK_SECRETS = ("bot_token", "signing_secret", "app_token")
+
+
+class SlackSettings(_Section):
+    enabled: bool = False
+    mode: Literal["http", "socket"] = "http"
+    api_url: str = "https://slack.com/api/"
+    bot_token: SecretStr | None = None
+    signing_secret: SecretStr | None = None
+    app_token: SecretStr | None = None
+    command: Annotated[str, Field(pattern=r"^/[a-z0-9_-]{1,31}$")] = "/compliance"
+    channel: ChannelId | None = None
+    thread_findings: bool = True
+    min_severity: Severity = Severity.high
+    # A first scan can find thousands: past this many, the rest are reached from the summary.
+    max_messages_per_scan: Annotated[int, Field(ge=0, le=1000)] = 50
+    routes: list[SlackRoute] = []
+    approvers: list[SlackUserId] = []
+    approver_group: Annotated[
+        str | None, _slack_id("user group", "S", "the group's URL ends with it")
+    ] = None
+    max_snooze_days: Annotated[int, Field(ge=1, le=365)] = 90
+    page_size: Annotated[int, Field(ge=1, le=20)] = 10
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 3
+    timeout: Annotated[float, Field(gt=0, le=120)] = 10.0
+    delivery_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL such as https://slack.com/api/")
+        return value if value.endswith("/") else value + "/"
+
+    @model_validator(mode="after")
+    def _secrets_when_enabled(self) -> SlackSettings:
+        if not self.enabled:
+            return self
+        needed = ["bot_token", "signing_secret" if self.mode == "http" else "app_token"]
+        missing = [name for name in needed if getattr(self, name) is None]
+        if missing:
+            names = " and ".join(f"{ENV_PREFIX}SLACK__{m.upper()}" for m in missing)
+            raise ValueError(
+                f"slack is enabled in {self.mode} mode but {', '.join(missing)} is not set: "
+                f"set {names} or put it in the secrets file"
+            )
+        if self.channel is None:
+            raise ValueError("slack is enabled but slack.channel (a channel ID) is not set")
+        return self
+
+    def channel_for(self, *, account: str, severity: str, rule_id: str) -> str | None:
+        """The first matching route's channel, else the default channel."""
+        for route in self.routes:
+            if route.matches(account=account, severity=severity, rule_id=rule_id):
+                return route.channel
+        return self.channel
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 3000
+    # Threads running Slack handlers after their ack (the re-check, ticket calls).
+    handler_threads: Annotated[int, Field(ge=1, le=64)] = 8
+
+
 class Settings(BaseSettings):
     """The whole configuration."""
 
@@ -117,6 +227,8 @@ class Settings(BaseSettings):
     aws: AwsSettings = AwsSettings()
     rules: RulesSettings = RulesSettings()
     logging: LoggingSettings = LoggingSettings()
+    slack: SlackSettings = SlackSettings()
+    server: ServerSettings = ServerSettings()
 
 
 class _DictSource(PydanticBaseSettingsSource):
@@ -170,7 +282,8 @@ def _read(path: Path, what: str) -> YamlDoc:
         return YamlDoc(file=doc.file, data={}, lines=doc.lines)
     if not isinstance(doc.data, dict):
         raise ConfigError(
-            f"{path}: the {what} must be a mapping of sections (database, aws, rules, logging)"
+            f"{path}: the {what} must be a mapping of sections "
+            "(database, aws, rules, logging, slack, server)"
         )
     return doc
 
@@ -196,7 +309,7 @@ def _locate(loc: tuple[str | int, ...], docs: list[YamlDoc], environ: Mapping[st
     return "defaults"
 
 
-def load_settings(
+def load_settings(  # noqa: PLR0912 - each source and its refusals, in order
     explicit: Path | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
     """Build the effective settings, or raise ConfigError naming what is wrong and where."""
@@ -213,6 +326,15 @@ def load_settings(
                 f"not belong in the config file; set {ENV_PREFIX}DATABASE__URL or put it in the "
                 f"secrets file ({ENV_PREFIX}SECRETS_FILE)"
             )
+        slack = doc.data.get("slack")
+        if isinstance(slack, dict):
+            for name in SLACK_SECRETS:
+                if slack.get(name):
+                    raise ConfigError(
+                        f"{doc.file}:{doc.line_of(('slack', name))}: slack.{name}: a secret "
+                        f"does not belong in the config file; set {ENV_PREFIX}SLACK__"
+                        f"{name.upper()} or put it in the secrets file ({ENV_PREFIX}SECRETS_FILE)"
+                    )
         docs.append(doc)
         data = doc.data
     secrets = environ.get(f"{ENV_PREFIX}SECRETS_FILE")

@@ -125,3 +125,69 @@ def test_any_config_document_loads_or_gives_a_config_error(
         load_settings(path, environ={})
     except ConfigError as exc:
         assert str(path) in str(exc) or "environment" in str(exc)  # noqa: PT017 - valid or this error, both fine
+
+
+# ---- slack ----------------------------------------------------------------------------------
+
+
+def test_slack_secret_in_the_config_file_is_refused(tmp_path: Path) -> None:
+    """A bot token written in the config file is refused, naming the variable to use instead."""
+    path = write(tmp_path, "slack:\n  enabled: true\n  bot_token: xoxb-123\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert f"{path}:3: slack.bot_token" in str(caught.value)
+    assert "COMPLIANCEBOT_SLACK__BOT_TOKEN" in str(caught.value)
+
+
+def test_slack_enabled_without_secrets_names_the_missing_variables(tmp_path: Path) -> None:
+    """Turning Slack on without its secrets says which environment variables to set."""
+    path = write(tmp_path, "slack:\n  enabled: true\n  channel: C0123ABCD\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    message = str(caught.value)
+    assert "COMPLIANCEBOT_SLACK__BOT_TOKEN and COMPLIANCEBOT_SLACK__SIGNING_SECRET" in message
+    socket = write(tmp_path, "slack:\n  enabled: true\n  mode: socket\n  channel: C0123ABCD\n")
+    with pytest.raises(ConfigError, match="COMPLIANCEBOT_SLACK__APP_TOKEN"):
+        load_settings(socket, environ={"COMPLIANCEBOT_SLACK__BOT_TOKEN": "xoxb-1"})
+
+
+def test_slack_secrets_from_the_environment_are_masked(tmp_path: Path) -> None:
+    """Secrets from the environment work and never appear in `config check` output."""
+    path = write(tmp_path, "slack:\n  enabled: true\n  channel: C0123ABCD\n")
+    s = load_settings(
+        path,
+        environ={
+            "COMPLIANCEBOT_SLACK__BOT_TOKEN": "xoxb-very-secret",
+            "COMPLIANCEBOT_SLACK__SIGNING_SECRET": "shh-secret",
+        },
+    )
+    assert s.slack.bot_token is not None
+    assert s.slack.bot_token.get_secret_value() == "xoxb-very-secret"
+    shown = yaml.safe_dump(masked(s))
+    assert "xoxb-very-secret" not in shown
+    assert "shh-secret" not in shown
+
+
+def test_slack_channel_must_be_an_id(tmp_path: Path) -> None:
+    """A channel name where an ID is needed is refused with what an ID looks like."""
+    path = write(tmp_path, "slack:\n  channel: '#compliance'\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert f"{path}:2: slack.channel: '#compliance' is not a Slack channel ID" in str(caught.value)
+    assert "like C0123ABCD" in str(caught.value)
+
+
+def test_slack_routes_pick_the_first_matching_channel() -> None:
+    """Routes match on account, severity and rule; the first match wins, else the default."""
+    s = load_settings(
+        None,
+        environ={
+            "COMPLIANCEBOT_SLACK__CHANNEL": "C0DEFAULT",
+            "COMPLIANCEBOT_SLACK__ROUTES": '[{"channel": "C0PROD", "accounts": ["111"]},'
+            ' {"channel": "C0CRIT", "severities": ["critical"]}]',
+        },
+    )
+    route = s.slack.channel_for
+    assert route(account="111", severity="critical", rule_id="r") == "C0PROD"
+    assert route(account="222", severity="critical", rule_id="r") == "C0CRIT"
+    assert route(account="222", severity="low", rule_id="r") == "C0DEFAULT"

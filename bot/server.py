@@ -1,0 +1,230 @@
+"""`compliancebot serve`: the long-running process: Slack (HTTP or Socket Mode), health, metrics.
+
+One ASGI app (uvicorn) serves POST /slack/events, GET /healthz, GET /readyz and GET /metrics.
+Bolt's dispatch is synchronous and may wait up to 3 s for an ack, so it runs in a thread pool,
+never on the event loop. SIGTERM (uvicorn) stops accepting requests, lets in-flight ones finish,
+then drains the listener threads and the delivery worker: nothing is left half-written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from slack_bolt import App, BoltRequest
+from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bot.metrics import Metrics
+from bot.scanning import Recheck, ScanOutcome, collector_for, recheck, run_scan, utcnow
+from bot.settings import Settings
+from bot.slack.app import BotServices, build_app, make_client
+from bot.slack.delivery import DeliveryWorker, SlackDelivery
+from bot.slack.notify import enqueue_scan
+from ledger import db
+from ledger.models import Scan
+from ledger.services import ScanCounts
+from rules.catalog import Catalog
+
+log = structlog.get_logger(__name__)
+
+
+def build_services(
+    *,
+    settings: Settings,
+    catalog: Catalog,
+    engine: Engine,
+    clock: Callable[[], datetime] = utcnow,
+    metrics: Metrics | None = None,
+) -> BotServices:
+    """Wire the ledger, the scanner and the Slack client together."""
+    sessions = db.session_factory(engine)
+    metrics = metrics or Metrics(sessions)
+    client = make_client(settings.slack)
+    delivery = SlackDelivery(
+        client=client,
+        sessions=sessions,
+        catalog=catalog,
+        slack=settings.slack,
+        clock=clock,
+        metrics=metrics,
+    )
+
+    def notify(session: Session, scan: Scan, counts: ScanCounts) -> None:
+        enqueue_scan(session=session, slack=settings.slack, scan=scan, counts=counts, now=clock())
+
+    def scan(account: str | None, trigger: str) -> ScanOutcome:
+        outcome = run_scan(
+            catalog=catalog,
+            collector=collector_for(settings),
+            sessions=sessions,
+            clock=clock,
+            accounts={account} if account else None,
+            trigger=trigger[:32],
+            on_merged=notify,
+        )
+        metrics.scans.labels(trigger.split(":", maxsplit=1)[0], outcome.scan.status).inc()
+        return outcome
+
+    def check(rule_id: str, account: str, region: str, resource_id: str) -> Recheck:
+        return recheck(
+            catalog=catalog,
+            collector=collector_for(settings),
+            rule_id=rule_id,
+            account=account,
+            region=region,
+            resource_id=resource_id,
+            clock=clock,
+        )
+
+    return BotServices(
+        settings=settings,
+        catalog=catalog,
+        sessions=sessions,
+        clock=clock,
+        client=client,
+        delivery=delivery,
+        metrics=metrics,
+        scan=scan,
+        recheck=check,
+    )
+
+
+def _kind(request: BoltRequest) -> str:
+    body = request.body or {}
+    if "command" in body:
+        return "command"
+    kind = str(body.get("type", ""))
+    return {
+        "block_actions": "action",
+        "view_submission": "view",
+        "view_closed": "view",
+        "event_callback": "event",
+        "url_verification": "event",
+    }.get(kind, "other")
+
+
+def build_asgi(
+    *,
+    app: App | None,
+    services: BotServices,
+    engine: Engine,
+    executor: ThreadPoolExecutor,
+    worker: DeliveryWorker | None,
+    on_start: Callable[[], None] | None = None,
+    on_stop: Callable[[], None] | None = None,
+) -> Starlette:
+    """The HTTP face: Slack events (when over HTTP), health and metrics."""
+    metrics = services.metrics
+
+    async def slack_events(request: Request) -> Response:
+        if app is None:
+            return JSONResponse({"error": "slack.mode is socket: no HTTP endpoint"}, 404)
+        started = time.perf_counter()
+        body = await request.body()
+        bolt_request = to_bolt_request(request, body)
+        response = await run_in_threadpool(app.dispatch, bolt_request)
+        kind = _kind(bolt_request)
+        metrics.requests.labels(kind, str(response.status)).inc()
+        metrics.latency.labels(kind).observe(time.perf_counter() - started)
+        return to_starlette_response(response)
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    def _ready() -> str | None:
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            db.require_current_schema(engine)
+        except Exception as exc:  # noqa: BLE001 - any reason not to be ready is reported
+            return str(exc)
+        return None
+
+    async def readyz(_: Request) -> Response:
+        problem = await run_in_threadpool(_ready)
+        if problem:
+            return JSONResponse({"status": "unavailable", "reason": problem}, 503)
+        return JSONResponse({"status": "ready"})
+
+    async def metrics_endpoint(_: Request) -> Response:
+        payload = await run_in_threadpool(generate_latest, metrics.registry)
+        return Response(payload, media_type=CONTENT_TYPE_LATEST)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        if worker is not None:
+            worker.start()
+        if on_start is not None:
+            on_start()
+        log.info("serve.started", mode=services.slack.mode)
+        try:
+            yield
+        finally:
+            log.info("serve.stopping")
+            if on_stop is not None:
+                on_stop()
+            # Handlers still running after their ack (a re-check) finish before we exit.
+            await run_in_threadpool(executor.shutdown, True)
+            if worker is not None:
+                await run_in_threadpool(worker.stop)
+            log.info("serve.stopped")
+
+    return Starlette(
+        routes=[
+            Route("/slack/events", slack_events, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def serve(*, settings: Settings, catalog: Catalog, engine: Engine) -> None:
+    """Run until SIGTERM/SIGINT."""
+    import uvicorn
+
+    services = build_services(settings=settings, catalog=catalog, engine=engine)
+    executor = ThreadPoolExecutor(
+        max_workers=settings.server.handler_threads, thread_name_prefix="slack-handler"
+    )
+    app = build_app(services, executor=executor)
+    worker = DeliveryWorker(services.delivery, settings.slack.delivery_interval)
+    services.wake = worker.wake
+    on_start = on_stop = None
+    if settings.slack.mode == "socket":
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        assert settings.slack.app_token is not None
+        handler = SocketModeHandler(
+            app, settings.slack.app_token.get_secret_value(), web_client=services.client
+        )
+        on_start, on_stop = handler.connect, handler.close
+    asgi = build_asgi(
+        app=app if settings.slack.mode == "http" else None,
+        services=services,
+        engine=engine,
+        executor=executor,
+        worker=worker,
+        on_start=on_start,
+        on_stop=on_stop,
+    )
+    uvicorn.run(
+        asgi,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_config=None,
+        timeout_graceful_shutdown=30,
+    )

@@ -1,0 +1,1 @@
+"""The Slack face of compliancebot: Bolt app, listeners, Block Kit builders, delivery."""

@@ -1,0 +1,111 @@
+"""The slash command's text, parsed into a typed request (pure: tested with hypothesis)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from bot.slack.ids import FindingsQuery, SlackInputError
+from rules.catalog import Severity
+
+SUBCOMMANDS = ("status", "findings", "show", "scan", "report", "tasks", "help")
+ALIASES = {"pci": "pci_dss", "pci-dss": "pci_dss", "cis": "cis_aws", "cis-aws": "cis_aws"}
+MAX_ARGS = 8
+
+
+@dataclass(frozen=True)
+class Status:
+    pass
+
+
+@dataclass(frozen=True)
+class Findings:
+    query: FindingsQuery
+
+
+@dataclass(frozen=True)
+class Show:
+    finding_id: int
+
+
+@dataclass(frozen=True)
+class Scan:
+    account: str | None
+
+
+@dataclass(frozen=True)
+class Report:
+    framework: str
+
+
+@dataclass(frozen=True)
+class Tasks:
+    pass
+
+
+@dataclass(frozen=True)
+class Help:
+    pass
+
+
+Command = Status | Findings | Show | Scan | Report | Tasks | Help
+
+
+def _framework(word: str, frameworks: Collection[str]) -> str | None:
+    word = ALIASES.get(word, word)
+    return word if word in frameworks else None
+
+
+def parse(text: str, frameworks: Collection[str]) -> Command:  # noqa: PLR0912 - a branch a subcommand
+    """`text` as typed after the command; raises SlackInputError saying what is valid."""
+    raw_words = text.split()
+    words = [w.lower() for w in raw_words]
+    if not words:
+        return Status()
+    sub, args = words[0], words[1:]
+    if len(args) > MAX_ARGS:
+        raise SlackInputError(f"too many arguments to `{sub}` ({len(args)}; at most {MAX_ARGS})")
+    known = ", ".join(sorted(frameworks))
+    if sub in ("status", "tasks", "help"):
+        if args:
+            raise SlackInputError(f"`{sub}` takes no arguments")
+        plain: dict[str, Command] = {"status": Status(), "tasks": Tasks(), "help": Help()}
+        return plain[sub]
+    if sub == "findings":
+        severities: list[str] = []
+        framework = None
+        mine = False
+        for word in args:
+            if word in Severity.__members__:
+                if word not in severities:
+                    severities.append(word)
+            elif word == "mine":
+                mine = True
+            elif (fw := _framework(word, frameworks)) is not None:
+                if framework is not None and framework != fw:
+                    raise SlackInputError("name at most one framework")
+                framework = fw
+            else:
+                raise SlackInputError(
+                    f"`findings` does not understand {word!r}: give severities "
+                    f"({', '.join(Severity)}), a framework ({known}) and/or `mine`"
+                )
+        return Findings(FindingsQuery(severities=tuple(severities), framework=framework, mine=mine))
+    if sub == "show":
+        if len(args) != 1:
+            raise SlackInputError("`show` takes one finding id, e.g. `show 42`")
+        raw = args[0].lstrip("#")
+        if not raw.isdigit() or not 0 < int(raw) < 2**31:
+            raise SlackInputError(f"{args[0]!r} is not a finding id; e.g. `show 42`")
+        return Show(int(raw))
+    if sub == "scan":
+        if len(args) > 1:
+            raise SlackInputError("`scan` takes at most one account (a target name or account id)")
+        return Scan(raw_words[1] if args else None)
+    if sub == "report":
+        if len(args) != 1 or _framework(args[0], frameworks) is None:
+            raise SlackInputError(f"`report` takes one framework: {known}")
+        fw = _framework(args[0], frameworks)
+        assert fw is not None
+        return Report(fw)
+    raise SlackInputError(f"unknown subcommand {sub!r}; valid: {', '.join(SUBCOMMANDS)}")

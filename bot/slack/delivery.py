@@ -1,0 +1,398 @@
+"""Delivers Slack outbox items and keeps posted finding messages in step with the database.
+
+Posting: an item is delivered once. A retry after an unknown outcome (timeout, 5xx, crash) first
+looks for a message carrying the item's key in its metadata and adopts it instead of posting
+again. A 429 waits for its Retry-After; a permanent refusal (unknown channel, bad blocks) is kept
+as failed with Slack's error, for `compliancebot slack status` and `slack retry`.
+
+Re-rendering: every change to a finding bumps its version; a message rendered at an older
+version is updated from the database, whoever changed the finding and from wherever.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.error import URLError
+
+import structlog
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackRequestError
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.metrics import Metrics
+from bot.settings import SlackSettings
+from bot.slack import blocks as kit
+from bot.slack.notify import SINK
+from bot.slack.render import finding_view, scan_summary
+from ledger import outbox
+from ledger.db import transaction
+from ledger.models import ACTIVE, Finding, OutboxItem, OutboxStatus, Scan, SlackMessage
+from rules.catalog import Catalog
+
+log = structlog.get_logger(__name__)
+METADATA_EVENT = "compliancebot_outbox"
+# ok:false errors that are worth another try; every other one is a permanent refusal.
+TRANSIENT = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+# chat.update errors after which the message cannot be updated any more.
+GONE = frozenset({"message_not_found", "channel_not_found", "is_archived", "cant_update_message"})
+POSTPONE = timedelta(seconds=2)
+
+
+class _PostponeError(Exception):
+    """The item waits on another one (a threaded finding on its summary)."""
+
+
+class _PermanentError(Exception):
+    """The item can never be delivered as it is."""
+
+
+def _error_of(exc: SlackApiError) -> tuple[str, float | None, bool]:
+    """(error name, Retry-After seconds, transient?) of a Slack API failure."""
+    response = exc.response
+    status = int(getattr(response, "status_code", 200) or 200)
+    data = getattr(response, "data", None)
+    error = str(data.get("error", "")) if isinstance(data, dict) else ""
+    headers = getattr(response, "headers", None) or {}
+    raw_retry = headers.get("Retry-After") or headers.get("retry-after")
+    retry_after = float(raw_retry) if raw_retry and str(raw_retry).isdigit() else None
+    if status == 429 or error == "ratelimited":
+        return "ratelimited", retry_after, True
+    if status >= 500:
+        return f"http_{status}", retry_after, True
+    if not error:
+        return "malformed_response", None, True
+    return error, retry_after, error in TRANSIENT
+
+
+class SlackDelivery:
+    """Posts what the outbox holds and re-renders stale finding messages."""
+
+    def __init__(
+        self,
+        *,
+        client: WebClient,
+        sessions: sessionmaker[Session],
+        catalog: Catalog,
+        slack: SlackSettings,
+        clock: Callable[[], datetime],
+        metrics: Metrics,
+    ) -> None:
+        self.client = client
+        self.sessions = sessions
+        self.catalog = catalog
+        self.slack = slack
+        self.clock = clock
+        self.metrics = metrics
+        self._lock = threading.Lock()
+
+    # ---- the loop body --------------------------------------------------------------------------
+
+    def run_once(self) -> dict[str, int]:
+        """Deliver what is due, then re-render what is stale; returns what it did."""
+        with self._lock:
+            delivered = self.deliver_due()
+            refreshed = self.refresh_stale()
+        return {"delivered": delivered, "refreshed": refreshed}
+
+    def deliver_due(self, limit: int = 100) -> int:
+        """Deliver due items one transaction each, so one failure never undoes another."""
+        with self.sessions() as session:
+            ids = [
+                item.id
+                for item in outbox.due(session=session, sink=SINK, now=self.clock(), limit=limit)
+            ]
+        done = 0
+        for item_id in ids:
+            with transaction(self.sessions) as session:
+                item = session.scalar(
+                    select(OutboxItem)
+                    .where(OutboxItem.id == item_id, OutboxItem.status == OutboxStatus.pending)
+                    .with_for_update(skip_locked=True)
+                )
+                if item is None:  # delivered meanwhile by another replica
+                    continue
+                done += self._deliver_one(session, item)
+        return done
+
+    def _deliver_one(self, session: Session, item: OutboxItem) -> int:
+        now = self.clock()
+        handler = {
+            "summary": self._summary,
+            "finding": self._finding,
+            "reply": self._reply,
+        }.get(item.kind)
+        try:
+            if handler is None:
+                raise _PermanentError(f"unknown outbox kind {item.kind!r}")
+            result = handler(session, item)
+        except _PostponeError:
+            outbox.postpone(item=item, until=now + POSTPONE)
+            return 0
+        except _PermanentError as exc:
+            outbox.failed(item=item, now=now, error=str(exc))
+            log.warning("slack.undeliverable", key=item.key, error=str(exc))
+            return 0
+        except SlackApiError as exc:
+            error, retry_after, transient = _error_of(exc)
+            self.metrics.outbound_errors.labels("slack", item.kind, error).inc()
+            if transient:
+                outbox.retry_later(item=item, now=now, error=error, retry_after=retry_after)
+                log.info("slack.retry_later", key=item.key, error=error, attempts=item.attempts)
+            else:
+                outbox.failed(item=item, now=now, error=f"Slack refused it: {error}")
+                log.warning("slack.refused", key=item.key, error=error)
+            return 0
+        except (SlackRequestError, URLError, TimeoutError, OSError) as exc:
+            self.metrics.outbound_errors.labels("slack", item.kind, type(exc).__name__).inc()
+            outbox.retry_later(item=item, now=now, error=f"{type(exc).__name__}: {exc}")
+            log.info("slack.retry_later", key=item.key, error=str(exc), attempts=item.attempts)
+            return 0
+        outbox.delivered(item=item, now=now, result=result)
+        self.metrics.delivered.labels(SINK, item.kind).inc()
+        return 1
+
+    # ---- posting --------------------------------------------------------------------------------
+
+    def _post(
+        self, item: OutboxItem, *, channel: str, text: str, blocks: list[Any], thread: str | None
+    ) -> dict[str, Any]:
+        if item.attempts > 0:
+            found = self._already_posted(item, channel=channel, thread=thread)
+            if found is not None:
+                log.info("slack.adopted", key=item.key, ts=found)
+                return {"channel": channel, "ts": found, "adopted": True}
+        response = self.client.chat_postMessage(
+            channel=channel,
+            text=text,
+            blocks=blocks,
+            thread_ts=thread,
+            unfurl_links=False,
+            metadata={"event_type": METADATA_EVENT, "event_payload": {"key": item.key}},
+        )
+        return {"channel": str(response["channel"]), "ts": str(response["ts"])}
+
+    def _already_posted(self, item: OutboxItem, *, channel: str, thread: str | None) -> str | None:
+        """The ts of a message an earlier, unconfirmed attempt posted, if Slack has it."""
+        oldest = f"{item.created_at.timestamp() - 60:.6f}"
+        cursor = None
+        for _ in range(5):
+            if thread:
+                page = self.client.conversations_replies(
+                    channel=channel, ts=thread, include_all_metadata=True, cursor=cursor
+                )
+            else:
+                page = self.client.conversations_history(
+                    channel=channel,
+                    oldest=oldest,
+                    include_all_metadata=True,
+                    limit=200,
+                    cursor=cursor,
+                )
+            messages: list[dict[str, Any]] = page.get("messages", []) or []
+            for message in messages:
+                payload = (message.get("metadata") or {}).get("event_payload") or {}
+                if payload.get("key") == item.key:
+                    return str(message["ts"])
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                break
+        return None
+
+    def _summary(self, session: Session, item: OutboxItem) -> dict[str, Any]:
+        p = item.payload
+        scan = session.get(Scan, int(p["scan_id"]))
+        if scan is None:
+            raise _PermanentError(f"scan {p['scan_id']} no longer exists")
+        view = scan_summary(
+            session=session,
+            catalog=self.catalog,
+            scan=scan,
+            now=self.clock(),
+            threaded=int(p.get("threaded", 0)),
+            below_threshold=int(p.get("below_threshold", 0)),
+            threshold=str(p.get("threshold", "high")),
+        )
+        result = self._post(
+            item,
+            channel=str(p["channel"]),
+            text=kit.summary_text(view),
+            blocks=kit.summary_blocks(view),
+            thread=None,
+        )
+        self._remember(session, result, kind="summary", scan_id=scan.id)
+        return result
+
+    def _finding(self, session: Session, item: OutboxItem) -> dict[str, Any]:
+        p = item.payload
+        finding = session.get(Finding, int(p["finding_id"]))
+        if finding is None:
+            raise _PermanentError(f"finding {p['finding_id']} no longer exists")
+        if finding.status not in ACTIVE:
+            # Settled before it could be announced (an outage, a quick fix): nothing to say.
+            return {"skipped": f"finding is {finding.status}"}
+        thread = None
+        if p.get("parent_key"):
+            parent = outbox.by_key(session=session, key=str(p["parent_key"]))
+            if parent is not None and parent.status == OutboxStatus.pending:
+                raise _PostponeError
+            if parent is not None and parent.status == OutboxStatus.delivered:
+                thread = parent.result.get("ts")
+        view = finding_view(finding, self.catalog, self.clock())
+        result = self._post(
+            item,
+            channel=str(p["channel"]),
+            text=kit.finding_text(view),
+            blocks=kit.finding_blocks(view),
+            thread=thread,
+        )
+        self._remember(session, result, kind="finding", finding=finding, thread=thread or None)
+        return result
+
+    def _reply(self, session: Session, item: OutboxItem) -> dict[str, Any]:
+        p = item.payload
+        message = session.scalar(
+            select(SlackMessage)
+            .where(SlackMessage.finding_id == int(p["finding_id"]))
+            .order_by(SlackMessage.id.desc())
+            .limit(1)
+        )
+        channel = message.channel if message else str(p["channel"])
+        thread = (message.thread_ts or message.ts) if message else None
+        return self._post(
+            item,
+            channel=channel,
+            text=str(p["text"]),
+            blocks=kit.text_blocks(p["text"]),
+            thread=thread,
+        )
+
+    def _remember(
+        self,
+        session: Session,
+        result: dict[str, Any],
+        *,
+        kind: str,
+        finding: Finding | None = None,
+        scan_id: int | None = None,
+        thread: str | None = None,
+    ) -> None:
+        exists = session.scalar(
+            select(SlackMessage).where(
+                SlackMessage.channel == result["channel"], SlackMessage.ts == result["ts"]
+            )
+        )
+        if exists is not None:
+            return
+        now = self.clock()
+        session.add(
+            SlackMessage(
+                kind=kind,
+                finding_id=finding.id if finding else None,
+                scan_id=scan_id,
+                channel=result["channel"],
+                ts=result["ts"],
+                thread_ts=thread,
+                rendered_version=finding.version if finding else 0,
+                posted_at=now,
+                updated_at=now,
+            )
+        )
+
+    # ---- re-rendering ---------------------------------------------------------------------------
+
+    def refresh_finding(self, finding_id: int) -> int:
+        """Update every message of one finding to what the database says now."""
+        updated = 0
+        with transaction(self.sessions) as session:
+            finding = session.get(Finding, finding_id)
+            if finding is None:
+                return 0
+            messages = session.scalars(
+                select(SlackMessage).where(
+                    SlackMessage.finding_id == finding_id, SlackMessage.kind == "finding"
+                )
+            ).all()
+            if not messages:
+                return 0
+            view = finding_view(finding, self.catalog, self.clock())
+            text, blocks = kit.finding_text(view), kit.finding_blocks(view)
+            for message in messages:
+                if message.rendered_version >= finding.version:
+                    continue
+                try:
+                    self.client.chat_update(
+                        channel=message.channel, ts=message.ts, text=text, blocks=blocks
+                    )
+                except SlackApiError as exc:
+                    error, _, transient = _error_of(exc)
+                    self.metrics.outbound_errors.labels("slack", "chat.update", error).inc()
+                    if transient:
+                        log.info("slack.update_later", finding_id=finding_id, error=error)
+                        continue
+                    log.warning("slack.update_gone", finding_id=finding_id, error=error)
+                except (SlackRequestError, URLError, TimeoutError, OSError) as exc:
+                    self.metrics.outbound_errors.labels(
+                        "slack", "chat.update", type(exc).__name__
+                    ).inc()
+                    continue
+                else:
+                    updated += 1
+                message.rendered_version = finding.version
+                message.updated_at = self.clock()
+        return updated
+
+    def refresh_stale(self, limit: int = 100) -> int:
+        """Re-render finding messages whose finding changed since they were drawn."""
+        with self.sessions() as session:
+            ids = session.scalars(
+                select(SlackMessage.finding_id)
+                .join(Finding, Finding.id == SlackMessage.finding_id)
+                .where(
+                    SlackMessage.kind == "finding",
+                    SlackMessage.rendered_version < Finding.version,
+                )
+                .distinct()
+                .limit(limit)
+            ).all()
+        return sum(self.refresh_finding(int(fid)) for fid in ids if fid is not None)
+
+
+class DeliveryWorker:
+    """A thread running `SlackDelivery.run_once` every interval, or at once when woken."""
+
+    def __init__(self, delivery: SlackDelivery, interval: float) -> None:
+        self.delivery = delivery
+        self.interval = interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="slack-delivery", daemon=True)
+
+    def start(self) -> None:
+        """Start the loop."""
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Run a round now (after a change made in Slack)."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the round in progress and stop."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.delivery.run_once()
+            except Exception:
+                log.exception("slack.delivery_round_failed")
+            self._wake.wait(self.interval)
+            self._wake.clear()

@@ -1,0 +1,140 @@
+"""The slash command (`/compliance` by default) and its subcommands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.report import framework_report
+from bot.slack import blocks as kit
+from bot.slack import commands as cmd
+from bot.slack.app import BotServices
+from bot.slack.ids import SlackInputError
+from bot.slack.render import finding_view, findings_page, status_view
+from ledger.services import LedgerError, get_finding
+
+log = structlog.get_logger(__name__)
+
+
+def register(app: App, services: BotServices) -> None:
+    """One command, many subcommands; fast answers go in the ack, slow ones after it."""
+    name = services.slack.command
+
+    @app.command(name)
+    def on_command(ack: Ack, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        user = str(command.get("user_id", ""))
+        try:
+            parsed = cmd.parse(str(command.get("text") or ""), services.catalog.frameworks)
+        except SlackInputError as exc:
+            ack(text=str(exc), blocks=kit.help_blocks(name, str(exc)), response_type="ephemeral")
+            return
+        if isinstance(parsed, cmd.Help):
+            ack(text="Usage", blocks=kit.help_blocks(name), response_type="ephemeral")
+        elif isinstance(parsed, cmd.Status):
+            with services.sessions() as session:
+                view = status_view(session=session, catalog=services.catalog, now=services.clock())
+            ack(text="Compliance status", blocks=kit.status_blocks(view), response_type="ephemeral")
+        elif isinstance(parsed, cmd.Findings):
+            with services.sessions() as session:
+                page = findings_page(
+                    session=session,
+                    catalog=services.catalog,
+                    query=parsed.query,
+                    user=user,
+                    page_size=services.slack.page_size,
+                )
+            ack(
+                text=f"{page.total} finding(s)",
+                blocks=kit.findings_page_blocks(page),
+                response_type="ephemeral",
+            )
+        elif isinstance(parsed, cmd.Show):
+            with services.sessions() as session:
+                try:
+                    finding = get_finding(session=session, finding_id=parsed.finding_id)
+                except LedgerError as exc:
+                    ack(text=str(exc), blocks=kit.text_blocks(str(exc)), response_type="ephemeral")
+                    return
+                shown = finding_view(finding, services.catalog, services.clock())
+            ack(
+                text=kit.finding_text(shown),
+                blocks=kit.finding_blocks(shown),
+                response_type="ephemeral",
+            )
+        elif isinstance(parsed, cmd.Tasks):
+            tasks = services.tasks()
+            text = "\n".join(tasks) if tasks else "No compliance tasks are scheduled."
+            ack(text=text, blocks=kit.text_blocks(text), response_type="ephemeral")
+        elif isinstance(parsed, cmd.Scan):
+            _scan(ack, respond, parsed.account, user)
+        elif isinstance(parsed, cmd.Report):
+            _report(ack, respond, client, command, parsed.framework)
+
+    def _scan(ack: Ack, respond: Respond, account: str | None, user: str) -> None:
+        targets = services.settings.aws.targets
+        if account is not None and not any(account in (t.name, t.account_id) for t in targets):
+            valid = ", ".join(t.name for t in targets)
+            problem = f"no AWS target named {account!r}; configured: {valid}"
+            ack(text=problem, blocks=kit.help_blocks(name, problem), response_type="ephemeral")
+            return
+        if not services.scan_lock.acquire(blocking=False):
+            ack(
+                text="A scan is already running; its summary will be posted when it finishes.",
+                response_type="ephemeral",
+            )
+            return
+        try:
+            ack(
+                text=f":mag: Scanning {account or 'every configured account'}; I will answer "
+                "here when it finishes.",
+                response_type="ephemeral",
+            )
+            try:
+                outcome = services.scan(account, f"slack:{user}")
+            except Exception as exc:
+                log.exception("slack.scan_failed")
+                respond(text=f":x: The scan failed: {exc}", response_type="ephemeral")
+                return
+            s, c = outcome.scan, outcome.counts
+            respond(
+                text=f":white_check_mark: Scan #{s.id} {s.status}: {c.new} new, "
+                f"{c.reopened} reopened, {c.resolved} resolved, {c.still_failing} still failing "
+                f"({s.resources} resources, {s.api_calls} AWS API calls"
+                + (f", {s.error_count} error(s)" if s.error_count else "")
+                + ").",
+                response_type="ephemeral",
+            )
+        finally:
+            services.scan_lock.release()
+            services.wake()
+
+    def _report(
+        ack: Ack, respond: Respond, client: WebClient, command: dict[str, Any], framework: str
+    ) -> None:
+        fw_name = services.catalog.frameworks[framework].name
+        ack(text=f"Preparing the {fw_name} report…", response_type="ephemeral")
+        now = services.clock()
+        with services.sessions() as session:
+            content = framework_report(
+                session=session, catalog=services.catalog, framework=framework, now=now
+            )
+        try:
+            client.files_upload_v2(
+                channel=str(command.get("channel_id")),
+                content=content,
+                filename=f"{framework}-report-{now:%Y-%m-%d}.md",
+                title=f"{fw_name} report {now:%Y-%m-%d}",
+                initial_comment=f"{fw_name} compliance report, requested by "
+                f"<@{command.get('user_id')}>.",
+            )
+        except SlackApiError as exc:
+            error = exc.response.get("error") if isinstance(exc.response.data, dict) else None
+            hint = " Invite the bot to this channel first." if error == "not_in_channel" else ""
+            respond(
+                text=f":x: The report could not be posted here: {error or exc}.{hint}",
+                response_type="ephemeral",
+            )

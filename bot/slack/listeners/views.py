@@ -1,0 +1,184 @@
+"""Modal submissions: resolve (with an immediate re-check), accept risk, snooze."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import structlog
+from slack_bolt import Ack, App
+
+from bot.slack.app import BotServices
+from bot.slack.ids import (
+    DATE_BLOCK,
+    DATE_INPUT,
+    NOTE_BLOCK,
+    NOTE_INPUT,
+    REASON_BLOCK,
+    REASON_INPUT,
+    ModalRef,
+    SlackInputError,
+    ViewId,
+)
+from bot.slack.listeners.common import user_of
+from bot.slack.notify import enqueue_reply
+from ledger import services as ledger
+from ledger.db import transaction
+from ledger.services import LedgerError
+
+log = structlog.get_logger(__name__)
+
+
+def _value(view: dict[str, Any], block: str, action: str) -> Any:
+    state = ((view.get("state") or {}).get("values") or {}).get(block) or {}
+    element = state.get(action) or {}
+    return element.get("value") if "value" in element else element.get("selected_date")
+
+
+def _date(view: dict[str, Any]) -> date | None:
+    raw = _value(view, DATE_BLOCK, DATE_INPUT)
+    try:
+        return date.fromisoformat(str(raw)) if raw else None
+    except ValueError:
+        return None
+
+
+def _end_of(day: date) -> datetime:
+    return datetime.combine(day, time.max, tzinfo=UTC)
+
+
+def register(app: App, services: BotServices) -> None:
+    """Handlers for the three modals."""
+
+    def _ref(ack: Ack, view: dict[str, Any]) -> ModalRef | None:
+        try:
+            return ModalRef.load(view.get("private_metadata"))
+        except SlackInputError as exc:
+            log.warning("slack.bad_modal", error=str(exc))
+            ack(response_action="errors", errors={NOTE_BLOCK: str(exc), DATE_BLOCK: str(exc)})
+            return None
+
+    @app.view(str(ViewId.resolve))
+    def resolve(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        ref = _ref(ack, view)
+        if ref is None:
+            return
+        note = (_value(view, NOTE_BLOCK, NOTE_INPUT) or "").strip() or None
+        user = user_of(body)
+        try:
+            with transaction(services.sessions) as session:
+                finding = ledger.resolve(
+                    session=session,
+                    finding_id=ref.finding_id,
+                    user=user,
+                    now=services.clock(),
+                    note=note,
+                    verify=True,
+                )
+                target = (finding.rule_id, finding.account, finding.region, finding.resource_id)
+        except LedgerError as exc:
+            ack(response_action="errors", errors={NOTE_BLOCK: str(exc)})
+            return
+        ack()
+        services.delivery.refresh_finding(ref.finding_id)
+        # After the ack: the re-check calls AWS and may take seconds.
+        try:
+            result = services.recheck(*target)
+        except Exception as exc:  # noqa: BLE001 - any failure of the re-check is "could not tell"
+            log.warning("slack.recheck_failed", finding_id=ref.finding_id, error=str(exc))
+            verdict, detail = "unknown", f"{type(exc).__name__}: {exc}"
+        else:
+            verdict, detail = result.verdict, result.detail
+        with transaction(services.sessions) as session:
+            finding = ledger.verify_resolution(
+                session=session,
+                finding_id=ref.finding_id,
+                verdict=verdict,
+                now=services.clock(),
+                detail=detail,
+            )
+            if verdict == "fail" and finding.verification == "failed":
+                enqueue_reply(
+                    session=session,
+                    key=f"slack:recheck:{ref.finding_id}:{finding.version}",
+                    channel=ref.channel or services.slack.channel or "",
+                    finding_id=ref.finding_id,
+                    text=f"<@{user}> the re-check of #{ref.finding_id} still fails ({detail}); "
+                    f"the finding stays {finding.status}.",
+                    now=services.clock(),
+                )
+        services.delivery.refresh_finding(ref.finding_id)
+        services.wake()
+
+    @app.view(str(ViewId.accept))
+    def accept(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        ref = _ref(ack, view)
+        if ref is None:
+            return
+        user = user_of(body)
+        reason = (_value(view, REASON_BLOCK, REASON_INPUT) or "").strip()
+        day = _date(view)
+        now = services.clock()
+        errors = {}
+        if not reason:
+            errors[REASON_BLOCK] = "Say why the risk is acceptable."
+        if day is None:
+            errors[DATE_BLOCK] = "Pick the date the acceptance ends."
+        elif _end_of(day) <= now:
+            errors[DATE_BLOCK] = "The acceptance must end in the future."
+        if not services.is_approver(user):
+            errors[REASON_BLOCK] = f"Only approvers may accept a risk: {services.approvers_text()}"
+        if errors:
+            ack(response_action="errors", errors=errors)
+            return
+        assert day is not None
+        try:
+            with transaction(services.sessions) as session:
+                ledger.accept_risk(
+                    session=session,
+                    finding_id=ref.finding_id,
+                    user=user,
+                    reason=reason,
+                    until=_end_of(day),
+                    now=now,
+                )
+        except LedgerError as exc:
+            ack(response_action="errors", errors={REASON_BLOCK: str(exc)})
+            return
+        ack()
+        services.delivery.refresh_finding(ref.finding_id)
+
+    @app.view(str(ViewId.snooze))
+    def snooze(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        ref = _ref(ack, view)
+        if ref is None:
+            return
+        day = _date(view)
+        now = services.clock()
+        limit = services.slack.max_snooze_days
+        if day is None:
+            ack(response_action="errors", errors={DATE_BLOCK: "Pick a date."})
+            return
+        if _end_of(day) <= now:
+            ack(response_action="errors", errors={DATE_BLOCK: "Pick a date in the future."})
+            return
+        if _end_of(day) > now + timedelta(days=limit + 1):
+            ack(
+                response_action="errors",
+                errors={DATE_BLOCK: f"At most {limit} days ahead (slack.max_snooze_days)."},
+            )
+            return
+        try:
+            with transaction(services.sessions) as session:
+                ledger.snooze(
+                    session=session,
+                    finding_id=ref.finding_id,
+                    user=user_of(body),
+                    until=_end_of(day),
+                    now=now,
+                )
+        except LedgerError as exc:
+            ack(response_action="errors", errors={DATE_BLOCK: str(exc)})
+            return
+        ack()
+        services.delivery.refresh_finding(ref.finding_id)

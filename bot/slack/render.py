@@ -1,0 +1,200 @@
+"""From the database to the plain views the Block Kit builders take."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bot.slack.blocks import (
+    FindingsPage,
+    FindingView,
+    FrameworkLine,
+    HomeView,
+    ListedFinding,
+    ScanSummary,
+    StatusView,
+)
+from bot.slack.ids import FindingsQuery
+from ledger.models import ACTIVE, Finding, FindingStatus, Scan
+from ledger.queries import (
+    Posture,
+    count_unclaimed,
+    oldest_active,
+    page_findings,
+    posture,
+)
+from rules.catalog import Catalog
+
+
+def finding_view(finding: Finding, catalog: Catalog, now: datetime) -> FindingView:
+    """A finding as its message shows it, with the rule's controls and remediation."""
+    rule = catalog.rules.get(finding.rule_id) or catalog.disabled.get(finding.rule_id)
+    controls: list[tuple[str, list[str]]] = []
+    remediation = cli = None
+    if rule is not None:
+        for fw, ids in rule.frameworks.items():
+            name = catalog.frameworks[fw].name if fw in catalog.frameworks else fw
+            controls.append((name, list(ids)))
+        remediation = rule.remediation.text
+        if rule.remediation.cli:
+            cli = rule.remediation.cli
+            for key, value in (
+                ("resource_id", finding.resource_id),
+                ("region", finding.region),
+                ("account", finding.account),
+            ):
+                cli = cli.replace("{" + key + "}", value)
+    return FindingView(
+        id=finding.id,
+        title=finding.title,
+        severity=finding.severity,
+        status=finding.status,
+        rule_id=finding.rule_id,
+        resource_type=finding.resource_type,
+        resource_id=finding.resource_id,
+        resource_name=finding.resource_name,
+        account=finding.account,
+        region=finding.region,
+        first_seen=finding.first_seen,
+        last_seen=finding.last_seen,
+        assignee=finding.assignee,
+        controls=controls,
+        remediation=remediation,
+        remediation_cli=cli,
+        resolved_by=finding.resolved_by,
+        resolution_note=finding.resolution_note,
+        verification=finding.verification,
+        accepted_by=finding.accepted_by,
+        accepted_reason=finding.accepted_reason,
+        accepted_until=finding.accepted_until,
+        snoozed_until=finding.snoozed_until
+        if finding.snoozed_until and finding.snoozed_until > now
+        else None,
+        active=finding.status in ACTIVE,
+    )
+
+
+def listed(finding: Finding) -> ListedFinding:
+    """A finding as one line of a list."""
+    return ListedFinding(
+        id=finding.id,
+        title=finding.title,
+        severity=finding.severity,
+        status=finding.status,
+        resource=finding.resource_name or finding.resource_id,
+        account=finding.account,
+        region=finding.region,
+        assignee=finding.assignee,
+    )
+
+
+def framework_lines(state: Posture) -> list[FrameworkLine]:
+    """Posture per framework as summary lines."""
+    return [
+        FrameworkLine(
+            name=fw.name,
+            failing=fw.count("failing"),
+            passing=fw.count("passing"),
+            not_covered=fw.count("not_covered"),
+        )
+        for fw in state.frameworks
+    ]
+
+
+def status_view(*, session: Session, catalog: Catalog, now: datetime) -> StatusView:
+    """Everything `/compliance status` shows, in a fixed number of queries."""
+    state = posture(session=session, catalog=catalog, now=now)
+    oldest = oldest_active(session=session)
+    last = state.last_scan
+    return StatusView(
+        frameworks=framework_lines(state),
+        open_by_severity=state.open_by_severity,
+        accepted=state.accepted,
+        unclaimed_critical=count_unclaimed(session=session, severity="critical"),
+        oldest_open=listed(oldest) if oldest else None,
+        oldest_open_since=oldest.first_seen if oldest else None,
+        last_scan_id=last.id if last else None,
+        last_scan_at=(last.finished_at or last.started_at) if last else None,
+        last_scan_status=last.status if last else None,
+    )
+
+
+def findings_page(
+    *, session: Session, catalog: Catalog, query: FindingsQuery, user: str, page_size: int
+) -> FindingsPage:
+    """One page of `/compliance findings` for `user` (whose `mine` it is)."""
+    rows, total = page_findings(
+        session=session,
+        catalog=catalog,
+        severity=query.severities,
+        status=query.statuses,
+        framework=query.framework,
+        assignee=user if query.mine else None,
+        offset=(query.page - 1) * page_size,
+        limit=page_size,
+    )
+    filters = [*query.severities]
+    if query.framework:
+        filters.append(catalog.frameworks[query.framework].name)
+    if query.mine:
+        filters.append("claimed by you")
+    return FindingsPage(
+        query=query,
+        items=[listed(r) for r in rows],
+        total=total,
+        page_size=page_size,
+        filters=", ".join(filters),
+    )
+
+
+def scan_summary(
+    *,
+    session: Session,
+    catalog: Catalog,
+    scan: Scan,
+    now: datetime,
+    threaded: int,
+    below_threshold: int,
+    threshold: str,
+) -> ScanSummary:
+    """A finished scan's summary with today's posture."""
+    state = posture(session=session, catalog=catalog, now=now)
+    counts = scan.counts or {}
+    return ScanSummary(
+        scan_id=scan.id,
+        status=scan.status,
+        new=int(counts.get("new", 0)),
+        reopened=int(counts.get("reopened", 0)),
+        resolved=int(counts.get("resolved", 0)),
+        failing_by_severity=state.open_by_severity,
+        frameworks=framework_lines(state),
+        resources=scan.resources,
+        api_calls=scan.api_calls,
+        errors=scan.error_count,
+        threaded=threaded,
+        below_threshold=below_threshold,
+        threshold=threshold,
+    )
+
+
+def home(
+    *, session: Session, catalog: Catalog, user: str, now: datetime, tasks: list[str]
+) -> HomeView:
+    """The App Home of one user."""
+    mine_filter = (
+        Finding.assignee == user,
+        Finding.status.in_([FindingStatus.claimed, FindingStatus.reopened]),
+    )
+    mine = session.scalars(
+        select(Finding).where(*mine_filter).order_by(Finding.first_seen).limit(15)
+    ).all()
+    total = session.scalar(select(func.count()).select_from(Finding).where(*mine_filter)) or 0
+    return HomeView(
+        user=user,
+        mine=[listed(f) for f in mine],
+        mine_total=int(total),
+        status=status_view(session=session, catalog=catalog, now=now),
+        tasks=tasks,
+    )
