@@ -24,6 +24,8 @@ COPY --from=build /opt/venv /opt/venv
 USER compliancebot
 WORKDIR /data
 VOLUME ["/data"]
+# `serve` listens here (set COMPLIANCEBOT_SERVER__HOST=0.0.0.0 in the container); probe /healthz.
+EXPOSE 3000
 # The schema check needs the database reachable and migrated: a useful liveness signal.
 HEALTHCHECK --interval=60s --timeout=10s --start-period=20s --retries=3 \
     CMD ["compliancebot", "db", "current"]

@@ -18,6 +18,8 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slack_bolt import App, BoltRequest
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
+from slack_bolt.error import BoltError
+from slack_sdk.errors import SlackApiError
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 from starlette.applications import Starlette
@@ -28,7 +30,7 @@ from starlette.routing import Route
 
 from bot.metrics import Metrics
 from bot.scanning import Recheck, ScanOutcome, collector_for, recheck, run_scan, utcnow
-from bot.settings import Settings
+from bot.settings import ENV_PREFIX, ConfigError, Settings
 from bot.slack.app import BotServices, build_app, make_client
 from bot.slack.delivery import DeliveryWorker, SlackDelivery
 from bot.slack.notify import enqueue_scan
@@ -200,7 +202,15 @@ def serve(*, settings: Settings, catalog: Catalog, engine: Engine) -> None:
     executor = ThreadPoolExecutor(
         max_workers=settings.server.handler_threads, thread_name_prefix="slack-handler"
     )
-    app = build_app(services, executor=executor)
+    try:
+        # Bolt checks the token with auth.test here: a wrong token stops us now, not at 3 a.m.
+        app = build_app(services, executor=executor)
+    except (SlackApiError, BoltError, OSError) as exc:
+        executor.shutdown()
+        raise ConfigError(
+            f"Slack did not accept the bot token at {settings.slack.api_url} "
+            f"(slack.bot_token / {ENV_PREFIX}SLACK__BOT_TOKEN): {exc}"
+        ) from exc
     worker = DeliveryWorker(services.delivery, settings.slack.delivery_interval)
     services.wake = worker.wake
     on_start = on_stop = None

@@ -177,6 +177,14 @@ class SlackSettings(_Section):
     max_retries: Annotated[int, Field(ge=0, le=10)] = 3
     timeout: Annotated[float, Field(gt=0, le=120)] = 10.0
     delivery_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    # How old a status or list total may be after a change (0: always exact).
+    cache_seconds: Annotated[float, Field(ge=0, le=300)] = 5.0
+
+    @field_validator(*SLACK_SECRETS, mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: Any) -> Any:
+        # docker compose passes an unset variable as "": that is "not set", not a token.
+        return None if value == "" else value
 
     @field_validator("api_url")
     @classmethod

@@ -98,6 +98,12 @@ class Finding(Base):
     __table_args__ = (
         Index("ix_findings_rule_account", "rule_id", "account"),
         Index("ix_findings_status_severity", "status", "severity"),
+        # Covers the posture's aggregation (index-only on PostgreSQL).
+        Index("ix_findings_posture", "status", "rule_id", "severity", "first_seen"),
+        # Pages of findings are read per severity in last-seen order.
+        Index("ix_findings_severity_last_seen", "severity", "last_seen", "id"),
+        Index("ix_findings_first_seen", "first_seen"),
+        Index("ix_findings_assignee", "assignee", "status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

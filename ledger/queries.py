@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ledger.models import ACTIVE, Finding, FindingStatus, Scan, ScanStatus
+from ledger.models import ACTIVE, AuditEntry, Finding, FindingStatus, Scan, ScanStatus
 from rules.catalog import Catalog, Severity
 
 
@@ -94,21 +94,27 @@ def posture(
     A fixed number of queries whatever the number of findings: failing counts are aggregated in SQL.
     """
     failing_by_rule: dict[str, tuple[int, datetime]] = {}
-    # Active, or accepted with the acceptance expired (the next scan reopens it).
-    failing = Finding.status.in_([str(s) for s in ACTIVE]) | (
-        (Finding.status == FindingStatus.accepted) & (Finding.accepted_until <= now)
+    by_severity: Counter[str] = Counter()
+    # One pass over a covering index for the active findings, and a small one for the expired
+    # acceptances (the next scan reopens them): an OR of the two would scan the whole table.
+    active = (
+        select(Finding.rule_id, Finding.severity, func.count(), func.min(Finding.first_seen))
+        .where(Finding.status.in_([str(s) for s in ACTIVE]))
+        .group_by(Finding.rule_id, Finding.severity)
     )
-    rows = session.execute(
-        select(Finding.rule_id, func.count(), func.min(Finding.first_seen))
-        .where(failing)
-        .group_by(Finding.rule_id)
-    ).all()
-    for rule_id, count, since in rows:
-        failing_by_rule[rule_id] = (count, since)
-    sev_rows = session.execute(
-        select(Finding.severity, func.count()).where(failing).group_by(Finding.severity)
-    ).all()
-    by_severity = Counter(dict(sev_rows))
+    expired = (
+        select(Finding.rule_id, Finding.severity, func.count(), func.min(Finding.first_seen))
+        .where(Finding.status == FindingStatus.accepted, Finding.accepted_until <= now)
+        .group_by(Finding.rule_id, Finding.severity)
+    )
+    for query in (active, expired):
+        for rule_id, severity, count, since in session.execute(query).all():
+            by_severity[severity] += count
+            if rule_id in failing_by_rule:
+                before, first = failing_by_rule[rule_id]
+                failing_by_rule[rule_id] = (before + count, min(first, since))
+            else:
+                failing_by_rule[rule_id] = (count, since)
     accepted = (
         session.scalar(
             select(func.count())
@@ -151,11 +157,6 @@ def posture(
     return Posture(frameworks=out, open_by_severity=ordered, accepted=accepted, last_scan=last_scan)
 
 
-def _severity_rank() -> Any:
-    """Severity as a sortable SQL expression, worst first."""
-    return case({str(s): s.rank for s in Severity}, value=Finding.severity, else_=len(Severity))
-
-
 def page_findings(
     *,
     session: Session,
@@ -166,30 +167,42 @@ def page_findings(
     assignee: str | None = None,
     offset: int = 0,
     limit: int = 10,
+    counts: dict[str, int] | None = None,
 ) -> tuple[list[Finding], int]:
-    """One page of findings, worst and newest first, and the total: sorted and cut in SQL."""
-    statuses = list(status) or [str(s) for s in ACTIVE]
-    where: list[Any] = [Finding.status.in_(statuses)]
-    if severity:
-        where.append(Finding.severity.in_(list(severity)))
-    if framework:
-        catalog.require_framework(framework)
-        where.append(
-            Finding.rule_id.in_(
-                [r.id for r in catalog.rules.values() if r.frameworks.get(framework)]
+    """One page of findings, worst and newest first, and the total.
+
+    Counted per severity first, then each severity's slice of the page is read in
+    (severity, last_seen) index order: no query sorts the whole table. `counts` (from
+    `count_by_severity` with the same filters) may be passed in when the caller caches them.
+    """
+    where = findings_filter(
+        catalog=catalog, severity=severity, status=status, framework=framework, assignee=assignee
+    )
+    if counts is None:
+        counts = count_by_severity(session=session, where=where)
+    known = [str(s) for s in Severity]
+    order = known + sorted(set(counts) - set(known))
+    rows: list[Finding] = []
+    skip, want = offset, limit
+    for sev in order:
+        n = int(counts.get(sev, 0))
+        if want <= 0:
+            break
+        if skip >= n:
+            skip -= n
+            continue
+        rows.extend(
+            session.scalars(
+                select(Finding)
+                .where(*where, Finding.severity == sev)
+                .order_by(Finding.last_seen.desc(), Finding.id)
+                .offset(skip)
+                .limit(want)
             )
         )
-    if assignee:
-        where.append(Finding.assignee == assignee)
-    total = session.scalar(select(func.count()).select_from(Finding).where(*where)) or 0
-    rows = session.scalars(
-        select(Finding)
-        .where(*where)
-        .order_by(_severity_rank(), Finding.last_seen.desc(), Finding.id)
-        .offset(offset)
-        .limit(limit)
-    ).all()
-    return list(rows), int(total)
+        want = limit - len(rows)
+        skip = 0
+    return rows, int(sum(counts.values()))
 
 
 def oldest_active(*, session: Session) -> Finding | None:
@@ -221,3 +234,37 @@ def count_by_status(*, session: Session) -> dict[str, int]:
     """Findings per lifecycle state (for metrics)."""
     rows = session.execute(select(Finding.status, func.count()).group_by(Finding.status)).all()
     return {str(s): int(n) for s, n in rows}
+
+
+def findings_filter(
+    *,
+    catalog: Catalog,
+    severity: Sequence[str] = (),
+    status: Sequence[str] = (),
+    framework: str | None = None,
+    assignee: str | None = None,
+) -> list[Any]:
+    """The WHERE clauses of a findings list."""
+    where: list[Any] = [Finding.status.in_(list(status) or [str(s) for s in ACTIVE])]
+    if severity:
+        where.append(Finding.severity.in_(list(severity)))
+    if framework:
+        catalog.require_framework(framework)
+        cited = [r.id for r in catalog.rules.values() if r.frameworks.get(framework)]
+        where.append(Finding.rule_id.in_(cited))
+    if assignee:
+        where.append(Finding.assignee == assignee)
+    return where
+
+
+def count_by_severity(*, session: Session, where: list[Any]) -> dict[str, int]:
+    """How many findings match, per severity."""
+    rows = session.execute(
+        select(Finding.severity, func.count()).where(*where).group_by(Finding.severity)
+    ).all()
+    return {str(sev): int(n) for sev, n in rows}
+
+
+def ledger_marker(*, session: Session) -> int:
+    """Grows with every change to the ledger (every change is audited): a cache key."""
+    return int(session.scalar(select(func.max(AuditEntry.id))) or 0)

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.metrics import Metrics
 from bot.scanning import Recheck, ScanOutcome
 from bot.settings import Settings, SlackSettings
+from bot.slack.cache import LedgerCache
 from bot.slack.delivery import SlackDelivery
 from ledger.db import transaction
 from ledger.models import ProcessedEvent
@@ -65,6 +66,11 @@ class BotServices:
     wake: Callable[[], None] = lambda: None
     tasks: Callable[[], list[str]] = list
     scan_lock: threading.Lock = field(default_factory=threading.Lock)
+    cache: LedgerCache = field(default_factory=LedgerCache)
+
+    def __post_init__(self) -> None:
+        self.cache.max_stale = self.settings.slack.cache_seconds
+
     _approvers: tuple[datetime, frozenset[str]] | None = None
 
     @property

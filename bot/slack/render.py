@@ -16,11 +16,14 @@ from bot.slack.blocks import (
     ScanSummary,
     StatusView,
 )
+from bot.slack.cache import LedgerCache
 from bot.slack.ids import FindingsQuery
 from ledger.models import ACTIVE, Finding, FindingStatus, Scan
 from ledger.queries import (
     Posture,
+    count_by_severity,
     count_unclaimed,
+    findings_filter,
     oldest_active,
     page_findings,
     posture,
@@ -103,8 +106,17 @@ def framework_lines(state: Posture) -> list[FrameworkLine]:
     ]
 
 
-def status_view(*, session: Session, catalog: Catalog, now: datetime) -> StatusView:
+def status_view(
+    *, session: Session, catalog: Catalog, now: datetime, cache: LedgerCache | None = None
+) -> StatusView:
     """Everything `/compliance status` shows, in a fixed number of queries."""
+    if cache is not None:
+        # Acceptances expire with time, not with a change: the minute is part of the key.
+        return cache.get(
+            session,
+            ("status", now.replace(second=0, microsecond=0)),
+            lambda: status_view(session=session, catalog=catalog, now=now),
+        )
     state = posture(session=session, catalog=catalog, now=now)
     oldest = oldest_active(session=session)
     last = state.last_scan
@@ -122,10 +134,32 @@ def status_view(*, session: Session, catalog: Catalog, now: datetime) -> StatusV
 
 
 def findings_page(
-    *, session: Session, catalog: Catalog, query: FindingsQuery, user: str, page_size: int
+    *,
+    session: Session,
+    catalog: Catalog,
+    query: FindingsQuery,
+    user: str,
+    page_size: int,
+    cache: LedgerCache | None = None,
 ) -> FindingsPage:
     """One page of `/compliance findings` for `user` (whose `mine` it is)."""
+    counts = None
+    if cache is not None and not query.mine:  # one person's list is cheap and must be exact
+        assignee = None
+        where = findings_filter(
+            catalog=catalog,
+            severity=query.severities,
+            status=query.statuses,
+            framework=query.framework,
+            assignee=assignee,
+        )
+        counts = cache.get(
+            session,
+            ("counts", query.severities, query.statuses, query.framework, assignee),
+            lambda: count_by_severity(session=session, where=where),
+        )
     rows, total = page_findings(
+        counts=counts,
         session=session,
         catalog=catalog,
         severity=query.severities,
@@ -180,7 +214,13 @@ def scan_summary(
 
 
 def home(
-    *, session: Session, catalog: Catalog, user: str, now: datetime, tasks: list[str]
+    *,
+    session: Session,
+    catalog: Catalog,
+    user: str,
+    now: datetime,
+    tasks: list[str],
+    cache: LedgerCache | None = None,
 ) -> HomeView:
     """The App Home of one user."""
     mine_filter = (
@@ -195,6 +235,6 @@ def home(
         user=user,
         mine=[listed(f) for f in mine],
         mine_total=int(total),
-        status=status_view(session=session, catalog=catalog, now=now),
+        status=status_view(session=session, catalog=catalog, now=now, cache=cache),
         tasks=tasks,
     )

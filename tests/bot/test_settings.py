@@ -143,7 +143,8 @@ def test_slack_enabled_without_secrets_names_the_missing_variables(tmp_path: Pat
     """Turning Slack on without its secrets says which environment variables to set."""
     path = write(tmp_path, "slack:\n  enabled: true\n  channel: C0123ABCD\n")
     with pytest.raises(ConfigError) as caught:
-        load_settings(path, environ={})
+        # An empty variable (docker compose's unset ${VAR:-}) counts as not set.
+        load_settings(path, environ={"COMPLIANCEBOT_SLACK__BOT_TOKEN": ""})
     message = str(caught.value)
     assert "COMPLIANCEBOT_SLACK__BOT_TOKEN and COMPLIANCEBOT_SLACK__SIGNING_SECRET" in message
     socket = write(tmp_path, "slack:\n  enabled: true\n  mode: socket\n  channel: C0123ABCD\n")

@@ -153,6 +153,7 @@ def register(app: App, services: BotServices) -> None:
                 query=query,
                 user=user_of(body),
                 page_size=services.slack.page_size,
+                cache=services.cache,
             )
         in_place = bool((body.get("container") or {}).get("is_ephemeral"))
         respond(

@@ -36,7 +36,12 @@ def register(app: App, services: BotServices) -> None:
             ack(text="Usage", blocks=kit.help_blocks(name), response_type="ephemeral")
         elif isinstance(parsed, cmd.Status):
             with services.sessions() as session:
-                view = status_view(session=session, catalog=services.catalog, now=services.clock())
+                view = status_view(
+                    session=session,
+                    catalog=services.catalog,
+                    now=services.clock(),
+                    cache=services.cache,
+                )
             ack(text="Compliance status", blocks=kit.status_blocks(view), response_type="ephemeral")
         elif isinstance(parsed, cmd.Findings):
             with services.sessions() as session:
@@ -46,6 +51,7 @@ def register(app: App, services: BotServices) -> None:
                     query=parsed.query,
                     user=user,
                     page_size=services.slack.page_size,
+                    cache=services.cache,
                 )
             ack(
                 text=f"{page.total} finding(s)",

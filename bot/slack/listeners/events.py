@@ -27,5 +27,6 @@ def register(app: App, services: BotServices) -> None:
                 user=user,
                 now=services.clock(),
                 tasks=services.tasks(),
+                cache=services.cache,
             )
         client.views_publish(user_id=user, view=kit.home_view(view))

@@ -18,12 +18,10 @@ import uvicorn
 from slack_sdk.signature import SignatureVerifier
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.metrics import Metrics
 from bot.scanning import Recheck, ScanOutcome
-from bot.server import build_asgi
+from bot.server import build_asgi, build_services
 from bot.settings import Settings, SlackSettings
-from bot.slack.app import BotServices, build_app, make_client
-from bot.slack.delivery import SlackDelivery
+from bot.slack.app import BotServices, build_app
 from rules.catalog import load_catalog
 from tests.conftest import FakeClock
 from tests.fakes.slack import FakeSlack
@@ -204,6 +202,7 @@ def slack_settings(fake: FakeSlack, **overrides: Any) -> Settings:
         "channel": CHANNEL,
         "approvers": [APPROVER],
         "max_retries": 0,
+        "cache_seconds": 0,
         "timeout": 5,
         **overrides,
     }
@@ -214,9 +213,12 @@ def make_services(
     sessions: sessionmaker[Session], clock: FakeClock, settings: Settings, aws: StubAws
 ) -> BotServices:
     """The bot's services as `serve` wires them, with AWS stubbed by `aws`."""
-    catalog = load_catalog()
-    metrics = Metrics(sessions)
-    client = make_client(settings.slack)
+    services = build_services(
+        settings=settings,
+        catalog=load_catalog(),
+        engine=sessions.kw["bind"],
+        clock=clock,
+    )
 
     def scan(account: str | None, trigger: str) -> ScanOutcome:
         aws.scans.append((account, trigger))
@@ -226,24 +228,8 @@ def make_services(
         aws.rechecks.append((rule_id, account, region, resource_id))
         return Recheck(aws.verdict, aws.detail, 3)
 
-    return BotServices(
-        settings=settings,
-        catalog=catalog,
-        sessions=sessions,
-        clock=clock,
-        client=client,
-        delivery=SlackDelivery(
-            client=client,
-            sessions=sessions,
-            catalog=catalog,
-            slack=settings.slack,
-            clock=clock,
-            metrics=metrics,
-        ),
-        metrics=metrics,
-        scan=scan,
-        recheck=recheck,
-    )
+    services.scan, services.recheck = scan, recheck
+    return services
 
 
 @pytest.fixture

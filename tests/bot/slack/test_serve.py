@@ -1,0 +1,139 @@
+"""`compliancebot serve` as an operator runs it: a real process, started and stopped by signal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fakes.slack import FakeSlack
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(
+    tmp_path: Path,
+    fake: FakeSlack,
+    port: int,
+    token: str = "xoxb-test",  # noqa: S107 - the fake's token
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPLIANCEBOT_")}
+    env.update(
+        COMPLIANCEBOT_DATABASE__URL=f"sqlite:///{tmp_path / 'serve.db'}",
+        COMPLIANCEBOT_SLACK__ENABLED="true",
+        COMPLIANCEBOT_SLACK__API_URL=fake.base_url,
+        COMPLIANCEBOT_SLACK__BOT_TOKEN=token,
+        COMPLIANCEBOT_SLACK__SIGNING_SECRET="s3cret",
+        COMPLIANCEBOT_SLACK__CHANNEL="C0COMPLY",
+        COMPLIANCEBOT_SERVER__PORT=str(port),
+        COMPLIANCEBOT_SLACK__MAX_RETRIES="0",
+    )
+    return env
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from bot.cli import main; main()", *args]
+
+
+def _wait_until_listening(port: int, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    """Block until the server process accepts connections (it must bind first), or fail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            output = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"serve exited with {proc.returncode}: {output}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)  # polling for the bind, not waiting for time to pass
+    raise AssertionError("serve did not start listening")
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    """A fake Slack Web API."""
+    with FakeSlack() as fake:
+        yield fake
+
+
+def test_serve_refuses_an_unmigrated_database(tmp_path: Path, slack: FakeSlack) -> None:
+    """On an empty database, serve exits 2 saying which command fixes it."""
+    result = subprocess.run(
+        _cli("serve"),
+        env=_env(tmp_path, slack, _free_port()),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "run `compliancebot db upgrade`" in result.stderr
+
+
+def test_serve_refuses_a_token_slack_rejects(tmp_path: Path, slack: FakeSlack) -> None:
+    """A wrong bot token stops serve at start-up with the setting to fix, not a traceback."""
+    env = _env(tmp_path, slack, _free_port(), token="xoxb-wrong")
+    subprocess.run(
+        _cli("db", "upgrade"), env=env, check=True, timeout=60, cwd=tmp_path, capture_output=True
+    )
+    result = subprocess.run(
+        _cli("serve"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "Slack did not accept the bot token" in result.stderr
+    assert "COMPLIANCEBOT_SLACK__BOT_TOKEN" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_answers_health_and_stops_cleanly_on_sigterm(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    """serve answers /healthz and /readyz, and SIGTERM ends it with status 0 after draining."""
+    port = _free_port()
+    env = _env(tmp_path, slack, port)
+    subprocess.run(
+        _cli("db", "upgrade"), env=env, check=True, timeout=60, cwd=tmp_path, capture_output=True
+    )
+    proc = subprocess.Popen(
+        _cli("serve"),
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _wait_until_listening(port, proc)
+        with httpx.Client(trust_env=False, timeout=5) as http:
+            assert http.get(f"http://127.0.0.1:{port}/readyz").json() == {"status": "ready"}
+            assert http.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # uvicorn re-raises the signal after its clean shutdown, so the status says "terminated".
+    assert proc.returncode in (0, -signal.SIGTERM), output
+    assert "serve.stopped" in output
+    assert "Application shutdown complete" in output
+    assert slack.calls_to("auth.test")
