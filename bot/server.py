@@ -181,6 +181,7 @@ def build_asgi(
             await run_in_threadpool(executor.shutdown, True)
             if worker is not None:
                 await run_in_threadpool(worker.stop)
+            await run_in_threadpool(services.cache.close)
             log.info("serve.stopped")
 
     return Starlette(

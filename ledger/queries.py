@@ -195,7 +195,8 @@ def page_findings(
             session.scalars(
                 select(Finding)
                 .where(*where, Finding.severity == sev)
-                .order_by(Finding.last_seen.desc(), Finding.id)
+                # One direction for both keys: a backward scan of (severity, last_seen, id).
+                .order_by(Finding.last_seen.desc(), Finding.id.desc())
                 .offset(skip)
                 .limit(want)
             )

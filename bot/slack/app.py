@@ -66,10 +66,10 @@ class BotServices:
     wake: Callable[[], None] = lambda: None
     tasks: Callable[[], list[str]] = list
     scan_lock: threading.Lock = field(default_factory=threading.Lock)
-    cache: LedgerCache = field(default_factory=LedgerCache)
+    cache: LedgerCache = field(init=False)
 
     def __post_init__(self) -> None:
-        self.cache.max_stale = self.settings.slack.cache_seconds
+        self.cache = LedgerCache(self.sessions, max_stale=self.settings.slack.cache_seconds)
 
     _approvers: tuple[datetime, frozenset[str]] | None = None
 

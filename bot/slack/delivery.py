@@ -310,15 +310,16 @@ class SlackDelivery:
         """Update every message of one finding to what the database says now."""
         updated = 0
         with transaction(self.sessions) as session:
-            finding = session.get(Finding, finding_id)
-            if finding is None:
-                return 0
+            # Most findings were never posted (below the threshold): one indexed look-up.
             messages = session.scalars(
                 select(SlackMessage).where(
                     SlackMessage.finding_id == finding_id, SlackMessage.kind == "finding"
                 )
             ).all()
             if not messages:
+                return 0
+            finding = session.get(Finding, finding_id)
+            if finding is None:
                 return 0
             view = finding_view(finding, self.catalog, self.clock())
             text, blocks = kit.finding_text(view), kit.finding_blocks(view)

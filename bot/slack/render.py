@@ -113,9 +113,8 @@ def status_view(
     if cache is not None:
         # Acceptances expire with time, not with a change: the minute is part of the key.
         return cache.get(
-            session,
             ("status", now.replace(second=0, microsecond=0)),
-            lambda: status_view(session=session, catalog=catalog, now=now),
+            lambda s: status_view(session=s, catalog=catalog, now=now),
         )
     state = posture(session=session, catalog=catalog, now=now)
     oldest = oldest_active(session=session)
@@ -154,9 +153,8 @@ def findings_page(
             assignee=assignee,
         )
         counts = cache.get(
-            session,
             ("counts", query.severities, query.statuses, query.framework, assignee),
-            lambda: count_by_severity(session=session, where=where),
+            lambda s: count_by_severity(session=s, where=where),
         )
     rows, total = page_findings(
         counts=counts,
