@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import queue
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -24,6 +25,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from scanners.aws.spec import Enrich, ResourceSpec
 from scanners.aws.specs import SPECS, SPECS_BY_TYPE
 from scanners.model import GLOBAL_REGION, Collection, Resource, ScanError
+
+# Progress callbacks (a terminal bar) once per this many finished tasks, and at the end.
+PROGRESS_EVERY = 25
 
 ProgressFn = Callable[[int, int], None]
 
@@ -302,21 +306,26 @@ class AwsCollector:
         with ThreadPoolExecutor(
             max_workers=self.options.max_workers, thread_name_prefix="collect"
         ) as pool:
-            pending: set[Future[list[Future[Any]]]] = set()
-            total = done = 0
+            # Each task reports to a queue when it ends: waiting on a set of thousands of
+            # futures per completion (concurrent.futures.wait) costs O(n) each time.
+            finished: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
+            outstanding = total = done = 0
             for target in self.targets:
-                pending.add(
-                    pool.submit(self._open_account, run, pool, target, wanted, accounts, regions)
+                future = pool.submit(
+                    self._open_account, run, pool, target, wanted, accounts, regions
                 )
+                future.add_done_callback(finished.put)
+                outstanding += 1
                 total += 1
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    done += 1
-                    children = fut.result()
-                    pending.update(children)
-                    total += len(children)
-                if self.progress:
+            while outstanding:
+                children = finished.get().result()
+                outstanding -= 1
+                done += 1
+                for child in children:
+                    child.add_done_callback(finished.put)
+                outstanding += len(children)
+                total += len(children)
+                if self.progress and (done % PROGRESS_EVERY == 0 or not outstanding):
                     self.progress(done, total)
         self._derive(run, wanted)
         run.result.errors = run.errors()
