@@ -5,8 +5,9 @@
 
 1. The database is wiped (its `public` schema is dropped: point it at a scratch database),
    migrated, and seeded with N findings through the ledger's own bulk upsert.
-2. A fake Slack Web API (tests/fakes/slack.py) starts on 127.0.0.1, and the bot's ASGI app
-   (the same `build_app` + `build_asgi` as `compliancebot serve`) runs under uvicorn here.
+2. A fake Slack Web API (tests/fakes/slack.py) starts on 127.0.0.1 in a child process (its
+   work is Slack's, not the bot's), and the bot's ASGI app (the same `build_app` +
+   `build_asgi` as `compliancebot serve`) runs under uvicorn in this process.
 3. A separate process runs C client threads for S seconds, each sending signed requests as
    Slack does (form-encoded slash commands, `payload` JSON button clicks): status, findings
    pages with filters, show, help, Claim and Next-page clicks.
@@ -260,6 +261,15 @@ def load(url: str, clients: int, seconds: float, max_id: int, response_url: str,
     out.put(results)
 
 
+def fake_slack(urls: Any, stop: Any) -> None:
+    """Child process: the fake Slack Web API, so that its work is not the bot's."""
+    from tests.fakes.slack import FakeSlack
+
+    with FakeSlack() as fake:
+        urls.put((fake.base_url, fake.response_url()))
+        stop.wait()
+
+
 def pct(values: list[float], q: float) -> float:
     """The q-th percentile, in milliseconds."""
     if not values:
@@ -286,7 +296,6 @@ def main(argv: list[str] | None = None) -> int:
         help="keep the findings a previous run seeded (same --findings) instead of reseeding",
     )
     args = parser.parse_args(argv)
-    from tests.fakes.slack import FakeSlack
 
     if args.reuse:
         seeded = args.findings
@@ -294,14 +303,18 @@ def main(argv: list[str] | None = None) -> int:
         reset(args.database)
         seeded_s, seeded = seed(args.database, args.findings)
         print(f"seeded {seeded} findings in {seeded_s:.1f} s", file=sys.stderr)
-    fake = FakeSlack()
-    fake.start()
-    server, thread, url = start_bot(args.database, fake.base_url)
+    spawn = multiprocessing.get_context("spawn")
+    urls: Any = spawn.Queue()
+    stop_slack = spawn.Event()
+    slack = spawn.Process(target=fake_slack, args=(urls, stop_slack))
+    slack.start()
+    base_url, response_url = urls.get(timeout=60)
+    server, thread, url = start_bot(args.database, base_url)
     try:
         queue: Any = multiprocessing.get_context("spawn").Queue()
         proc = multiprocessing.get_context("spawn").Process(
             target=load,
-            args=(url, args.clients, args.seconds, seeded, fake.response_url(), queue),
+            args=(url, args.clients, args.seconds, seeded, response_url, queue),
         )
         proc.start()
         results = queue.get(timeout=args.seconds + 120)
@@ -309,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.should_exit = True
         thread.join(30)
-        fake.stop()
+        stop_slack.set()
+        slack.join(30)
     latencies = [r[1] for r in results if r[2] == 200]
     errors = [r for r in results if r[2] != 200]
     by_kind: dict[str, list[float]] = {}
