@@ -1,0 +1,608 @@
+"""A fake Jira (REST API v2) over real HTTP on 127.0.0.1, for the `jira` client and our sink.
+
+It serves what ticket sync needs: serverInfo (Server/Data Center or Cloud), projects, issue
+types, priorities, fields, users, issue create/get/update/delete, assignee, comments,
+transitions, issue properties, and JQL search (`/search` on Server, `/search/jql` with page
+tokens on Cloud, where `/search` answers 410). JQL is the subset trackers are queried with:
+clauses joined by AND over project, key, labels, status, statusCategory, issuetype and updated,
+with =, !=, >=, <=, >, <, IN, and ORDER BY. Failures can be injected per method and path
+prefix: 429 with Retry-After, 5xx, 400 with Jira's error body, malformed JSON, delays.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+API = "/rest/api/2/"
+DONE_CATEGORY = {"id": 3, "key": "done", "name": "Done"}
+TODO_CATEGORY = {"id": 2, "key": "new", "name": "To Do"}
+IN_PROGRESS_CATEGORY = {"id": 4, "key": "indeterminate", "name": "In Progress"}
+
+
+@dataclass
+class Call:
+    """One HTTP request the fake received."""
+
+    method: str
+    path: str
+    params: dict[str, Any]
+    body: Any
+    at: int
+
+
+@dataclass
+class _Failure:
+    status: int
+    retry_after: int | None = None
+    body: str | None = None
+    delay: float | None = None
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+
+
+@dataclass
+class FakeJira:
+    """The fake server and its state; tests seed it and read it."""
+
+    cloud: bool = False
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    issues: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+    # status name -> (id, category); transitions go from any status to any other.
+    statuses: dict[str, tuple[str, dict[str, Any]]] = field(
+        default_factory=lambda: {
+            "To Do": ("1", TODO_CATEGORY),
+            "In Progress": ("3", IN_PROGRESS_CATEGORY),
+            "Done": ("10001", DONE_CATEGORY),
+        }
+    )
+    # transition name -> target status
+    transitions: dict[str, str] = field(
+        default_factory=lambda: {"Start": "In Progress", "Done": "Done", "Reopen": "To Do"}
+    )
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Condition()
+        self._failures: list[tuple[str, str, _Failure]] = []
+        self._ids = itertools.count(10000)
+        self._stopped = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self.projects: dict[str, dict[str, Any]] = {}
+        self.issue_types = [
+            {"id": "10001", "name": "Task", "subtask": False},
+            {"id": "10002", "name": "Bug", "subtask": False},
+        ]
+        self.priorities = [
+            {"id": str(i), "name": name}
+            for i, name in enumerate(["Highest", "High", "Medium", "Low", "Lowest"], start=1)
+        ]
+        self.fields = [
+            {"id": "summary", "name": "Summary", "custom": False, "schema": {"type": "string"}},
+            {"id": "labels", "name": "Labels", "custom": False, "schema": {"type": "array"}},
+            {
+                "id": "customfield_10050",
+                "name": "Compliance Control",
+                "custom": True,
+                "schema": {"type": "string"},
+            },
+        ]
+        self.add_project("SEC", "Security")
+
+    # ---- life cycle ---------------------------------------------------------------------------
+
+    def start(self) -> FakeJira:
+        """Listen on a free port of 127.0.0.1."""
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                fake._handle(self, "GET")
+
+            def do_POST(self) -> None:
+                fake._handle(self, "POST")
+
+            def do_PUT(self) -> None:
+                fake._handle(self, "PUT")
+
+            def do_DELETE(self) -> None:
+                fake._handle(self, "DELETE")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; delayed answers are released at once."""
+        self._stopped.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def __enter__(self) -> FakeJira:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """The server URL the `jira` client takes."""
+        assert self._server is not None, "start() first"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    # ---- what tests set up and read -----------------------------------------------------------
+
+    def add_project(self, key: str, name: str) -> dict[str, Any]:
+        """A project issues can be created in."""
+        project = {"id": str(next(self._ids)), "key": key, "name": name}
+        self.projects[key] = project
+        return project
+
+    def add_user(self, *, name: str, email: str, account_id: str | None = None) -> dict[str, Any]:
+        """A user: found by `user/search` (Cloud: accountId; Server: name)."""
+        user = {
+            "name": name,
+            "key": name,
+            "accountId": account_id or f"acc-{name}",
+            "emailAddress": email,
+            "displayName": name.title(),
+            "active": True,
+        }
+        self.users[user["accountId"] if self.cloud else name] = user
+        return user
+
+    def fail(
+        self,
+        method: str,
+        path_prefix: str,
+        *,
+        status: int,
+        retry_after: int | None = None,
+        body: str | None = None,
+        delay: float | None = None,
+        times: int = 1,
+    ) -> None:
+        """Answer the next `times` matching requests with a failure (they are still recorded)."""
+        with self._lock:
+            for _ in range(times):
+                self._failures.append(
+                    (method, path_prefix, _Failure(status, retry_after, body, delay))
+                )
+
+    def calls_to(self, method: str, path_prefix: str) -> list[Call]:
+        """Requests of one HTTP method whose API path starts with `path_prefix`."""
+        with self._lock:
+            return [c for c in self.calls if c.method == method and c.path.startswith(path_prefix)]
+
+    def set_status(self, key: str, status: str) -> None:
+        """Move an issue as a person would in the tracker's UI."""
+        with self._lock:
+            self._set_status(self.issues[key], status)
+
+    def delete(self, key: str) -> None:
+        """Delete an issue as a person would."""
+        with self._lock:
+            self.issues.pop(key)
+
+    def wait_for(self, predicate: Callable[[FakeJira], bool], timeout: float = 10.0) -> None:
+        """Block until `predicate(self)` holds (checked after every request) or fail."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: predicate(self), timeout):
+                raise AssertionError("condition not met")
+
+    # ---- the server ---------------------------------------------------------------------------
+
+    def _handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
+        parts = urlsplit(request.path)
+        length = int(request.headers.get("Content-Length") or 0)
+        raw = request.rfile.read(length) if length else b""
+        params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            self._send(request, 400, {"errorMessages": ["Unexpected character"], "errors": {}})
+            return
+        path = parts.path.replace("/rest/api/latest/", API, 1)
+        if not path.startswith(API):
+            self._send(request, 404, {"errorMessages": ["Not found"], "errors": {}})
+            return
+        path = path[len(API) :]
+        with self._lock:
+            self.calls.append(Call(method, path, params, body, len(self.calls)))
+            failure = None
+            for i, (m, prefix, _f) in enumerate(self._failures):
+                if m == method and path.startswith(prefix):
+                    failure = self._failures.pop(i)[2]
+                    break
+            self._lock.notify_all()
+        if failure is not None:
+            if failure.delay:
+                self._stopped.wait(failure.delay)
+            headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after else {}
+            if failure.body is not None:
+                self._send_raw(request, failure.status, failure.body.encode(), headers)
+            else:
+                self._send(
+                    request,
+                    failure.status,
+                    {"errorMessages": [f"injected {failure.status}"], "errors": {}},
+                    headers,
+                )
+            return
+        with self._lock:
+            try:
+                status, answer = self._route(method, path, params, body)
+            except _JiraError as exc:
+                status, answer = exc.status, {"errorMessages": exc.messages, "errors": exc.errors}
+            self._lock.notify_all()
+        self._send(request, status, answer)
+
+    def _send(
+        self,
+        request: BaseHTTPRequestHandler,
+        status: int,
+        answer: Any,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        data = b"" if answer is None else json.dumps(answer).encode()
+        self._send_raw(request, status, data, headers)
+
+    @staticmethod
+    def _send_raw(
+        request: BaseHTTPRequestHandler, status: int, data: bytes, headers: dict[str, str] | None
+    ) -> None:
+        try:
+            request.send_response(status)
+            request.send_header("Content-Type", "application/json;charset=UTF-8")
+            request.send_header("Content-Length", str(len(data)))
+            for key, value in (headers or {}).items():
+                request.send_header(key, value)
+            request.end_headers()
+            request.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    # ---- routes -------------------------------------------------------------------------------
+
+    def _route(  # noqa: PLR0911, PLR0912 - one branch per endpoint
+        self, method: str, path: str, params: dict[str, Any], body: Any
+    ) -> tuple[int, Any]:
+        segments = path.strip("/").split("/")
+        head = segments[0]
+        if method == "GET" and path == "serverInfo":
+            return 200, {
+                "baseUrl": self.url,
+                "version": "1001.0.0" if self.cloud else "9.12.0",
+                "versionNumbers": [1001, 0, 0] if self.cloud else [9, 12, 0],
+                "deploymentType": "Cloud" if self.cloud else "Server",
+                "serverTitle": "Fake Jira",
+            }
+        if method == "GET" and path == "myself":
+            return 200, {"name": "compliancebot", "accountId": "acc-bot", "active": True}
+        if method == "GET" and path == "field":
+            return 200, self.fields
+        if method == "GET" and path == "priority":
+            return 200, self.priorities
+        if method == "GET" and path == "issuetype":
+            return 200, self.issue_types
+        if method == "GET" and head == "project":
+            if len(segments) == 1:
+                return 200, list(self.projects.values())
+            project = self.projects.get(segments[1])
+            if project is None:
+                raise _JiraError(404, [f"No project could be found with key '{segments[1]}'."])
+            if len(segments) == 3 and segments[2] == "statuses":
+                return 200, [
+                    {"name": t["name"], "statuses": self._status_list()} for t in self.issue_types
+                ]
+            return 200, {**project, "issueTypes": self.issue_types}
+        if method == "GET" and path == "user/search":
+            query = str(params.get("query") or params.get("username") or "").lower()
+            found = [
+                u
+                for u in self.users.values()
+                if query in (u["emailAddress"].lower(), u["name"].lower(), u["accountId"].lower())
+            ]
+            return 200, [
+                {**u, "self": f"{self.url}{API}user?accountId={u['accountId']}"} for u in found
+            ]
+        if head == "search" and len(segments) == 1:
+            if self.cloud:
+                raise _JiraError(410, ["The requested API has been removed. Use /search/jql."])
+            return 200, self._search(params if method == "GET" else body or {}, paged=False)
+        if path == "search/jql":
+            if not self.cloud:
+                raise _JiraError(404, ["Not found"])
+            return 200, self._search(params if method == "GET" else body or {}, paged=True)
+        if head == "issue":
+            return self._issue(method, segments[1:], params, body)
+        raise _JiraError(404, [f"no fake for {method} {path}"])
+
+    def _status_list(self) -> list[dict[str, Any]]:
+        return [
+            {"id": sid, "name": name, "statusCategory": cat}
+            for name, (sid, cat) in self.statuses.items()
+        ]
+
+    def _set_status(self, issue: dict[str, Any], status: str) -> None:
+        sid, category = self.statuses[status]
+        issue["fields"]["status"] = {"id": sid, "name": status, "statusCategory": category}
+        issue["fields"]["resolution"] = {"name": "Done"} if category is DONE_CATEGORY else None
+        issue["fields"]["updated"] = _now()
+
+    def _find(self, ref: str) -> dict[str, Any]:
+        for issue in self.issues.values():
+            if ref in (issue["key"], issue["id"]):
+                return issue
+        raise _JiraError(404, ["Issue does not exist or you do not have permission to see it."])
+
+    def _issue(  # noqa: PLR0911, PLR0912 - one branch per endpoint
+        self, method: str, rest: list[str], params: dict[str, Any], body: Any
+    ) -> tuple[int, Any]:
+        if not rest or rest == [""]:
+            if method != "POST":
+                raise _JiraError(405, ["Method not allowed"])
+            return 201, self._create(body or {})
+        issue = self._find(rest[0])
+        sub = rest[1] if len(rest) > 1 else None
+        if sub is None:
+            if method == "GET":
+                return 200, issue
+            if method == "PUT":
+                self._update(issue, body or {})
+                return 204, None
+            if method == "DELETE":
+                self.issues.pop(issue["key"])
+                return 204, None
+        if sub == "transitions":
+            if method == "GET":
+                return 200, {
+                    "transitions": [
+                        {"id": str(i), "name": name, "to": {"name": target}}
+                        for i, (name, target) in enumerate(self.transitions.items(), start=11)
+                    ]
+                }
+            wanted = str(((body or {}).get("transition") or {}).get("id"))
+            for i, (_name, target) in enumerate(self.transitions.items(), start=11):
+                if str(i) == wanted:
+                    self._set_status(issue, target)
+                    return 204, None
+            raise _JiraError(400, [f"Transition id '{wanted}' is not valid for this issue."])
+        if sub == "comment":
+            comments = issue["fields"]["comment"]["comments"]
+            if method == "GET":
+                return 200, issue["fields"]["comment"]
+            comment = {
+                "id": str(next(self._ids)),
+                "body": (body or {}).get("body", ""),
+                "author": {"name": "compliancebot"},
+                "created": _now(),
+            }
+            comments.append(comment)
+            issue["fields"]["comment"]["total"] = len(comments)
+            issue["fields"]["updated"] = _now()
+            return 201, comment
+        if sub == "assignee" and method == "PUT":
+            who = (body or {}).get("accountId") or (body or {}).get("name")
+            user = self.users.get(str(who)) if who else None
+            if who and user is None:
+                raise _JiraError(400, [], {"assignee": f"User '{who}' does not exist."})
+            issue["fields"]["assignee"] = user
+            issue["fields"]["updated"] = _now()
+            return 204, None
+        if sub == "properties":
+            props = issue.setdefault("_properties", {})
+            if len(rest) == 2:
+                return 200, {"keys": [{"key": k} for k in props]}
+            if method == "PUT":
+                props[rest[2]] = body
+                return 200, None
+            if rest[2] not in props:
+                raise _JiraError(404, ["The property was not found."])
+            return 200, {"key": rest[2], "value": props[rest[2]]}
+        raise _JiraError(404, [f"no fake for {method} issue/{'/'.join(rest)}"])
+
+    def _validate_fields(self, fields: dict[str, Any], *, creating: bool) -> None:
+        errors: dict[str, str] = {}
+        known = {f["id"] for f in self.fields} | {
+            "project",
+            "issuetype",
+            "priority",
+            "description",
+            "assignee",
+            "components",
+        }
+        for name in fields:
+            if name not in known:
+                errors[name] = (
+                    f"Field '{name}' cannot be set. It is not on the appropriate screen, "
+                    "or unknown."
+                )
+        if creating:
+            project = (fields.get("project") or {}).get("key")
+            if project not in self.projects:
+                errors["project"] = (
+                    "project is required" if not project else "valid project is required"
+                )
+            kind = (fields.get("issuetype") or {}).get("name")
+            if kind not in {t["name"] for t in self.issue_types}:
+                errors["issuetype"] = "valid issue type is required"
+            if not fields.get("summary"):
+                errors["summary"] = "You must specify a summary of the issue."
+        priority = (fields.get("priority") or {}).get("name")
+        if priority and priority not in {p["name"] for p in self.priorities}:
+            errors["priority"] = f"The priority selected is invalid: {priority}"
+        for label in fields.get("labels") or []:
+            if " " in label:
+                errors["labels"] = "The label 'x y' contains spaces which is invalid."
+        if errors:
+            raise _JiraError(400, [], errors)
+
+    def _create(self, body: dict[str, Any]) -> dict[str, Any]:
+        fields = dict(body.get("fields") or {})
+        self._validate_fields(fields, creating=True)
+        project = self.projects[fields["project"]["key"]]
+        number = 1 + sum(
+            1 for i in self.issues.values() if i["fields"]["project"]["key"] == project["key"]
+        )
+        key = f"{project['key']}-{number}"
+        issue_id = str(next(self._ids))
+        stamp = _now()
+        issue = {
+            "id": issue_id,
+            "key": key,
+            "self": f"{self.url}{API}issue/{issue_id}",
+            "fields": {
+                **fields,
+                "project": project,
+                "issuetype": next(
+                    t for t in self.issue_types if t["name"] == fields["issuetype"]["name"]
+                ),
+                "labels": list(fields.get("labels") or []),
+                "assignee": None,
+                "comment": {"comments": [], "total": 0, "maxResults": 0, "startAt": 0},
+                "created": stamp,
+                "updated": stamp,
+            },
+        }
+        self._set_status(issue, "To Do")
+        issue["fields"]["updated"] = stamp
+        self.issues[key] = issue
+        return {"id": issue_id, "key": key, "self": issue["self"]}
+
+    def _update(self, issue: dict[str, Any], body: dict[str, Any]) -> None:
+        fields = dict(body.get("fields") or {})
+        self._validate_fields(fields, creating=False)
+        issue["fields"].update(fields)
+        for op in (body.get("update") or {}).get("labels", []):
+            labels = issue["fields"]["labels"]
+            if "add" in op and op["add"] not in labels:
+                labels.append(op["add"])
+            if "remove" in op and op["remove"] in labels:
+                labels.remove(op["remove"])
+        issue["fields"]["updated"] = _now()
+
+    # ---- JQL ----------------------------------------------------------------------------------
+
+    def _search(self, query: dict[str, Any], *, paged: bool) -> dict[str, Any]:
+        jql = str(query.get("jql") or "")
+        matched = [i for i in self.issues.values() if _matches(jql, i)]
+        order = re.search(r"order\s+by\s+(\w+)(\s+(asc|desc))?", jql, re.IGNORECASE)
+        if order:
+            name = order.group(1).lower()
+            matched.sort(
+                key=lambda i: str(i["fields"].get(name) if name != "key" else i["id"]).zfill(12),
+                reverse=(order.group(3) or "asc").lower() == "desc",
+            )
+        limit = int(query.get("maxResults") or 50)
+        if paged:
+            start = int(query.get("nextPageToken") or 0)
+            page = matched[start : start + limit]
+            out: dict[str, Any] = {"issues": page, "isLast": start + limit >= len(matched)}
+            if start + limit < len(matched):
+                out["nextPageToken"] = str(start + limit)
+            return out
+        start = int(query.get("startAt") or 0)
+        return {
+            "startAt": start,
+            "maxResults": limit,
+            "total": len(matched),
+            "issues": matched[start : start + limit],
+        }
+
+
+class _JiraError(Exception):
+    def __init__(
+        self, status: int, messages: list[str], errors: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(messages)
+        self.status, self.messages, self.errors = status, messages, errors or {}
+
+
+_CLAUSE = re.compile(
+    r"^\s*(?P<field>[\w.]+)\s*(?P<op>!=|>=|<=|=|>|<|\bnot in\b|\bin\b)\s*(?P<value>.+?)\s*$",
+    re.IGNORECASE,
+)
+
+
+def _values(raw: str) -> list[str]:
+    raw = raw.strip()
+    if raw.startswith("("):
+        return [v.strip().strip("'\"") for v in raw.strip("()").split(",")]
+    return [raw.strip("'\"")]
+
+
+def _field_values(issue: dict[str, Any], name: str) -> list[str]:  # noqa: PLR0911 - one per field
+    f = issue["fields"]
+    if name == "project":
+        return [f["project"]["key"]]
+    if name == "key":
+        return [issue["key"]]
+    if name == "labels":
+        return list(f.get("labels") or [])
+    if name == "status":
+        return [f["status"]["name"]]
+    if name == "statuscategory":
+        return [f["status"]["statusCategory"]["name"]]
+    if name in ("issuetype", "type"):
+        return [f["issuetype"]["name"]]
+    if name == "updated":
+        return [f["updated"]]
+    raise ValueError(f"the fake JQL does not know field {name!r}")
+
+
+def _jql_time(value: str) -> str:
+    value = value.strip("'\"")
+    for fmt in ("%Y-%m-%d %H:%M", "%Y/%m/%d %H:%M", "%Y-%m-%d"):
+        try:
+            return (
+                datetime.strptime(value, fmt)
+                .replace(tzinfo=UTC)
+                .strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+            )
+        except ValueError:
+            continue
+    raise ValueError(f"the fake JQL cannot read the date {value!r}")
+
+
+def _matches(jql: str, issue: dict[str, Any]) -> bool:
+    where = re.split(r"\border\s+by\b", jql, flags=re.IGNORECASE)[0].strip()
+    if not where:
+        return True
+    for clause in re.split(r"\s+and\s+", where, flags=re.IGNORECASE):
+        m = _CLAUSE.match(clause)
+        if m is None:
+            raise _JiraError(400, [f"Error in the JQL Query: cannot read {clause!r}"])
+        name, op = m.group("field").lower(), m.group("op").lower()
+        have = [v.lower() for v in _field_values(issue, name)]
+        want = [v.lower() for v in _values(m.group("value"))]
+        if name == "updated":
+            stamp, bound = have[0], _jql_time(m.group("value")).lower()
+            ok = {
+                ">=": stamp >= bound,
+                ">": stamp > bound,
+                "<=": stamp <= bound,
+                "<": stamp < bound,
+            }
+            if not ok.get(op, False):
+                return False
+            continue
+        hit = any(w in have for w in want)
+        if (op in ("=", "in") and not hit) or (op in ("!=", "not in") and hit):
+            return False
+    return True
