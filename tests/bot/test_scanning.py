@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.scanning import ScanOutcome, run_scan
+from bot.scanning import ScanOutcome, recheck, run_scan
 from ledger.models import Finding, FindingStatus, Scan, ScanErrorRow, ScanStatus
 from rules.catalog import load_catalog
 from scanners.aws.collector import AwsCollector, AwsTarget
@@ -328,3 +328,46 @@ def test_scan_records_its_aws_api_calls(sessions: sessionmaker[Session], clock: 
     assert row.resources > 0
     assert row.finished_at == clock()
     assert row.counts["new"] == outcome.counts.new
+
+
+# ---- the re-check after a person resolves a finding -----------------------------------------
+
+
+def test_recheck_answers_for_one_resource_with_one_rule() -> None:
+    """Re-checking reads only what the rule needs and says fail, pass or gone for that resource."""
+    bad = unencrypted_volume()
+    ec2 = boto3.client("ec2", region_name=EAST)
+    good = str(ec2.create_volume(AvailabilityZone=f"{EAST}a", Size=1, Encrypted=True)["VolumeId"])
+
+    def check(resource_id: str) -> Any:
+        return recheck(
+            catalog=CATALOG,
+            collector=collector(),
+            rule_id=VOLUME,
+            account=ACCOUNT,
+            region=EAST,
+            resource_id=resource_id,
+        )
+
+    failing, passing = check(bad), check(good)
+    ec2.delete_volume(VolumeId=bad)
+    gone = check(bad)
+
+    assert (failing.verdict, passing.verdict, gone.verdict) == ("fail", "pass", "pass")
+    assert gone.detail == "the resource no longer exists"
+    assert 0 < failing.api_calls <= 3  # the volumes listing (and the account), not a full scan
+
+
+def test_recheck_of_a_disabled_rule_cannot_tell() -> None:
+    """A rule switched off since the finding was raised gives 'unknown', not a verdict."""
+    result = recheck(
+        catalog=CATALOG,
+        collector=collector(),
+        rule_id="no_such_rule",
+        account=ACCOUNT,
+        region=EAST,
+        resource_id="vol-1",
+    )
+
+    assert result.verdict == "unknown"
+    assert "not enabled" in result.detail
