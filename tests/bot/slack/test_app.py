@@ -6,9 +6,12 @@ import json
 import time
 from typing import Any
 
+import boto3
+import pytest
 from slack_sdk import WebClient
 from sqlalchemy import func, select
 
+from bot.server import build_services
 from bot.slack.ids import (
     DATE_BLOCK,
     DATE_INPUT,
@@ -532,3 +535,29 @@ def test_status_before_any_scan_says_how_to_start(bot: Bot) -> None:
     with bot.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Finding)) == 0
     assert "No scan yet" in block_text(bot.command("status")["blocks"])
+
+
+@pytest.mark.usefixtures("moto_world")
+def test_scan_from_slack_scans_stores_and_posts_the_summary(bot: Bot) -> None:
+    """`/compliance scan` scans the (simulated) account, answers the asker, posts the summary."""
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    ec2.create_volume(AvailabilityZone="us-east-1a", Size=1, Encrypted=False)
+    bot.services.scan = build_services(
+        settings=bot.services.settings,
+        catalog=bot.services.catalog,
+        engine=bot.sessions.kw["bind"],
+        clock=bot.clock,
+    ).scan
+
+    bot.command("scan")
+    bot.executor.drain()
+    bot.deliver()
+
+    answer = bot.slack.responses[-1]["text"]
+    assert "Scan #1 complete" in answer
+    summary = posted(bot)[0]
+    assert "Compliance scan #1" in block_text(summary["blocks"])
+    with bot.sessions() as session:
+        volume = session.scalar(select(Finding).where(Finding.rule_id == "ec2_volume_encrypted"))
+        assert volume is not None
+        assert volume.status == "open"
