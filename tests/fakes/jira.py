@@ -18,9 +18,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.loopback import LoopbackServer
 
 API = "/rest/api/2/"
 DONE_CATEGORY = {"id": 3, "key": "done", "name": "Done"}
@@ -77,7 +79,7 @@ class FakeJira:
         self._failures: list[tuple[str, str, _Failure]] = []
         self._ids = itertools.count(10000)
         self._stopped = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: LoopbackServer | None = None
         self.projects: dict[str, dict[str, Any]] = {}
         self.issue_types = [
             {"id": "10001", "name": "Task", "subtask": False},
@@ -103,35 +105,14 @@ class FakeJira:
 
     def start(self) -> FakeJira:
         """Listen on a free port of 127.0.0.1."""
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                fake._handle(self, "GET")
-
-            def do_POST(self) -> None:
-                fake._handle(self, "POST")
-
-            def do_PUT(self) -> None:
-                fake._handle(self, "PUT")
-
-            def do_DELETE(self) -> None:
-                fake._handle(self, "DELETE")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = LoopbackServer(self._handle)
+        self._stopped = self._server.stopped
         return self
 
     def stop(self) -> None:
         """Stop serving; delayed answers are released at once."""
-        self._stopped.set()
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
 
     def __enter__(self) -> FakeJira:
         return self.start()
@@ -143,7 +124,7 @@ class FakeJira:
     def url(self) -> str:
         """The server URL the `jira` client takes."""
         assert self._server is not None, "start() first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self._server.url
 
     # ---- what tests set up and read -----------------------------------------------------------
 

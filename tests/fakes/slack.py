@@ -15,9 +15,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.loopback import LoopbackServer
 
 JSON_FIELDS = ("blocks", "metadata", "view", "files", "attachments")
 
@@ -70,34 +72,20 @@ class FakeSlack:
         self._uploads: dict[str, bytes] = {}
         self._names: dict[str, str] = {}
         self._stopped = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackServer | None = None
 
     # ---- life cycle ---------------------------------------------------------------------------
 
     def start(self) -> FakeSlack:
         """Listen on a free port of 127.0.0.1."""
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                fake._handle(self)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._server = LoopbackServer(lambda request, _method: self._handle(request))
+        self._stopped = self._server.stopped
         return self
 
     def stop(self) -> None:
         """Stop serving; delayed answers are released at once."""
-        self._stopped.set()
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
 
     def __enter__(self) -> FakeSlack:
         return self.start()
@@ -109,7 +97,7 @@ class FakeSlack:
     def root_url(self) -> str:
         """http://127.0.0.1:<port>"""
         assert self._server is not None, "start() first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self._server.url
 
     @property
     def base_url(self) -> str:
