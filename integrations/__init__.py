@@ -1,1 +1,1 @@
-"""Outward adapters behind Protocols (Jira, Trello, webhooks, S3 archive); none yet."""
+"""Outward adapters behind Protocols: ticket sinks (Jira so far); Trello, webhooks, S3 next."""

@@ -320,6 +320,19 @@ class FakeJira:
             for name, (sid, cat) in self.statuses.items()
         ]
 
+    def _add_comment(self, issue: dict[str, Any], text: str) -> dict[str, Any]:
+        comments = issue["fields"]["comment"]["comments"]
+        comment = {
+            "id": str(next(self._ids)),
+            "body": text,
+            "author": {"name": "compliancebot"},
+            "created": _now(),
+        }
+        comments.append(comment)
+        issue["fields"]["comment"]["total"] = len(comments)
+        issue["fields"]["updated"] = _now()
+        return comment
+
     def _set_status(self, issue: dict[str, Any], status: str) -> None:
         sid, category = self.statuses[status]
         issue["fields"]["status"] = {"id": sid, "name": status, "statusCategory": category}
@@ -362,22 +375,16 @@ class FakeJira:
             for i, (_name, target) in enumerate(self.transitions.items(), start=11):
                 if str(i) == wanted:
                     self._set_status(issue, target)
+                    # A comment may ride along: {"update": {"comment": [{"add": {"body": ...}}]}}
+                    for op in ((body or {}).get("update") or {}).get("comment", []):
+                        if "add" in op:
+                            self._add_comment(issue, str(op["add"].get("body", "")))
                     return 204, None
             raise _JiraError(400, [f"Transition id '{wanted}' is not valid for this issue."])
         if sub == "comment":
-            comments = issue["fields"]["comment"]["comments"]
             if method == "GET":
                 return 200, issue["fields"]["comment"]
-            comment = {
-                "id": str(next(self._ids)),
-                "body": (body or {}).get("body", ""),
-                "author": {"name": "compliancebot"},
-                "created": _now(),
-            }
-            comments.append(comment)
-            issue["fields"]["comment"]["total"] = len(comments)
-            issue["fields"]["updated"] = _now()
-            return 201, comment
+            return 201, self._add_comment(issue, str((body or {}).get("body", "")))
         if sub == "assignee" and method == "PUT":
             who = (body or {}).get("accountId") or (body or {}).get("name")
             user = self.users.get(str(who)) if who else None

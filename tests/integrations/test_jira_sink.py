@@ -1,0 +1,172 @@
+"""The Jira ticket sink against a fake Jira (Server and Cloud) over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from integrations.jira_sink import JiraConfig, JiraSink
+from integrations.tickets import TicketError, TicketFinding, fingerprint_label
+from tests.fakes.jira import FakeJira
+
+FINDING = TicketFinding(
+    fingerprint="a" * 64,
+    finding_id=7,
+    title="S3 buckets block public access",
+    severity="critical",
+    status="open",
+    resource_type="aws.s3.bucket",
+    resource_id="arn:aws:s3:::acme-public",
+    resource_name="acme-public",
+    account="111122223333",
+    region="us-east-1",
+    controls=[("HIPAA Security Rule", ["164.312(a)(1)"]), ("SOC 2", ["CC6.1"])],
+    remediation="Turn on Block Public Access for the bucket.",
+    link="https://example.slack.com/archives/C1/p1",
+)
+
+
+@pytest.fixture(params=["server", "cloud"])
+def fake(request: pytest.FixtureRequest) -> Iterator[FakeJira]:
+    """A fake Jira Server/Data Center, then a fake Jira Cloud."""
+    with FakeJira(cloud=request.param == "cloud") as jira:
+        yield jira
+
+
+def sink(fake: FakeJira, **overrides: object) -> JiraSink:
+    """A sink on the fake, with the default mapping unless overridden."""
+    values: dict[str, object] = {
+        "url": fake.url,
+        "project": "SEC",
+        "email": "bot@example.com",
+        "api_token": "t",
+        "timeout": 5,
+        **overrides,
+    }
+    return JiraSink(JiraConfig(**values))  # type: ignore[arg-type]
+
+
+def test_create_maps_the_finding_and_find_recognises_it(fake: FakeJira) -> None:
+    """A ticket has summary, priority, labels (with the fingerprint) and an actionable body."""
+    jira = sink(fake, components=[], fields={"Compliance Control": "CC6.1"})
+
+    ref = jira.create(FINDING)
+    again = jira.find(FINDING.fingerprint)
+
+    issue = fake.issues[ref.key]["fields"]
+    assert ref.key == "SEC-1"
+    assert ref.url == f"{fake.url}/browse/SEC-1"
+    assert issue["summary"] == "[CRITICAL] S3 buckets block public access: acme-public"
+    assert issue["priority"] == {"name": "Highest"}
+    assert issue["labels"] == ["compliancebot", fingerprint_label(FINDING.fingerprint)]
+    assert issue["customfield_10050"] == "CC6.1"
+    assert "164.312(a)(1)" in issue["description"]
+    assert "Turn on Block Public Access" in issue["description"]
+    assert "https://example.slack.com/archives/C1/p1" in issue["description"]
+    assert again is not None
+    assert (again.key, again.fingerprint, again.done) == ("SEC-1", FINDING.fingerprint, False)
+    assert jira.find("b" * 64) is None
+
+
+def test_close_reopen_assign_and_comment(fake: FakeJira) -> None:
+    """State changes move the issue with the configured transitions and say why."""
+    user = fake.add_user(name="alice", email="alice@example.com")
+    jira = sink(fake)
+    ref = jira.create(FINDING)
+
+    jira.close(ref, "compliancebot: the scan found the bucket private")
+    closed = fake.issues[ref.key]["fields"]["status"]["name"]
+    jira.reopen(ref, "compliancebot: public again")
+    jira.assign(ref, user["accountId"] if fake.cloud else "alice")
+    jira.comment(ref, "claimed by alice in Slack")
+
+    issue = fake.issues[ref.key]["fields"]
+    assert closed == "Done"
+    assert issue["status"]["name"] == "To Do"
+    assert issue["assignee"]["name"] == "alice"
+    assert [c["body"] for c in issue["comment"]["comments"]] == [
+        "compliancebot: the scan found the bucket private",
+        "compliancebot: public again",
+        "claimed by alice in Slack",
+    ]
+
+
+def test_validate_names_what_does_not_exist_and_what_does(fake: FakeJira) -> None:
+    """A mapping naming a missing project, type, priority or field lists the valid names."""
+    jira = sink(
+        fake,
+        project="NOPE",
+        issue_type="Epic",
+        priorities={"critical": "P0"},
+        fields={"Team": "x"},
+    )
+
+    problems = jira.validate()
+
+    assert problems == [
+        "jira.project 'NOPE' does not exist; projects: SEC",
+        "jira.issue_type 'Epic' does not exist; issue types: Bug, Task",
+        "jira.priorities.critical: 'P0' does not exist; priorities: High, Highest, Low, "
+        "Lowest, Medium",
+        "jira.fields: no field named or with id 'Team'",
+    ]
+    assert sink(fake).validate() == []
+
+
+def test_a_missing_transition_is_permanent_and_names_the_available_ones(fake: FakeJira) -> None:
+    """A done transition that the workflow lacks is a permanent error listing what exists."""
+    jira = sink(fake, done_transition="Close Issue")
+    ref = jira.create(FINDING)
+
+    with pytest.raises(TicketError) as caught:
+        jira.close(ref, "x")
+
+    assert caught.value.permanent
+    assert "no transition 'Close Issue'; available: Start, Done, Reopen" in str(caught.value)
+
+
+def test_rate_limits_and_outages_are_retryable_bad_fields_are_not(fake: FakeJira) -> None:
+    """429 (with Retry-After) and 503 may be retried; a 400 field error is permanent."""
+    jira = sink(fake)
+    jira.validate()  # connect first, so the injected failures hit the calls under test
+    fake.fail("POST", "issue", status=429, retry_after=7)
+    fake.fail("POST", "issue", status=503)
+
+    with pytest.raises(TicketError) as limited:
+        jira.create(FINDING)
+    with pytest.raises(TicketError) as down:
+        jira.create(FINDING)
+    with pytest.raises(TicketError) as bad:
+        sink(fake, priorities={"critical": "P0"}).create(FINDING)
+
+    assert (limited.value.permanent, limited.value.retry_after) == (False, 7)
+    assert not down.value.permanent
+    assert bad.value.permanent
+    assert "The priority selected is invalid: P0" in str(bad.value)
+    assert fake.issues == {}
+
+
+def test_an_unreachable_jira_is_retryable(fake: FakeJira) -> None:
+    """A Jira that does not answer at all is a retryable error naming the URL."""
+    jira = sink(fake, url="http://127.0.0.1:9")
+
+    with pytest.raises(TicketError) as caught:
+        jira.find(FINDING.fingerprint)
+
+    assert not caught.value.permanent
+    assert "http://127.0.0.1:9" in str(caught.value)
+
+
+def test_changed_since_finds_tickets_closed_in_the_tracker(fake: FakeJira) -> None:
+    """Polling returns our tickets changed since a time, with done and the fingerprint."""
+    jira = sink(fake)
+    ref = jira.create(FINDING)
+    fake.set_status(ref.key, "Done")
+
+    changed = jira.changed_since(datetime(2020, 1, 1, tzinfo=UTC))
+
+    assert [(r.key, r.done, r.fingerprint) for r in changed] == [
+        ("SEC-1", True, FINDING.fingerprint)
+    ]
