@@ -155,7 +155,7 @@ def start_bot(url: str, slack_base: str) -> tuple[uvicorn.Server, threading.Thre
         max_workers=settings.server.handler_threads, thread_name_prefix="slack-handler"
     )
     app = build_app(bot, executor=executor)
-    asgi = build_asgi(app=app, services=bot, engine=engine, executor=executor, worker=None)
+    asgi = build_asgi(app=app, services=bot, engine=engine, executor=executor)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(asgi, host="127.0.0.1", port=port, log_level="warning", lifespan="on")

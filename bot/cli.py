@@ -37,6 +37,9 @@ findings_app = typer.Typer(help="List, inspect and act on findings.", no_args_is
 rules_app = typer.Typer(help="The rule catalog.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 db_app = typer.Typer(help="The findings database.", no_args_is_help=True)
+tickets_app = typer.Typer(
+    help="Ticket sync: deliver pending tickets, show failures, retry.", no_args_is_help=True
+)
 slack_app = typer.Typer(
     help="Slack delivery: what is pending, failed, or to retry.", no_args_is_help=True
 )
@@ -45,6 +48,7 @@ app.add_typer(rules_app, name="rules")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(slack_app, name="slack")
+app.add_typer(tickets_app, name="tickets")
 
 out = Console()
 err = Console(stderr=True)
@@ -515,6 +519,16 @@ def config_check(ctx: typer.Context) -> None:
     settings = app_ctx.settings
     catalog = app_ctx.catalog
     sys.stdout.write(yaml.safe_dump(masked(settings), sort_keys=False))
+    if settings.tickets.jira.enabled:
+        from bot.tickets import jira_sink
+        from integrations.tickets import TicketError
+
+        try:
+            problems = jira_sink(settings).validate()
+        except TicketError as exc:
+            raise ConfigError(f"tickets.jira: cannot check the mapping: {exc}") from exc
+        if problems:
+            raise ConfigError("tickets.jira mapping:\n  " + "\n  ".join(problems))
     out.print(
         f"[green]Configuration valid[/]: {len(catalog.rules)} rules enabled, "
         f"{len(catalog.disabled)} disabled, {len(settings.aws.targets)} AWS target(s)."
@@ -613,6 +627,64 @@ def slack_flush(ctx: typer.Context) -> None:
     )
     done = services.delivery.run_once()
     out.print(f"{done['delivered']} delivered, {done['refreshed']} message(s) re-rendered.")
+
+
+def _jira(app_ctx: Context) -> Any:
+    from bot.tickets import jira_sync
+
+    if not app_ctx.settings.tickets.jira.enabled:
+        raise ConfigError("tickets.jira.enabled is false: no tracker is configured")
+    return jira_sync(
+        settings=app_ctx.settings,
+        catalog=app_ctx.catalog,
+        sessions=app_ctx.sessions(),
+        clock=utcnow,
+    )
+
+
+@tickets_app.command("sync")
+def tickets_sync(ctx: typer.Context) -> None:
+    """Create and update tickets now (what `serve` does every tickets.jira.interval)."""
+    done = _jira(_ctx(ctx)).run_once()
+    out.print(
+        f"{done['planned']} new item(s) queued; {done['delivered']} delivered, "
+        f"{done['retrying']} to retry later, {done['failed']} refused."
+    )
+
+
+@tickets_app.command("status")
+def tickets_status(ctx: typer.Context) -> None:
+    """Pending, delivered and failed ticket work per tracker, with the tracker's last error."""
+    from sqlalchemy import select
+
+    from ledger import outbox
+    from ledger.models import OutboxItem, OutboxStatus
+
+    with _ctx(ctx).sessions()() as session:
+        counts = outbox.counts(session=session, sink="jira")
+        out.print("jira: " + ", ".join(f"{counts.get(str(s), 0)} {s}" for s in OutboxStatus))
+        stuck = session.scalars(
+            select(OutboxItem)
+            .where(OutboxItem.sink == "jira", OutboxItem.status != OutboxStatus.delivered)
+            .where(OutboxItem.last_error.is_not(None))
+            .order_by(OutboxItem.id)
+            .limit(50)
+        ).all()
+        for item in stuck:
+            out.print(
+                f"  {item.key} ({item.status}, {item.attempts} attempt(s)): {item.last_error}",
+                markup=False,
+            )
+
+
+@tickets_app.command("retry")
+def tickets_retry(ctx: typer.Context) -> None:
+    """Queue refused ticket work again (after fixing the mapping in the config)."""
+    from ledger import outbox
+
+    with db.transaction(_ctx(ctx).sessions()) as session:
+        n = outbox.retry_failed(session=session, sink="jira", now=utcnow())
+    out.print(f"{n} failed ticket item(s) queued again.")
 
 
 @app.command()

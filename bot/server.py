@@ -9,7 +9,7 @@ then drains the listener threads and the delivery worker: nothing is left half-w
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -123,7 +123,7 @@ def build_asgi(
     services: BotServices,
     engine: Engine,
     executor: ThreadPoolExecutor,
-    worker: DeliveryWorker | None,
+    workers: Sequence[DeliveryWorker] = (),
     on_start: Callable[[], None] | None = None,
     on_stop: Callable[[], None] | None = None,
 ) -> Starlette:
@@ -166,7 +166,7 @@ def build_asgi(
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        if worker is not None:
+        for worker in workers:
             worker.start()
         if on_start is not None:
             on_start()
@@ -179,7 +179,7 @@ def build_asgi(
                 on_stop()
             # Handlers still running after their ack (a re-check) finish before we exit.
             await run_in_threadpool(executor.shutdown, True)
-            if worker is not None:
+            for worker in workers:
                 await run_in_threadpool(worker.stop)
             await run_in_threadpool(services.cache.close)
             log.info("serve.stopped")
@@ -214,6 +214,14 @@ def serve(*, settings: Settings, catalog: Catalog, engine: Engine) -> None:
         ) from exc
     worker = DeliveryWorker(services.delivery, settings.slack.delivery_interval)
     services.wake = worker.wake
+    workers = [worker]
+    if settings.tickets.jira.enabled:
+        from bot.tickets import jira_sync
+
+        tickets = jira_sync(
+            settings=settings, catalog=catalog, sessions=services.sessions, clock=utcnow
+        )
+        workers.append(DeliveryWorker(tickets, settings.tickets.jira.interval, "ticket-sync"))
     on_start = on_stop = None
     if settings.slack.mode == "socket":
         from slack_bolt.adapter.socket_mode import SocketModeHandler
@@ -228,7 +236,7 @@ def serve(*, settings: Settings, catalog: Catalog, engine: Engine) -> None:
         services=services,
         engine=engine,
         executor=executor,
-        worker=worker,
+        workers=workers,
         on_start=on_start,
         on_stop=on_stop,
     )

@@ -217,6 +217,67 @@ class SlackSettings(_Section):
         return self.channel
 
 
+JIRA_SECRETS = ("api_token", "token")
+
+
+class JiraSettings(_Section):
+    enabled: bool = False
+    url: str | None = None
+    email: str | None = None  # Cloud: with api_token
+    api_token: SecretStr | None = None
+    token: SecretStr | None = None  # Server / Data Center personal access token
+    project: Annotated[str, Field(min_length=1)] = "SEC"
+    issue_type: Annotated[str, Field(min_length=1)] = "Task"
+    priorities: dict[Severity, str] = {
+        Severity.critical: "Highest",
+        Severity.high: "High",
+        Severity.medium: "Medium",
+        Severity.low: "Low",
+        Severity.info: "Lowest",
+    }
+    labels: list[str] = ["compliancebot"]
+    components: list[str] = []
+    fields: dict[str, Any] = {}
+    done_transition: str = "Done"
+    reopen_transition: str = "Reopen"
+    min_severity: Severity = Severity.info
+    # Who claimed it (a Slack user id, a CLI name) -> the Jira user (Cloud accountId, or name).
+    users: dict[str, str] = {}
+    timeout: Annotated[float, Field(gt=0, le=120)] = 10.0
+    interval: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+    @field_validator(*JIRA_SECRETS, mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: list[str]) -> list[str]:
+        for label in value:
+            if not label or " " in label:
+                raise ValueError(f"Jira labels cannot be empty or contain spaces: {label!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _complete_when_enabled(self) -> JiraSettings:
+        if not self.enabled:
+            return self
+        if not self.url or not self.url.startswith(("http://", "https://")):
+            raise ValueError("jira is enabled but tickets.jira.url is not an http(s) URL")
+        if self.token is None and (self.email is None or self.api_token is None):
+            raise ValueError(
+                "jira is enabled but has no credentials: set tickets.jira.email and "
+                f"{ENV_PREFIX}TICKETS__JIRA__API_TOKEN (Cloud), or "
+                f"{ENV_PREFIX}TICKETS__JIRA__TOKEN (Server / Data Center)"
+            )
+        return self
+
+
+class TicketsSettings(_Section):
+    jira: JiraSettings = JiraSettings()
+
+
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 3000
@@ -236,6 +297,7 @@ class Settings(BaseSettings):
     rules: RulesSettings = RulesSettings()
     logging: LoggingSettings = LoggingSettings()
     slack: SlackSettings = SlackSettings()
+    tickets: TicketsSettings = TicketsSettings()
     server: ServerSettings = ServerSettings()
 
 
@@ -291,7 +353,7 @@ def _read(path: Path, what: str) -> YamlDoc:
     if not isinstance(doc.data, dict):
         raise ConfigError(
             f"{path}: the {what} must be a mapping of sections "
-            "(database, aws, rules, logging, slack, server)"
+            "(database, aws, rules, logging, slack, tickets, server)"
         )
     return doc
 
@@ -343,6 +405,19 @@ def load_settings(  # noqa: PLR0912 - each source and its refusals, in order
                         f"does not belong in the config file; set {ENV_PREFIX}SLACK__"
                         f"{name.upper()} or put it in the secrets file ({ENV_PREFIX}SECRETS_FILE)"
                     )
+        jira = (
+            (doc.data.get("tickets") or {}).get("jira")
+            if isinstance(doc.data.get("tickets"), dict)
+            else None
+        )
+        if isinstance(jira, dict):
+            for name in JIRA_SECRETS:
+                if jira.get(name):
+                    raise ConfigError(
+                        f"{doc.file}:{doc.line_of(('tickets', 'jira', name))}: tickets.jira."
+                        f"{name}: a secret does not belong in the config file; set "
+                        f"{ENV_PREFIX}TICKETS__JIRA__{name.upper()} or put it in the secrets file"
+                    )
         docs.append(doc)
         data = doc.data
     secrets = environ.get(f"{ENV_PREFIX}SECRETS_FILE")
@@ -393,4 +468,5 @@ def masked(settings: Settings) -> dict[str, Any]:
     for target in data["aws"]["targets"]:
         if target.get("external_id"):
             target["external_id"] = "***"
+    # SecretStr fields (Slack, Jira) already dump as '**********'.
     return data

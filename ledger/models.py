@@ -244,3 +244,21 @@ class ProcessedEvent(Base):
     event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     source: Mapped[str] = mapped_column(String(32))
     at: Mapped[datetime]
+
+
+class Ticket(Base):
+    """A finding's ticket in one tracker, and what of the finding it reflects."""
+
+    __tablename__ = "tickets"
+    __table_args__ = (Index("ix_tickets_finding_sink", "finding_id", "sink", unique=True),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    finding_id: Mapped[int] = mapped_column(ForeignKey("findings.id", ondelete="CASCADE"))
+    sink: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(String(1024))
+    synced_version: Mapped[int] = mapped_column(Integer, default=0)
+    synced_status: Mapped[str] = mapped_column(String(16))
+    synced_assignee: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

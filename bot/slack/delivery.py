@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from urllib.error import URLError
 
 import structlog
@@ -364,15 +364,21 @@ class SlackDelivery:
         return sum(self.refresh_finding(int(fid)) for fid in ids if fid is not None)
 
 
-class DeliveryWorker:
-    """A thread running `SlackDelivery.run_once` every interval, or at once when woken."""
+class Round(Protocol):
+    """One round of a delivery loop (Slack posts, ticket sync)."""
 
-    def __init__(self, delivery: SlackDelivery, interval: float) -> None:
+    def run_once(self) -> dict[str, int]: ...
+
+
+class DeliveryWorker:
+    """A thread running `run_once` every interval, or at once when woken."""
+
+    def __init__(self, delivery: Round, interval: float, name: str = "slack-delivery") -> None:
         self.delivery = delivery
         self.interval = interval
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="slack-delivery", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     def start(self) -> None:
         """Start the loop."""
@@ -394,6 +400,6 @@ class DeliveryWorker:
             try:
                 self.delivery.run_once()
             except Exception:
-                log.exception("slack.delivery_round_failed")
+                log.exception("delivery_round_failed", worker=self._thread.name)
             self._wake.wait(self.interval)
             self._wake.clear()

@@ -240,7 +240,7 @@ def bot(sessions: sessionmaker[Session], fake_slack: FakeSlack, clock: FakeClock
     executor = TrackingExecutor()
     app = build_app(services, executor=executor)
     engine = sessions.kw["bind"]
-    asgi = build_asgi(app=app, services=services, engine=engine, executor=executor, worker=None)
+    asgi = build_asgi(app=app, services=services, engine=engine, executor=executor)
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(asgi, host="127.0.0.1", port=port, log_config=None, lifespan="on")
