@@ -577,41 +577,49 @@ def serve(ctx: typer.Context) -> None:
     run_server(settings=settings, catalog=app_ctx.catalog, engine=engine)
 
 
-@slack_app.command("status")
-def slack_status(ctx: typer.Context) -> None:
-    """Slack messages waiting, delivered and failed (with Slack's error)."""
+def _outbox_status(ctx: typer.Context, sink: str, what: str) -> None:
+    """Counts per state and the items that are stuck, with the far side's last error."""
     from sqlalchemy import select
 
     from ledger import outbox
     from ledger.models import OutboxItem, OutboxStatus
 
     with _ctx(ctx).sessions()() as session:
-        counts = outbox.counts(session=session, sink="slack")
-        out.print(
-            ", ".join(f"{counts.get(str(s), 0)} {s}" for s in OutboxStatus) + " Slack message(s)"
-        )
-        failed = session.scalars(
+        counts = outbox.counts(session=session, sink=sink)
+        out.print(f"{what}: " + ", ".join(f"{counts.get(str(s), 0)} {s}" for s in OutboxStatus))
+        stuck = session.scalars(
             select(OutboxItem)
-            .where(OutboxItem.sink == "slack", OutboxItem.status != OutboxStatus.delivered)
+            .where(OutboxItem.sink == sink, OutboxItem.status != OutboxStatus.delivered)
+            .where(OutboxItem.last_error.is_not(None))
             .order_by(OutboxItem.id)
             .limit(50)
         ).all()
-        for item in failed:
-            if item.last_error:
-                out.print(
-                    f"  {item.key} ({item.status}, {item.attempts} attempt(s)): {item.last_error}",
-                    markup=False,
-                )
+        for item in stuck:
+            out.print(
+                f"  {item.key} ({item.status}, {item.attempts} attempt(s)): {item.last_error}",
+                markup=False,
+            )
+
+
+def _outbox_retry(ctx: typer.Context, sink: str, what: str) -> None:
+    """Queue a sink's failed items again."""
+    from ledger import outbox
+
+    with db.transaction(_ctx(ctx).sessions()) as session:
+        n = outbox.retry_failed(session=session, sink=sink, now=utcnow())
+    out.print(f"{n} failed {what} item(s) queued again.")
+
+
+@slack_app.command("status")
+def slack_status(ctx: typer.Context) -> None:
+    """Slack messages waiting, delivered and failed (with Slack's error)."""
+    _outbox_status(ctx, "slack", "Slack messages")
 
 
 @slack_app.command("retry")
 def slack_retry(ctx: typer.Context) -> None:
     """Queue failed Slack messages again (after fixing the channel, scopes or token)."""
-    from ledger import outbox
-
-    with db.transaction(_ctx(ctx).sessions()) as session:
-        n = outbox.retry_failed(session=session, sink="slack", now=utcnow())
-    out.print(f"{n} failed Slack message(s) queued again.")
+    _outbox_retry(ctx, "slack", "Slack message")
 
 
 @slack_app.command("flush")
@@ -654,37 +662,14 @@ def tickets_sync(ctx: typer.Context) -> None:
 
 @tickets_app.command("status")
 def tickets_status(ctx: typer.Context) -> None:
-    """Pending, delivered and failed ticket work per tracker, with the tracker's last error."""
-    from sqlalchemy import select
-
-    from ledger import outbox
-    from ledger.models import OutboxItem, OutboxStatus
-
-    with _ctx(ctx).sessions()() as session:
-        counts = outbox.counts(session=session, sink="jira")
-        out.print("jira: " + ", ".join(f"{counts.get(str(s), 0)} {s}" for s in OutboxStatus))
-        stuck = session.scalars(
-            select(OutboxItem)
-            .where(OutboxItem.sink == "jira", OutboxItem.status != OutboxStatus.delivered)
-            .where(OutboxItem.last_error.is_not(None))
-            .order_by(OutboxItem.id)
-            .limit(50)
-        ).all()
-        for item in stuck:
-            out.print(
-                f"  {item.key} ({item.status}, {item.attempts} attempt(s)): {item.last_error}",
-                markup=False,
-            )
+    """Pending, delivered and failed ticket work, with the tracker's last error."""
+    _outbox_status(ctx, "jira", "jira")
 
 
 @tickets_app.command("retry")
 def tickets_retry(ctx: typer.Context) -> None:
     """Queue refused ticket work again (after fixing the mapping in the config)."""
-    from ledger import outbox
-
-    with db.transaction(_ctx(ctx).sessions()) as session:
-        n = outbox.retry_failed(session=session, sink="jira", now=utcnow())
-    out.print(f"{n} failed ticket item(s) queued again.")
+    _outbox_retry(ctx, "jira", "ticket")
 
 
 @app.command()

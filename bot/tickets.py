@@ -21,7 +21,7 @@ from bot.slack.render import finding_view
 from integrations.tickets import TicketError, TicketFinding, TicketRef, TicketSink
 from ledger import outbox
 from ledger.db import transaction
-from ledger.models import ACTIVE, Finding, OutboxItem, OutboxStatus, Ticket
+from ledger.models import ACTIVE, Finding, OutboxItem, Ticket
 from rules.catalog import Catalog, Severity
 
 log = structlog.get_logger(__name__)
@@ -102,20 +102,13 @@ class TicketSync:
         """Deliver due items, one transaction each; returns delivered / retrying / failed."""
         counts = {"delivered": 0, "retrying": 0, "failed": 0}
         with self.sessions() as session:
-            ids = [
-                i.id
-                for i in outbox.due(
-                    session=session, sink=self.sink.name, now=self.clock(), limit=limit
-                )
-            ]
+            ids = outbox.due_ids(
+                session=session, sink=self.sink.name, now=self.clock(), limit=limit
+            )
         for item_id in ids:
             with transaction(self.sessions) as session:
-                item = session.scalar(
-                    select(OutboxItem)
-                    .where(OutboxItem.id == item_id, OutboxItem.status == OutboxStatus.pending)
-                    .with_for_update(skip_locked=True)
-                )
-                if item is None:
+                item = outbox.take(session=session, item_id=item_id)
+                if item is None:  # delivered meanwhile by another replica
                     continue
                 counts[self._deliver_one(session, item)] += 1
         return counts

@@ -72,6 +72,20 @@ def due(*, session: Session, sink: str, now: datetime, limit: int = 50) -> Seque
     return session.scalars(query).all()
 
 
+def due_ids(*, session: Session, sink: str, now: datetime, limit: int = 100) -> list[int]:
+    """Ids of the due items, oldest first; each is then taken with `take` in a transaction."""
+    return [item.id for item in due(session=session, sink=sink, now=now, limit=limit)]
+
+
+def take(*, session: Session, item_id: int) -> OutboxItem | None:
+    """The item, locked, if it is still pending (another replica may have delivered it)."""
+    return session.scalar(
+        select(OutboxItem)
+        .where(OutboxItem.id == item_id, OutboxItem.status == OutboxStatus.pending)
+        .with_for_update(skip_locked=True)
+    )
+
+
 def delivered(*, item: OutboxItem, now: datetime, result: dict[str, Any]) -> None:
     """The far side has it."""
     item.status = OutboxStatus.delivered

@@ -103,18 +103,11 @@ class SlackDelivery:
     def deliver_due(self, limit: int = 100) -> int:
         """Deliver due items one transaction each, so one failure never undoes another."""
         with self.sessions() as session:
-            ids = [
-                item.id
-                for item in outbox.due(session=session, sink=SINK, now=self.clock(), limit=limit)
-            ]
+            ids = outbox.due_ids(session=session, sink=SINK, now=self.clock(), limit=limit)
         done = 0
         for item_id in ids:
             with transaction(self.sessions) as session:
-                item = session.scalar(
-                    select(OutboxItem)
-                    .where(OutboxItem.id == item_id, OutboxItem.status == OutboxStatus.pending)
-                    .with_for_update(skip_locked=True)
-                )
+                item = outbox.take(session=session, item_id=item_id)
                 if item is None:  # delivered meanwhile by another replica
                     continue
                 done += self._deliver_one(session, item)
