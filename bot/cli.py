@@ -359,14 +359,7 @@ def findings_show(
             out.print(f"\n[bold]Why[/]\n  {rule.rationale}")
             out.print(f"\n[bold]Remediation[/]\n  {rule.remediation.text.strip()}")
             if rule.remediation.cli:
-                command = rule.remediation.cli.strip()
-                # Plain replacement: a JSON body in a command may hold other braces.
-                for name, value in (
-                    ("resource_id", finding.resource_id),
-                    ("region", finding.region),
-                    ("account", finding.account),
-                ):
-                    command = command.replace("{" + name + "}", value)
+                command = output.remediation_command(rule.remediation.cli.strip(), finding)
                 out.print("  " + command, markup=False)
         out.print("\n[bold]History[/]")
         for ev in finding.events:

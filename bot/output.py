@@ -167,3 +167,17 @@ def posture_table(console: Console, state: Posture) -> None:
         )
     else:
         console.print("No scan yet: run `compliancebot scan`.")
+
+
+def remediation_command(command: str, finding: Finding) -> str:
+    """A rule's remediation CLI with the finding's resource, region and account filled in.
+
+    Plain replacement, not str.format: a JSON body in a command may hold other braces.
+    """
+    for name, value in (
+        ("resource_id", finding.resource_id),
+        ("region", finding.region),
+        ("account", finding.account),
+    ):
+        command = command.replace("{" + name + "}", value)
+    return command

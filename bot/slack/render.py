@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from bot.output import remediation_command
 from bot.slack.blocks import (
     FindingsPage,
     FindingView,
@@ -42,13 +43,7 @@ def finding_view(finding: Finding, catalog: Catalog, now: datetime) -> FindingVi
             controls.append((name, list(ids)))
         remediation = rule.remediation.text
         if rule.remediation.cli:
-            cli = rule.remediation.cli
-            for key, value in (
-                ("resource_id", finding.resource_id),
-                ("region", finding.region),
-                ("account", finding.account),
-            ):
-                cli = cli.replace("{" + key + "}", value)
+            cli = remediation_command(rule.remediation.cli, finding)
     return FindingView(
         id=finding.id,
         title=finding.title,
