@@ -512,16 +512,20 @@ def config_check(ctx: typer.Context) -> None:
     settings = app_ctx.settings
     catalog = app_ctx.catalog
     sys.stdout.write(yaml.safe_dump(masked(settings), sort_keys=False))
-    if settings.tickets.jira.enabled:
-        from bot.tickets import jira_sink
-        from integrations.tickets import TicketError
+    from bot.tickets import SINKS, Route
+    from integrations.tickets import TicketError
 
+    for name, build in SINKS.items():
+        section = getattr(settings.tickets, name)
+        if not section.enabled:
+            continue
+        Route.of(section, catalog, name)  # an unknown framework names the known ones
         try:
-            problems = jira_sink(settings).validate()
+            problems = build(settings).validate()
         except TicketError as exc:
-            raise ConfigError(f"tickets.jira: cannot check the mapping: {exc}") from exc
+            raise ConfigError(f"tickets.{name}: cannot check the mapping: {exc}") from exc
         if problems:
-            raise ConfigError("tickets.jira mapping:\n  " + "\n  ".join(problems))
+            raise ConfigError(f"tickets.{name} mapping:\n  " + "\n  ".join(problems))
     out.print(
         f"[green]Configuration valid[/]: {len(catalog.rules)} rules enabled, "
         f"{len(catalog.disabled)} disabled, {len(settings.aws.targets)} AWS target(s)."
@@ -552,15 +556,17 @@ def db_current(ctx: typer.Context) -> None:
 
 @app.command()
 def serve(ctx: typer.Context) -> None:
-    """Run the Slack bot (HTTP or Socket Mode), /healthz, /readyz and /metrics until SIGTERM."""
+    """Run the Slack bot, ticket sync and tracker webhooks, /healthz, /readyz, /metrics."""
     from bot.server import serve as run_server
 
     app_ctx = _ctx(ctx)
     settings = app_ctx.settings
-    if not settings.slack.enabled:
+    if not (
+        settings.slack.enabled or settings.tickets.jira.enabled or settings.tickets.trello.enabled
+    ):
         raise ConfigError(
-            "slack.enabled is false: set it (and the Slack secrets) to run the bot; "
-            "see the README's Slack section"
+            "nothing to serve: set slack.enabled (and the Slack secrets) to run the bot, or "
+            "enable a tracker (tickets.jira / tickets.trello); see the README"
         )
     engine = app_ctx.engine()
     if engine.dialect.name == "sqlite":
@@ -630,39 +636,60 @@ def slack_flush(ctx: typer.Context) -> None:
     out.print(f"{done['delivered']} delivered, {done['refreshed']} message(s) re-rendered.")
 
 
-def _jira(app_ctx: Context) -> Any:
-    from bot.tickets import jira_sync
+def _syncs(app_ctx: Context, tracker: str | None) -> list[Any]:
+    from bot.tickets import SINKS, ticket_syncs
 
-    if not app_ctx.settings.tickets.jira.enabled:
-        raise ConfigError("tickets.jira.enabled is false: no tracker is configured")
-    return jira_sync(
+    if tracker is not None and tracker not in SINKS:
+        raise ConfigError(f"--tracker: unknown tracker {tracker!r}; known: {', '.join(SINKS)}")
+    syncs = ticket_syncs(
         settings=app_ctx.settings,
         catalog=app_ctx.catalog,
         sessions=app_ctx.sessions(),
         clock=utcnow,
     )
+    chosen = [s for s in syncs if tracker in (None, s.sink.name)]
+    if not chosen:
+        wanted = f"tickets.{tracker}.enabled is false" if tracker else "no tracker is enabled"
+        raise ConfigError(f"{wanted}: set tickets.jira.enabled or tickets.trello.enabled")
+    return chosen
+
+
+Tracker = Annotated[str | None, typer.Option("--tracker", help="Only this tracker (jira, trello).")]
 
 
 @tickets_app.command("sync")
-def tickets_sync(ctx: typer.Context) -> None:
-    """Create and update tickets now (what `serve` does every tickets.jira.interval)."""
-    done = _jira(_ctx(ctx)).run_once()
-    out.print(
-        f"{done['planned']} new item(s) queued; {done['delivered']} delivered, "
-        f"{done['retrying']} to retry later, {done['failed']} refused."
-    )
+def tickets_sync(
+    ctx: typer.Context,
+    tracker: Tracker = None,
+    poll: Annotated[
+        bool, typer.Option(help="Also ask the tracker now what people changed there.")
+    ] = False,
+) -> None:
+    """Create and update tickets now (what `serve` does every tickets.<tracker>.interval)."""
+    for sync in _syncs(_ctx(ctx), tracker):
+        polled = sync.poll(force=True) if poll else None
+        done = sync.run_once()
+        line = (
+            f"{sync.tracker}: {done['planned']} new item(s) queued; {done['delivered']} "
+            f"delivered, {done['retrying']} to retry later, {done['failed']} refused."
+        )
+        if polled is not None:
+            line += " From the tracker: " + ", ".join(f"{v} {k}" for k, v in polled.items()) + "."
+        out.print(line)
 
 
 @tickets_app.command("status")
-def tickets_status(ctx: typer.Context) -> None:
-    """Pending, delivered and failed ticket work, with the tracker's last error."""
-    _outbox_status(ctx, "jira", "jira")
+def tickets_status(ctx: typer.Context, tracker: Tracker = None) -> None:
+    """Pending, delivered and failed ticket work per tracker, with the tracker's last error."""
+    for sync in _syncs(_ctx(ctx), tracker):
+        _outbox_status(ctx, sync.sink.name, sync.tracker)
 
 
 @tickets_app.command("retry")
-def tickets_retry(ctx: typer.Context) -> None:
+def tickets_retry(ctx: typer.Context, tracker: Tracker = None) -> None:
     """Queue refused ticket work again (after fixing the mapping in the config)."""
-    _outbox_retry(ctx, "jira", "ticket")
+    for sync in _syncs(_ctx(ctx), tracker):
+        _outbox_retry(ctx, sync.sink.name, f"{sync.tracker} ticket")
 
 
 @app.command()

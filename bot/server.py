@@ -34,6 +34,7 @@ from bot.settings import ENV_PREFIX, ConfigError, Settings
 from bot.slack.app import BotServices, build_app, make_client
 from bot.slack.delivery import DeliveryWorker, SlackDelivery
 from bot.slack.notify import enqueue_scan
+from integrations.tickets import TicketError
 from ledger import db
 from ledger.models import Scan
 from ledger.services import ScanCounts
@@ -126,13 +127,14 @@ def build_asgi(
     workers: Sequence[DeliveryWorker] = (),
     on_start: Callable[[], None] | None = None,
     on_stop: Callable[[], None] | None = None,
+    extra_routes: Sequence[Route] = (),
 ) -> Starlette:
-    """The HTTP face: Slack events (when over HTTP), health and metrics."""
+    """The HTTP face: Slack events (when over HTTP), tracker webhooks, health and metrics."""
     metrics = services.metrics
 
     async def slack_events(request: Request) -> Response:
         if app is None:
-            return JSONResponse({"error": "slack.mode is socket: no HTTP endpoint"}, 404)
+            return JSONResponse({"error": "Slack is off, or in socket mode: no HTTP endpoint"}, 404)
         started = time.perf_counter()
         body = await request.body()
         bolt_request = to_bolt_request(request, body)
@@ -190,6 +192,7 @@ def build_asgi(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            *extra_routes,
         ],
         lifespan=lifespan,
     )
@@ -199,31 +202,55 @@ def serve(*, settings: Settings, catalog: Catalog, engine: Engine) -> None:
     """Run until SIGTERM/SIGINT."""
     import uvicorn
 
+    from bot.tickets import ticket_syncs
+    from bot.webhooks import tracker_routes
+
     services = build_services(settings=settings, catalog=catalog, engine=engine)
     executor = ThreadPoolExecutor(
         max_workers=settings.server.handler_threads, thread_name_prefix="slack-handler"
     )
-    try:
-        # Bolt checks the token with auth.test here: a wrong token stops us now, not at 3 a.m.
-        app = build_app(services, executor=executor)
-    except (SlackApiError, BoltError, OSError) as exc:
-        executor.shutdown()
-        raise ConfigError(
-            f"Slack did not accept the bot token at {settings.slack.api_url} "
-            f"(slack.bot_token / {ENV_PREFIX}SLACK__BOT_TOKEN): {exc}"
-        ) from exc
-    worker = DeliveryWorker(services.delivery, settings.slack.delivery_interval)
-    services.wake = worker.wake
-    workers = [worker]
-    if settings.tickets.jira.enabled:
-        from bot.tickets import jira_sync
-
-        tickets = jira_sync(
-            settings=settings, catalog=catalog, sessions=services.sessions, clock=utcnow
-        )
-        workers.append(DeliveryWorker(tickets, settings.tickets.jira.interval, "ticket-sync"))
+    app = None
+    workers = []
+    if settings.slack.enabled:
+        try:
+            # Bolt checks the token with auth.test here: a wrong token stops us now, not later.
+            app = build_app(services, executor=executor)
+        except (SlackApiError, BoltError, OSError) as exc:
+            executor.shutdown()
+            raise ConfigError(
+                f"Slack did not accept the bot token at {settings.slack.api_url} "
+                f"(slack.bot_token / {ENV_PREFIX}SLACK__BOT_TOKEN): {exc}"
+            ) from exc
+        worker = DeliveryWorker(services.delivery, settings.slack.delivery_interval)
+        services.wake = worker.wake
+        workers.append(worker)
+    syncs = ticket_syncs(
+        settings=settings,
+        catalog=catalog,
+        sessions=services.sessions,
+        clock=utcnow,
+        check=services.recheck,
+    )
+    for sync in syncs:
+        try:
+            problems = sync.sink.validate()
+        except TicketError as exc:  # down for now: the outbox waits for it
+            log.warning("tickets.mapping_unchecked", tracker=sync.tracker, error=str(exc))
+            continue
+        if problems:
+            executor.shutdown()
+            raise ConfigError(
+                f"the {sync.tracker} mapping does not match the tracker:\n  "
+                + "\n  ".join(problems)
+            )
+    wakers = {}
+    for sync in syncs:
+        section = getattr(settings.tickets, sync.sink.name)
+        ticket_worker = DeliveryWorker(sync, section.interval, f"tickets-{sync.sink.name}")
+        workers.append(ticket_worker)
+        wakers[sync.sink.name] = ticket_worker.wake
     on_start = on_stop = None
-    if settings.slack.mode == "socket":
+    if app is not None and settings.slack.mode == "socket":
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
         assert settings.slack.app_token is not None
@@ -239,6 +266,12 @@ def serve(*, settings: Settings, catalog: Catalog, engine: Engine) -> None:
         workers=workers,
         on_start=on_start,
         on_stop=on_stop,
+        extra_routes=tracker_routes(
+            syncs={sync.sink.name: sync for sync in syncs},
+            settings=settings,
+            metrics=services.metrics,
+            wake=wakers,
+        ),
     )
     uvicorn.run(
         asgi,

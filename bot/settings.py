@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -134,6 +135,14 @@ ChannelId = Annotated[str, _slack_id("channel", "CG", "channel details, bottom o
 SlackUserId = Annotated[str, _slack_id("user", "UW", "profile > the ⋮ menu > Copy member ID")]
 
 
+def _empty_is_unset(value: Any) -> Any:
+    # docker compose passes an unset variable as "": that is "not set", not a secret.
+    return None if value == "" else value
+
+
+Secret = Annotated[SecretStr | None, BeforeValidator(_empty_is_unset)]
+
+
 class SlackRoute(_Section):
     """Send findings that match every given filter to another channel."""
 
@@ -151,16 +160,15 @@ class SlackRoute(_Section):
         )
 
 
-SLACK_SECRETS = ("bot_token", "signing_secret", "app_token")
-
-
 class SlackSettings(_Section):
     enabled: bool = False
     mode: Literal["http", "socket"] = "http"
     api_url: str = "https://slack.com/api/"
-    bot_token: SecretStr | None = None
-    signing_secret: SecretStr | None = None
-    app_token: SecretStr | None = None
+    # Where people open Slack: links to the bot's messages (in tickets) start with it.
+    workspace_url: str = "https://slack.com"
+    bot_token: Secret = None
+    signing_secret: Secret = None
+    app_token: Secret = None
     command: Annotated[str, Field(pattern=r"^/[a-z0-9_-]{1,31}$")] = "/compliance"
     channel: ChannelId | None = None
     thread_findings: bool = True
@@ -179,12 +187,6 @@ class SlackSettings(_Section):
     delivery_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
     # How old a status or list total may be after a change (0: always exact).
     cache_seconds: Annotated[float, Field(ge=0, le=300)] = 5.0
-
-    @field_validator(*SLACK_SECRETS, mode="before")
-    @classmethod
-    def _empty_secret_is_unset(cls, value: Any) -> Any:
-        # docker compose passes an unset variable as "": that is "not set", not a token.
-        return None if value == "" else value
 
     @field_validator("api_url")
     @classmethod
@@ -217,15 +219,34 @@ class SlackSettings(_Section):
         return self.channel
 
 
-JIRA_SECRETS = ("api_token", "token")
+class _SinkSettings(_Section):
+    """What every tracker's section has: on/off, which findings, who is who, how often."""
 
-
-class JiraSettings(_Section):
     enabled: bool = False
+    min_severity: Severity = Severity.info
+    # Only findings of these accounts (target names) / citing these frameworks; empty: all.
+    accounts: list[str] = []
+    frameworks: list[str] = []
+    # Who claimed it (a Slack user id, a CLI name) -> the tracker's user (Jira accountId or
+    # name, Trello member id).
+    users: dict[str, str] = {}
+    timeout: Annotated[float, Field(gt=0, le=120)] = 10.0
+    interval: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # Ask the tracker what people changed every this many seconds (0: rely on webhooks).
+    poll_interval: Annotated[float, Field(ge=0, le=86400)] = 300.0
+    # The shared secret of POST /jira/webhook or /trello/webhook; unset: the endpoint is off.
+    webhook_secret: Secret = None
+
+    def takes(self, *, account: str) -> bool:
+        """Does this tracker take findings of the account?"""
+        return not self.accounts or account in self.accounts
+
+
+class JiraSettings(_SinkSettings):
     url: str | None = None
     email: str | None = None  # Cloud: with api_token
-    api_token: SecretStr | None = None
-    token: SecretStr | None = None  # Server / Data Center personal access token
+    api_token: Secret = None
+    token: Secret = None  # Server / Data Center personal access token
     project: Annotated[str, Field(min_length=1)] = "SEC"
     issue_type: Annotated[str, Field(min_length=1)] = "Task"
     priorities: dict[Severity, str] = {
@@ -240,16 +261,6 @@ class JiraSettings(_Section):
     fields: dict[str, Any] = {}
     done_transition: str = "Done"
     reopen_transition: str = "Reopen"
-    min_severity: Severity = Severity.info
-    # Who claimed it (a Slack user id, a CLI name) -> the Jira user (Cloud accountId, or name).
-    users: dict[str, str] = {}
-    timeout: Annotated[float, Field(gt=0, le=120)] = 10.0
-    interval: Annotated[float, Field(gt=0, le=3600)] = 30.0
-
-    @field_validator(*JIRA_SECRETS, mode="before")
-    @classmethod
-    def _empty_secret_is_unset(cls, value: Any) -> Any:
-        return None if value == "" else value
 
     @field_validator("labels")
     @classmethod
@@ -274,8 +285,66 @@ class JiraSettings(_Section):
         return self
 
 
+class TrelloSettings(_SinkSettings):
+    api_url: str = "https://api.trello.com/1"
+    api_key: Secret = None
+    token: Secret = None
+    board: str | None = None  # id, short link (from the board's URL) or name
+    # Finding state -> list name on the board.
+    lists: dict[Literal["open", "reopened", "claimed", "resolved", "accepted"], str] = {
+        "open": "To Do",
+        "reopened": "To Do",
+        "claimed": "Doing",
+        "resolved": "Done",
+        "accepted": "Done",
+    }
+    # Severity -> label name on the board (a severity not listed gets no label).
+    labels: dict[Severity, str] = {}
+    # Trello signs webhooks with the app's API secret over body + this exact callback URL.
+    webhook_url: str | None = None
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL such as https://api.trello.com/1")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _complete_when_enabled(self) -> TrelloSettings:
+        if not self.enabled:
+            return self
+        missing = [n for n in ("api_key", "token") if getattr(self, n) is None]
+        if missing:
+            names = " and ".join(f"{ENV_PREFIX}TICKETS__TRELLO__{m.upper()}" for m in missing)
+            raise ValueError(f"trello is enabled but {', '.join(missing)} is not set: set {names}")
+        if not self.board:
+            raise ValueError("trello is enabled but tickets.trello.board is not set")
+        if self.webhook_secret is not None and not self.webhook_url:
+            raise ValueError(
+                "tickets.trello.webhook_secret is set but webhook_url is not: Trello signs "
+                "over the callback URL, so it must be the URL the webhook was registered with"
+            )
+        return self
+
+
 class TicketsSettings(_Section):
     jira: JiraSettings = JiraSettings()
+    trello: TrelloSettings = TrelloSettings()
+
+
+# Every secret's key path: refused in the config file, named with its variable.
+SECRET_KEYS: tuple[tuple[str, ...], ...] = (
+    ("slack", "bot_token"),
+    ("slack", "signing_secret"),
+    ("slack", "app_token"),
+    ("tickets", "jira", "api_token"),
+    ("tickets", "jira", "token"),
+    ("tickets", "jira", "webhook_secret"),
+    ("tickets", "trello", "api_key"),
+    ("tickets", "trello", "token"),
+    ("tickets", "trello", "webhook_secret"),
+)
 
 
 class ServerSettings(_Section):
@@ -379,7 +448,7 @@ def _locate(loc: tuple[str | int, ...], docs: list[YamlDoc], environ: Mapping[st
     return "defaults"
 
 
-def load_settings(  # noqa: PLR0912 - each source and its refusals, in order
+def load_settings(
     explicit: Path | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
     """Build the effective settings, or raise ConfigError naming what is wrong and where."""
@@ -396,28 +465,13 @@ def load_settings(  # noqa: PLR0912 - each source and its refusals, in order
                 f"not belong in the config file; set {ENV_PREFIX}DATABASE__URL or put it in the "
                 f"secrets file ({ENV_PREFIX}SECRETS_FILE)"
             )
-        slack = doc.data.get("slack")
-        if isinstance(slack, dict):
-            for name in SLACK_SECRETS:
-                if slack.get(name):
-                    raise ConfigError(
-                        f"{doc.file}:{doc.line_of(('slack', name))}: slack.{name}: a secret "
-                        f"does not belong in the config file; set {ENV_PREFIX}SLACK__"
-                        f"{name.upper()} or put it in the secrets file ({ENV_PREFIX}SECRETS_FILE)"
-                    )
-        jira = (
-            (doc.data.get("tickets") or {}).get("jira")
-            if isinstance(doc.data.get("tickets"), dict)
-            else None
-        )
-        if isinstance(jira, dict):
-            for name in JIRA_SECRETS:
-                if jira.get(name):
-                    raise ConfigError(
-                        f"{doc.file}:{doc.line_of(('tickets', 'jira', name))}: tickets.jira."
-                        f"{name}: a secret does not belong in the config file; set "
-                        f"{ENV_PREFIX}TICKETS__JIRA__{name.upper()} or put it in the secrets file"
-                    )
+        for keys in SECRET_KEYS:
+            if _lookup(doc.data, keys):
+                raise ConfigError(
+                    f"{doc.file}:{doc.line_of(keys)}: {'.'.join(keys)}: a secret does not "
+                    f"belong in the config file; set {ENV_PREFIX}{'__'.join(keys).upper()} or "
+                    f"put it in the secrets file ({ENV_PREFIX}SECRETS_FILE)"
+                )
         docs.append(doc)
         data = doc.data
     secrets = environ.get(f"{ENV_PREFIX}SECRETS_FILE")
@@ -459,6 +513,15 @@ def load_settings(  # noqa: PLR0912 - each source and its refusals, in order
         if environ is not os.environ:
             os.environ.clear()
             os.environ.update(saved)
+
+
+def _lookup(data: Any, keys: tuple[str, ...]) -> Any:
+    """data[k1][k2]..., or None where a level is missing or not a mapping."""
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
 
 
 def masked(settings: Settings) -> dict[str, Any]:

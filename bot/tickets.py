@@ -1,34 +1,84 @@
-"""Ticket sync: every finding to a tracker ticket exactly once, kept in step with its state.
+"""Ticket sync: every finding to a tracker ticket exactly once, kept in step both ways.
 
-Each round first records the work in the outbox (create a ticket for a finding without one,
+Outward, each round records the work in the outbox (create a ticket for a finding without one,
 update the ticket of a finding whose version moved), then delivers what is due, one finding per
 transaction. Before creating, the tracker is searched for a ticket carrying the finding's
 fingerprint, so a crash between "created in Jira" and "recorded here" adopts that ticket.
 A rescan that changed nothing records nothing and calls the tracker not at all.
+
+Back from the tracker (webhooks, or a poll of what changed since the last one): a ticket closed
+by a person resolves its finding pending verification, and a re-check runs; if the resource
+still fails, the finding is open again and so is the ticket, with a comment saying so. A ticket
+reopened by a person reopens its finding. A ticket deleted in the tracker is forgotten, and a
+new one is made only while the finding is still open.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.slack.render import finding_view
+from bot.output import controls_and_remediation
+from bot.scanning import Recheck
 from integrations.tickets import TicketError, TicketFinding, TicketRef, TicketSink
 from ledger import outbox
+from ledger import services as ledger
 from ledger.db import transaction
-from ledger.models import ACTIVE, Finding, OutboxItem, Ticket
+from ledger.models import (
+    ACTIVE,
+    Finding,
+    FindingEvent,
+    FindingStatus,
+    OutboxItem,
+    SlackMessage,
+    SyncCursor,
+    Ticket,
+)
 from rules.catalog import Catalog, Severity
+from rules.errors import CompliancebotError
 
 log = structlog.get_logger(__name__)
 
+Check = Callable[[str, str, str, str], Recheck]  # rule id, account, region, resource id
+Link = Callable[[Session, Finding], str | None]
+
+TRACKERS = {"jira": "Jira", "trello": "Trello"}
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which findings a tracker takes: a severity floor, accounts, rules (from frameworks)."""
+
+    min_severity: Severity = Severity.info
+    accounts: frozenset[str] = frozenset()
+    rules: frozenset[str] | None = None  # None: every rule
+
+    @classmethod
+    def of(cls, settings: Any, catalog: Catalog, section: str) -> Route:
+        """From a tracker's settings; an unknown framework is an error naming the known ones."""
+        rules: set[str] | None = None
+        for framework in settings.frameworks:
+            if framework not in catalog.frameworks:
+                raise CompliancebotError(
+                    f"tickets.{section}.frameworks: unknown framework {framework!r}; "
+                    f"known: {', '.join(sorted(catalog.frameworks))}"
+                )
+            rules = (rules or set()) | {r.id for r in catalog.select(framework=framework)}
+        return cls(
+            min_severity=settings.min_severity,
+            accounts=frozenset(settings.accounts),
+            rules=frozenset(rules) if rules is not None else None,
+        )
+
 
 class TicketSync:
-    """Plans and delivers the work of one tracker."""
+    """Plans and delivers the work of one tracker, and takes in what people did there."""
 
     def __init__(
         self,
@@ -37,63 +87,92 @@ class TicketSync:
         sessions: sessionmaker[Session],
         catalog: Catalog,
         clock: Callable[[], datetime],
-        min_severity: Severity = Severity.info,
+        route: Route | None = None,
         users: dict[str, str] | None = None,
+        check: Check | None = None,
+        link: Link | None = None,
+        poll_interval: float = 0.0,
     ) -> None:
         self.sink = sink
         self.sessions = sessions
         self.catalog = catalog
         self.clock = clock
-        self.min_severity = min_severity
+        self.route = route or Route()
         self.users = users or {}
+        self.check = check
+        self.link = link
+        self.poll_interval = poll_interval
+
+    @property
+    def tracker(self) -> str:
+        """The tracker's name for people: Jira, Trello."""
+        return TRACKERS.get(self.sink.name, self.sink.name)
 
     def run_once(self) -> dict[str, int]:
-        """Record what is to do, then do what is due."""
-        planned = self.plan()
-        done = self.deliver()
-        return {"planned": planned, **done}
+        """Take in the tracker's changes (when a poll is due), record what is to do, do it.
+
+        A re-check that fails plans a reopen: the round goes on until nothing is left to do
+        (at most three passes).
+        """
+        totals = {"planned": 0, "delivered": 0, "retrying": 0, "failed": 0}
+        polled = self.poll()
+        if polled:
+            totals.update({f"polled_{k}": v for k, v in polled.items()})
+        for _ in range(3):
+            planned = self.plan()
+            done = self.deliver()
+            totals["planned"] += planned
+            for key, value in done.items():
+                totals[key] += value
+            if not planned and not done["delivered"]:
+                break
+        return totals
 
     # ---- planning -------------------------------------------------------------------------------
 
     def plan(self) -> int:
         """Outbox items for findings without a ticket, and for tickets behind their finding."""
-        severities = [str(s) for s in Severity if s.at_least(self.min_severity)]
+        severities = [str(s) for s in Severity if s.at_least(self.route.min_severity)]
         name = self.sink.name
+        query = (
+            select(Finding.id)
+            .outerjoin(Ticket, (Ticket.finding_id == Finding.id) & (Ticket.sink == name))
+            .where(
+                Ticket.id.is_(None),
+                Finding.status.in_([str(s) for s in ACTIVE]),
+                Finding.severity.in_(severities),
+            )
+            .order_by(Finding.id)
+        )
+        if self.route.accounts:
+            query = query.where(Finding.account.in_(sorted(self.route.accounts)))
+        if self.route.rules is not None:
+            query = query.where(Finding.rule_id.in_(sorted(self.route.rules)))
         with transaction(self.sessions) as session:
-            untracked = session.execute(
-                select(Finding.id)
-                .outerjoin(Ticket, (Ticket.finding_id == Finding.id) & (Ticket.sink == name))
-                .where(
-                    Ticket.id.is_(None),
-                    Finding.status.in_([str(s) for s in ACTIVE]),
-                    Finding.severity.in_(severities),
-                )
-            ).all()
+            untracked = session.scalars(query).all()
             behind = session.execute(
                 select(Finding.id, Finding.version)
                 .join(Ticket, (Ticket.finding_id == Finding.id) & (Ticket.sink == name))
                 .where(Finding.version > Ticket.synced_version)
             ).all()
             now = self.clock()
-            new = 0
-            for (finding_id,) in untracked:
-                new += outbox.enqueue(
-                    session=session,
-                    sink=name,
-                    kind="create",
-                    key=f"{name}:create:{finding_id}",
-                    payload={"finding_id": finding_id},
-                    now=now,
-                )
-            for finding_id, version in behind:
-                new += outbox.enqueue(
-                    session=session,
-                    sink=name,
-                    kind="update",
-                    key=f"{name}:update:{finding_id}:{version}",
-                    payload={"finding_id": finding_id},
-                    now=now,
-                )
+            new = outbox.enqueue_many(
+                session=session,
+                sink=name,
+                kind="create",
+                items=[(f"{name}:create:{fid}", {"finding_id": fid}) for fid in untracked],
+                now=now,
+            )
+            new += outbox.enqueue_many(
+                session=session,
+                sink=name,
+                kind="update",
+                items=[
+                    (f"{name}:update:{fid}:{version}", {"finding_id": fid})
+                    for fid, version in behind
+                ],
+                now=now,
+            )
         return new
 
     # ---- delivery -------------------------------------------------------------------------------
@@ -121,9 +200,14 @@ class TicketSync:
                 result: dict[str, Any] = {"skipped": "the finding no longer exists"}
             elif item.kind == "create":
                 result = self._create(session, finding)
+            elif item.kind == "verify":
+                result = self._verify(session, finding)
             else:
                 result = self._update(session, finding)
         except TicketError as exc:
+            if exc.gone and finding is not None and item.kind == "update":
+                outbox.delivered(item=item, now=now, result=self._forget(session, finding, now))
+                return "delivered"
             if exc.permanent:
                 outbox.failed(item=item, now=now, error=str(exc))
                 log.warning("tickets.refused", key=item.key, error=str(exc))
@@ -139,8 +223,8 @@ class TicketSync:
             select(Ticket).where(Ticket.finding_id == finding.id, Ticket.sink == self.sink.name)
         )
 
-    def _plain(self, finding: Finding) -> TicketFinding:
-        view = finding_view(finding, self.catalog, self.clock())
+    def _plain(self, session: Session, finding: Finding) -> TicketFinding:
+        controls, remediation = controls_and_remediation(finding.rule_id, self.catalog)
         return TicketFinding(
             fingerprint=finding.fingerprint,
             finding_id=finding.id,
@@ -152,8 +236,9 @@ class TicketSync:
             resource_name=finding.resource_name,
             account=finding.account,
             region=finding.region,
-            controls=view.controls,
-            remediation=view.remediation,
+            controls=controls,
+            remediation=remediation,
+            link=self.link(session, finding) if self.link else None,
         )
 
     def _create(self, session: Session, finding: Finding) -> dict[str, Any]:
@@ -164,8 +249,9 @@ class TicketSync:
         ref = self.sink.find(finding.fingerprint)
         adopted = ref is not None
         if ref is None:
-            ref = self.sink.create(self._plain(finding))
+            ref = self.sink.create(self._plain(session, finding))
         now = self.clock()
+        fresh = finding.status == "open" and finding.assignee is None
         session.add(
             Ticket(
                 finding_id=finding.id,
@@ -174,10 +260,8 @@ class TicketSync:
                 url=ref.url,
                 # The ticket shows an open, unassigned finding: if that is not what it is now
                 # (claimed before its ticket was made), an update follows in the next round.
-                synced_version=finding.version
-                if finding.status == "open" and finding.assignee is None
-                else 0,
-                synced_status="open",
+                synced_version=finding.version if fresh and not ref.done else 0,
+                synced_status="resolved" if ref.done else "open",
                 synced_assignee=None,
                 created_at=now,
                 updated_at=now,
@@ -195,11 +279,14 @@ class TicketSync:
         is_active = finding.status in ACTIVE
         done = []
         if was_active and not is_active:
-            self.sink.close(ref, self._why(finding))
+            self.sink.close(ref, self._why(session, finding), status=finding.status)
             done.append("closed")
         elif is_active and not was_active:
-            self.sink.reopen(ref, self._why(finding))
+            self.sink.reopen(ref, self._why(session, finding), status=finding.status)
             done.append("reopened")
+        elif is_active and finding.status != ticket.synced_status:
+            self.sink.progress(ref, finding.status)
+            done.append("moved")
         if finding.assignee != ticket.synced_assignee and is_active:
             mapped = self.users.get(finding.assignee or "")
             if finding.assignee is None or mapped is not None:
@@ -208,14 +295,16 @@ class TicketSync:
             else:
                 self.sink.comment(ref, f"compliancebot: claimed by {finding.assignee}")
                 done.append("commented")
+        self._synced(ticket, finding)
+        return {"key": ticket.key, "did": done}
+
+    def _synced(self, ticket: Ticket, finding: Finding) -> None:
         ticket.synced_version = finding.version
         ticket.synced_status = finding.status
         ticket.synced_assignee = finding.assignee
         ticket.updated_at = self.clock()
-        return {"key": ticket.key, "did": done}
 
-    @staticmethod
-    def _why(finding: Finding) -> str:
+    def _why(self, session: Session, finding: Finding) -> str:
         if finding.status == "resolved":
             note = f": {finding.resolution_note}" if finding.resolution_note else ""
             return f"compliancebot: resolved by {finding.resolved_by}{note}"
@@ -224,7 +313,182 @@ class TicketSync:
                 f"compliancebot: risk accepted by {finding.accepted_by} until "
                 f"{finding.accepted_until:%Y-%m-%d}: {finding.accepted_reason}"
             )
+        if finding.verification == "failed":
+            note = session.scalar(
+                select(FindingEvent.note)
+                .where(
+                    FindingEvent.finding_id == finding.id,
+                    FindingEvent.kind == "verification_failed",
+                )
+                .order_by(FindingEvent.id.desc())
+                .limit(1)
+            )
+            return f"compliancebot: open again: {note or 'a re-check still fails'}"
         return f"compliancebot: {finding.status} again (the finding fails again)"
+
+    def _verify(self, session: Session, finding: Finding) -> dict[str, Any]:
+        """Re-check a finding whose ticket a person closed (the resolution is pending)."""
+        if finding.status != FindingStatus.resolved or finding.verification != "pending":
+            return {"skipped": f"finding is {finding.status}, verification {finding.verification}"}
+        if self.check is None:
+            return {"skipped": "no re-check available: the next scan decides"}
+        result = self.check(finding.rule_id, finding.account, finding.region, finding.resource_id)
+        ledger.verify_resolution(
+            session=session,
+            finding_id=finding.id,
+            verdict=result.verdict,
+            now=self.clock(),
+            detail=result.detail,
+        )
+        log.info("tickets.verified", finding_id=finding.id, verdict=result.verdict)
+        return {"verdict": result.verdict, "detail": result.detail}
+
+    def _forget(self, session: Session, finding: Finding, now: datetime) -> dict[str, Any]:
+        """The ticket is gone from the tracker: drop it; the plan makes a new one if still open."""
+        ticket = self._ticket(session, finding)
+        if ticket is None:
+            return {"skipped": "no ticket"}
+        key = ticket.key
+        session.delete(ticket)
+        ledger.audit(
+            session,
+            now=now,
+            actor=f"{self.sink.name}:{key}",
+            action="ticket.deleted",
+            object_type="finding",
+            object_id=str(finding.id),
+            detail={"sink": self.sink.name, "key": key, "finding_status": finding.status},
+        )
+        log.warning(
+            "tickets.deleted_in_tracker",
+            sink=self.sink.name,
+            key=key,
+            finding_id=finding.id,
+            recreate=finding.status in ACTIVE,
+        )
+        return {"gone": key, "recreate": finding.status in ACTIVE}
+
+    # ---- back from the tracker ------------------------------------------------------------------
+
+    def receive(self, refs: Iterable[TicketRef]) -> dict[str, int]:
+        """Apply what people did in the tracker (from a webhook or a poll); idempotent."""
+        counts = {"closed": 0, "reopened": 0, "deleted": 0, "unchanged": 0, "unknown": 0}
+        for ref in refs:
+            with transaction(self.sessions) as session:
+                counts[self._receive_one(session, ref)] += 1
+        if counts["closed"] or counts["reopened"] or counts["deleted"]:
+            log.info("tickets.received", sink=self.sink.name, **counts)
+        return counts
+
+    def _receive_one(self, session: Session, ref: TicketRef) -> str:
+        ticket = session.scalar(
+            select(Ticket)
+            .where(Ticket.sink == self.sink.name, Ticket.key == ref.key)
+            .with_for_update()
+        )
+        if ticket is None and ref.fingerprint:  # moved to another project: a new key
+            ticket = session.scalar(
+                select(Ticket)
+                .join(Finding, Finding.id == Ticket.finding_id)
+                .where(Ticket.sink == self.sink.name, Finding.fingerprint == ref.fingerprint)
+                .with_for_update()
+            )
+            if ticket is not None and not ref.deleted:
+                ticket.key, ticket.url = ref.key, ref.url or ticket.url
+        if ticket is None:
+            return "unknown"
+        finding = session.get(Finding, ticket.finding_id)
+        if finding is None:
+            return "unknown"
+        now = self.clock()
+        actor = f"{self.sink.name}:{ref.key}"
+        if ref.deleted:
+            self._forget(session, finding, now)
+            return "deleted"
+        if ref.done and ticket.synced_status in ACTIVE:
+            if finding.status in ACTIVE:
+                verify = self.check is not None
+                ledger.resolve(
+                    session=session,
+                    finding_id=finding.id,
+                    user=actor,
+                    now=now,
+                    note=f"closed in {self.tracker}",
+                    verify=verify,
+                )
+                if verify:
+                    outbox.enqueue(
+                        session=session,
+                        sink=self.sink.name,
+                        kind="verify",
+                        key=f"{self.sink.name}:verify:{finding.id}:{finding.version}",
+                        payload={"finding_id": finding.id},
+                        now=now,
+                    )
+            self._synced(ticket, finding)
+            return "closed"
+        if not ref.done and ticket.synced_status not in ACTIVE:
+            if finding.status in (FindingStatus.resolved, FindingStatus.accepted):
+                ledger.reopen(
+                    session=session,
+                    finding_id=finding.id,
+                    user=actor,
+                    now=now,
+                    note=f"reopened in {self.tracker}",
+                )
+            self._synced(ticket, finding)
+            return "reopened"
+        return "unchanged"
+
+    def poll(self, *, force: bool = False) -> dict[str, int] | None:
+        """Ask the tracker what changed since the last poll, when one is due; None: not due."""
+        if not self.poll_interval and not force:
+            return None
+        name = f"tickets:{self.sink.name}"
+        now = self.clock()
+        with self.sessions() as session:
+            cursor = session.get(SyncCursor, name)
+            last = cursor.at if cursor else None
+        if last is not None and not force and now - last < timedelta(seconds=self.poll_interval):
+            return None
+        since = last or now - timedelta(seconds=self.poll_interval or 3600)
+        try:
+            refs = self.sink.changed_since(since, now)
+        except TicketError as exc:
+            log.warning("tickets.poll_failed", sink=self.sink.name, error=str(exc))
+            return {"failed": 1}
+        counts = self.receive(refs)
+        with transaction(self.sessions) as session:
+            cursor = session.get(SyncCursor, name)
+            if cursor is None:
+                session.add(SyncCursor(name=name, at=now))
+            elif cursor.at < now:
+                cursor.at = now
+        return counts
+
+
+# ---- building from settings -----------------------------------------------------------------
+
+
+def slack_link(workspace_url: str) -> Link:
+    """The link to the finding's Slack message, when the bot posted one."""
+    base = workspace_url.rstrip("/")
+
+    def link(session: Session, finding: Finding) -> str | None:
+        message = session.scalar(
+            select(SlackMessage)
+            .where(SlackMessage.finding_id == finding.id, SlackMessage.kind == "finding")
+            .order_by(SlackMessage.id)
+            .limit(1)
+        )
+        if message is None:
+            return None
+        url = f"{base}/archives/{message.channel}/p{message.ts.replace('.', '')}"
+        if message.thread_ts and message.thread_ts != message.ts:
+            url += f"?thread_ts={message.thread_ts}&cid={message.channel}"
+        return url
+
+    return link
 
 
 def jira_sink(settings: Any) -> TicketSink:
@@ -251,20 +515,69 @@ def jira_sink(settings: Any) -> TicketSink:
     )
 
 
+def trello_sink(settings: Any) -> TicketSink:
+    """The Trello sink as configured (settings.tickets.trello)."""
+    from integrations.trello_sink import TrelloConfig, TrelloSink
+
+    trello = settings.tickets.trello
+    return TrelloSink(
+        TrelloConfig(
+            api_key=trello.api_key.get_secret_value() if trello.api_key else "",
+            token=trello.token.get_secret_value() if trello.token else "",
+            board=str(trello.board),
+            api_url=trello.api_url,
+            lists={str(k): v for k, v in trello.lists.items()},
+            labels={str(k): v for k, v in trello.labels.items()},
+            timeout=trello.timeout,
+        )
+    )
+
+
+SINKS: dict[str, Callable[[Any], TicketSink]] = {"jira": jira_sink, "trello": trello_sink}
+
+
+def ticket_syncs(
+    *,
+    settings: Any,
+    catalog: Catalog,
+    sessions: sessionmaker[Session],
+    clock: Callable[[], datetime],
+    check: Check | None = None,
+) -> list[TicketSync]:
+    """One sync per enabled tracker, as configured."""
+    syncs = []
+    for name, build in SINKS.items():
+        section = getattr(settings.tickets, name)
+        if not section.enabled:
+            continue
+        syncs.append(
+            TicketSync(
+                sink=build(settings),
+                sessions=sessions,
+                catalog=catalog,
+                clock=clock,
+                route=Route.of(section, catalog, name),
+                users=dict(section.users),
+                check=check,
+                link=slack_link(settings.slack.workspace_url) if settings.slack.enabled else None,
+                poll_interval=section.poll_interval,
+            )
+        )
+    return syncs
+
+
 def jira_sync(
     *,
     settings: Any,
     catalog: Catalog,
     sessions: sessionmaker[Session],
     clock: Callable[[], datetime],
+    check: Check | None = None,
 ) -> TicketSync:
-    """The Jira sync as configured."""
-    jira = settings.tickets.jira
-    return TicketSync(
-        sink=jira_sink(settings),
-        sessions=sessions,
-        catalog=catalog,
-        clock=clock,
-        min_severity=jira.min_severity,
-        users=dict(jira.users),
-    )
+    """The Jira sync as configured (tickets.jira must be enabled)."""
+    for sync in ticket_syncs(
+        settings=settings, catalog=catalog, sessions=sessions, clock=clock, check=check
+    ):
+        if sync.sink.name == "jira":
+            return sync
+    raise CompliancebotError("tickets.jira is not enabled")

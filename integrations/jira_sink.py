@@ -8,6 +8,7 @@ ticket created just before a crash is found again instead of being created twice
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -68,7 +69,9 @@ def _error(exc: Exception, doing: str) -> TicketError:
                 permanent=False,
                 retry_after=retry_after,
             )
-        return TicketError(f"Jira {doing}: HTTP {status}: {text[:1000]}", permanent=True)
+        return TicketError(
+            f"Jira {doing}: HTTP {status}: {text[:1000]}", permanent=True, gone=status == 404
+        )
     return TicketError(f"Jira {doing}: {type(exc).__name__}: {exc}", permanent=False)
 
 
@@ -82,6 +85,7 @@ class JiraSink:
         self._factory = client_factory
         self._client: JIRA | None = None
         self._field_ids: dict[str, str] | None = None
+        self._me: set[str] | None = None
 
     @property
     def client(self) -> JIRA:
@@ -99,6 +103,14 @@ class JiraSink:
             except (JIRAError, RequestException) as exc:
                 raise _error(exc, f"connecting to {self.config.url}") from exc
         return self._client
+
+    @property
+    def me(self) -> set[str]:
+        """The names the token's user goes by (accountId on Cloud, name on Server)."""
+        if self._me is None:
+            who = self._call("reading the token's user", self.client.myself)
+            self._me = {str(who[k]) for k in ("accountId", "name", "key") if who.get(k)}
+        return self._me
 
     def _ref(self, issue: Any) -> TicketRef:
         status = issue.fields.status
@@ -205,13 +217,16 @@ class JiraSink:
 
         self._call(f"moving {ref.key} with {name!r}", run)
 
-    def close(self, ref: TicketRef, comment: str) -> None:
+    def close(self, ref: TicketRef, comment: str, *, status: str = "resolved") -> None:
         """Apply the done transition, with a comment."""
         self._transition(ref, self.config.done_transition, comment)
 
-    def reopen(self, ref: TicketRef, comment: str) -> None:
+    def reopen(self, ref: TicketRef, comment: str, *, status: str = "open") -> None:
         """Apply the reopen transition, with a comment."""
         self._transition(ref, self.config.reopen_transition, comment)
+
+    def progress(self, ref: TicketRef, status: str) -> None:
+        """Jira keeps a claimed issue where it is: the assignee shows the claim."""
 
     def assign(self, ref: TicketRef, user: str | None) -> None:
         """Assign to a Jira user (Cloud: accountId; Server: user name)."""
@@ -221,15 +236,49 @@ class JiraSink:
         """Add a comment."""
         self._call(f"commenting on {ref.key}", lambda: self.client.add_comment(ref.key, text))
 
-    def changed_since(self, since: datetime) -> list[TicketRef]:
-        """Our issues updated since a time (minute precision, as JQL takes it)."""
+    def changed_since(self, since: datetime, now: datetime) -> list[TicketRef]:
+        """Our issues updated since a time.
+
+        JQL reads absolute dates in the Jira user's time zone, which we do not know; a relative
+        bound ("-15m") is the same everywhere. It is rounded up to whole minutes and a minute
+        wider, so nothing falls between two polls; seeing a change twice does no harm.
+        """
+        minutes = max(1, math.ceil((now - since).total_seconds() / 60) + 1)
         labels = ", ".join(f'"{label}"' for label in self.config.labels) or '"compliancebot"'
         jql = (
             f'project = "{self.config.project}" AND labels in ({labels}) AND '
-            f'updated >= "{since:%Y-%m-%d %H:%M}" ORDER BY updated ASC'
+            f'updated >= "-{minutes}m" ORDER BY updated ASC'
         )
         found = self._call(
             "polling for changed tickets",
             lambda: self.client.search_issues(jql, maxResults=False, fields="status,labels"),
         )
         return [self._ref(issue) for issue in found]
+
+    def ref_from_event(self, event: Mapping[str, Any]) -> TicketRef | None:
+        """What a Jira webhook delivery says of one of our issues (None: not ours, or no news)."""
+        kind = str(event.get("webhookEvent") or "")
+        user = event.get("user") or {}
+        if {str(user.get("accountId")), str(user.get("name"))} & self.me:
+            return None  # our own change, maybe delivered late: not news
+        issue = event.get("issue") or {}
+        key = issue.get("key")
+        if not key or kind not in ("jira:issue_updated", "jira:issue_deleted"):
+            return None
+        fields = issue.get("fields") or {}
+        marked = [
+            str(label)[len(FINGERPRINT_LABEL) :]
+            for label in fields.get("labels") or []
+            if str(label).startswith(FINGERPRINT_LABEL)
+        ]
+        if not marked:
+            return None
+        url = f"{self.config.url.rstrip('/')}/browse/{key}"
+        if kind == "jira:issue_deleted":
+            return TicketRef(
+                sink=self.name, key=str(key), url=url, fingerprint=marked[0], deleted=True
+            )
+        category = ((fields.get("status") or {}).get("statusCategory") or {}).get("key")
+        return TicketRef(
+            sink=self.name, key=str(key), url=url, done=category == "done", fingerprint=marked[0]
+        )

@@ -49,15 +49,27 @@ class TicketRef:
     url: str
     done: bool = False
     fingerprint: str | None = None
+    deleted: bool = False  # gone from the tracker (a change polled or pushed)
 
 
 class TicketError(CompliancebotError):
-    """A tracker call failed; `permanent` errors (a bad field) must not be retried as they are."""
+    """A tracker call failed; `permanent` errors (a bad field) must not be retried as they are.
 
-    def __init__(self, message: str, *, permanent: bool, retry_after: float | None = None) -> None:
+    `gone` says the ticket itself no longer exists (HTTP 404): deleted in the tracker.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool,
+        retry_after: float | None = None,
+        gone: bool = False,
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.retry_after = retry_after
+        self.gone = gone
 
 
 class TicketSink(Protocol):
@@ -74,11 +86,14 @@ class TicketSink(Protocol):
     def create(self, finding: TicketFinding) -> TicketRef:
         """A new ticket for the finding."""
 
-    def close(self, ref: TicketRef, comment: str) -> None:
-        """Mark done, saying why."""
+    def close(self, ref: TicketRef, comment: str, *, status: str = "resolved") -> None:
+        """Mark done (the finding is resolved or accepted), saying why."""
 
-    def reopen(self, ref: TicketRef, comment: str) -> None:
-        """Mark open again, saying why."""
+    def reopen(self, ref: TicketRef, comment: str, *, status: str = "open") -> None:
+        """Mark open again (the finding is open, reopened or claimed), saying why."""
+
+    def progress(self, ref: TicketRef, status: str) -> None:
+        """Follow a change between active states (open -> claimed), where the tracker shows it."""
 
     def assign(self, ref: TicketRef, user: str | None) -> None:
         """Give the ticket to a tracker user (None: nobody)."""
@@ -86,8 +101,8 @@ class TicketSink(Protocol):
     def comment(self, ref: TicketRef, text: str) -> None:
         """Add a comment."""
 
-    def changed_since(self, since: datetime) -> list[TicketRef]:
-        """Tickets of ours changed in the tracker since a time (polling where webhooks cannot)."""
+    def changed_since(self, since: datetime, now: datetime) -> list[TicketRef]:
+        """Tickets of ours people changed in the tracker since a time (where webhooks cannot)."""
 
 
 def describe(finding: TicketFinding) -> str:

@@ -250,7 +250,10 @@ class Ticket(Base):
     """A finding's ticket in one tracker, and what of the finding it reflects."""
 
     __tablename__ = "tickets"
-    __table_args__ = (Index("ix_tickets_finding_sink", "finding_id", "sink", unique=True),)
+    __table_args__ = (
+        Index("ix_tickets_finding_sink", "finding_id", "sink", unique=True),
+        Index("ix_tickets_sink_key", "sink", "key"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     finding_id: Mapped[int] = mapped_column(ForeignKey("findings.id", ondelete="CASCADE"))
@@ -262,3 +265,12 @@ class Ticket(Base):
     synced_assignee: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class SyncCursor(Base):
+    """How far a poll of a remote system got (the tracker changes seen up to `at`)."""
+
+    __tablename__ = "sync_cursors"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[datetime]

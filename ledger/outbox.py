@@ -56,6 +56,44 @@ def enqueue(
     return session.execute(stmt).first() is not None
 
 
+def enqueue_many(
+    *,
+    session: Session,
+    sink: str,
+    kind: str,
+    items: Sequence[tuple[str, dict[str, Any]]],
+    now: datetime,
+    chunk: int = 500,
+) -> int:
+    """Record many (key, payload) intents in a few statements; returns how many were new."""
+    dialect = session.get_bind().dialect.name
+    insert_fn = pg_insert if dialect == "postgresql" else sqlite_insert
+    new = 0
+    for start in range(0, len(items), chunk):
+        rows = [
+            {
+                "sink": sink,
+                "kind": kind,
+                "key": key,
+                "payload": payload,
+                "status": OutboxStatus.pending,
+                "attempts": 0,
+                "created_at": now,
+                "next_attempt_at": now,
+                "result": {},
+            }
+            for key, payload in items[start : start + chunk]
+        ]
+        stmt = (
+            insert_fn(OutboxItem)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["key"])
+            .returning(OutboxItem.id)
+        )
+        new += len(session.execute(stmt).all())
+    return new
+
+
 def due(*, session: Session, sink: str, now: datetime, limit: int = 50) -> Sequence[OutboxItem]:
     """Pending items whose time has come, oldest first; locked against other replicas."""
     query = (

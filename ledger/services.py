@@ -645,3 +645,25 @@ def snooze(
         note=f"until {until:%Y-%m-%d}",
     )
     return finding
+
+
+def audit(
+    session: Session,
+    *,
+    now: datetime,
+    actor: str,
+    action: str,
+    object_type: str,
+    object_id: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Append an entry to the audit trail (for events the finding lifecycle does not record)."""
+    _audit(
+        session,
+        now=now,
+        actor=actor,
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        detail=detail,
+    )

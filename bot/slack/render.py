@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bot.output import remediation_command
+from bot.output import controls_and_remediation, remediation_command
 from bot.slack.blocks import (
     FindingsPage,
     FindingView,
@@ -35,15 +35,10 @@ from rules.catalog import Catalog
 def finding_view(finding: Finding, catalog: Catalog, now: datetime) -> FindingView:
     """A finding as its message shows it, with the rule's controls and remediation."""
     rule = catalog.rules.get(finding.rule_id) or catalog.disabled.get(finding.rule_id)
-    controls: list[tuple[str, list[str]]] = []
-    remediation = cli = None
-    if rule is not None:
-        for fw, ids in rule.frameworks.items():
-            name = catalog.frameworks[fw].name if fw in catalog.frameworks else fw
-            controls.append((name, list(ids)))
-        remediation = rule.remediation.text
-        if rule.remediation.cli:
-            cli = remediation_command(rule.remediation.cli, finding)
+    controls, remediation = controls_and_remediation(finding.rule_id, catalog)
+    cli = None
+    if rule is not None and rule.remediation.cli:
+        cli = remediation_command(rule.remediation.cli, finding)
     return FindingView(
         id=finding.id,
         title=finding.title,

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.settings import ConfigError, Settings, load_settings
-from bot.tickets import TicketSync, jira_sync
+from bot.tickets import Check, TicketSync, jira_sync
 from ledger import services as ledger
 from ledger.db import transaction
 from ledger.models import OutboxItem, Ticket
@@ -33,7 +33,13 @@ def jira() -> Iterator[FakeJira]:
         yield fake
 
 
-def sync(jira: FakeJira, sessions: sessionmaker[Session], clock: FakeClock) -> TicketSync:
+def sync(
+    jira: FakeJira,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    check: Check | None = None,
+    **extra: object,
+) -> TicketSync:
     """The Jira sync as `tickets sync` builds it, pointed at the fake."""
     settings = Settings.model_validate(
         {
@@ -44,11 +50,14 @@ def sync(jira: FakeJira, sessions: sessionmaker[Session], clock: FakeClock) -> T
                     "token": "pat",
                     "users": {"UALICE": "alice"},
                     "timeout": 5,
+                    **extra,
                 }
             }
         }
     )
-    return jira_sync(settings=settings, catalog=CATALOG, sessions=sessions, clock=clock)
+    return jira_sync(
+        settings=settings, catalog=CATALOG, sessions=sessions, clock=clock, check=check
+    )
 
 
 def issue_of(jira: FakeJira, finding_id: int) -> dict[str, object]:
@@ -193,8 +202,7 @@ def test_findings_below_the_threshold_get_no_ticket(
 ) -> None:
     """With min_severity high, a low finding stays out of Jira."""
     scan(sessions, clock, [obs("vol-1", severity="low"), obs("vol-2", severity="high")])
-    tickets = sync(jira, sessions, clock)
-    tickets.min_severity = tickets.min_severity.__class__("high")
+    tickets = sync(jira, sessions, clock, min_severity="high")
 
     tickets.run_once()
 

@@ -5,8 +5,10 @@ types, priorities, fields, users, issue create/get/update/delete, assignee, comm
 transitions, issue properties, and JQL search (`/search` on Server, `/search/jql` with page
 tokens on Cloud, where `/search` answers 410). JQL is the subset trackers are queried with:
 clauses joined by AND over project, key, labels, status, statusCategory, issuetype and updated,
-with =, !=, >=, <=, >, <, IN, and ORDER BY. Failures can be injected per method and path
-prefix: 429 with Retry-After, 5xx, 400 with Jira's error body, malformed JSON, delays.
+with =, !=, >=, <=, >, <, IN (dates absolute or relative, "-15m"), and ORDER BY. Failures can
+be injected per method and path prefix: 429 with Retry-After, 5xx, 400 with Jira's error body,
+malformed JSON, delays. `rate_limit` answers 429 past that many requests per second, as Jira
+Cloud does; `webhook` builds the body Jira POSTs for an issue event.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import itertools
 import json
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -73,6 +76,8 @@ class FakeJira:
     transitions: dict[str, str] = field(
         default_factory=lambda: {"Start": "In Progress", "Done": "Done", "Reopen": "To Do"}
     )
+    # Requests per second allowed (a token bucket of one second's worth); None: no limit.
+    rate_limit: float | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Condition()
@@ -100,6 +105,8 @@ class FakeJira:
             },
         ]
         self.add_project("SEC", "Security")
+        self.limited = 0  # requests answered 429 by the rate limit
+        self._bucket = (0.0, 0.0)  # (tokens, at)
 
     # ---- life cycle ---------------------------------------------------------------------------
 
@@ -180,6 +187,32 @@ class FakeJira:
         with self._lock:
             self.issues.pop(key)
 
+    def webhook(self, event: str, key: str) -> dict[str, Any]:
+        """The JSON body Jira POSTs to a webhook for an issue event (jira:issue_updated, ...)."""
+        with self._lock:
+            issue = self.issues.get(key) or {"key": key, "fields": {}}
+            return {
+                "timestamp": int(datetime.now(UTC).timestamp() * 1000),
+                "webhookEvent": event,
+                "issue_event_type_name": "issue_generic",
+                "user": {"name": "pat", "accountId": "acc-pat"},
+                "issue": json.loads(json.dumps(issue)),
+            }
+
+    def _over_limit(self) -> bool:
+        """Take a token from the bucket; True when there is none (the caller answers 429)."""
+        if self.rate_limit is None:
+            return False
+        now = time.monotonic()
+        tokens, at = self._bucket
+        tokens = min(self.rate_limit, tokens + (now - at) * self.rate_limit) if at else 1.0
+        if tokens < 1.0:
+            self._bucket = (tokens, now)
+            self.limited += 1
+            return True
+        self._bucket = (tokens - 1.0, now)
+        return False
+
     def wait_for(self, predicate: Callable[[FakeJira], bool], timeout: float = 10.0) -> None:
         """Block until `predicate(self)` holds (checked after every request) or fail."""
         with self._lock:
@@ -210,6 +243,8 @@ class FakeJira:
                 if m == method and path.startswith(prefix):
                     failure = self._failures.pop(i)[2]
                     break
+            if failure is None and self._over_limit():
+                failure = _Failure(429, retry_after=1)
             self._lock.notify_all()
         if failure is not None:
             if failure.delay:
@@ -556,6 +591,11 @@ def _field_values(issue: dict[str, Any], name: str) -> list[str]:  # noqa: PLR09
 
 def _jql_time(value: str) -> str:
     value = value.strip("'\"")
+    relative = re.fullmatch(r"-(\d+)([mhdw])", value)
+    if relative:  # "-15m": relative to now, the same in every time zone
+        unit = {"m": 60, "h": 3600, "d": 86400, "w": 604800}[relative.group(2)]
+        then = datetime.now(UTC).timestamp() - int(relative.group(1)) * unit
+        return datetime.fromtimestamp(then, UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
     for fmt in ("%Y-%m-%d %H:%M", "%Y/%m/%d %H:%M", "%Y-%m-%d"):
         try:
             return (

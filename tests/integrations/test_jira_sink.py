@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -165,8 +165,11 @@ def test_changed_since_finds_tickets_closed_in_the_tracker(fake: FakeJira) -> No
     ref = jira.create(FINDING)
     fake.set_status(ref.key, "Done")
 
-    changed = jira.changed_since(datetime(2020, 1, 1, tzinfo=UTC))
+    now = datetime.now(UTC)
+    changed = jira.changed_since(now - timedelta(minutes=5), now)
+    jql = fake.calls_to("GET", "search")[-1].params["jql"]
 
     assert [(r.key, r.done, r.fingerprint) for r in changed] == [
         ("SEC-1", True, FINDING.fingerprint)
     ]
+    assert 'updated >= "-6m"' in jql  # relative: Jira reads absolute dates in its user's zone

@@ -1,0 +1,402 @@
+"""Trello (REST API v1) as a `TicketSink`, through `py-trello`'s client.
+
+py-trello hard-codes https://api.trello.com/1 but sends every request through the
+`http_service` it is given: `TrelloSession` rebases those URLs onto the configured API base
+(a proxy, a test server) and moves the key and token out of the query string into an
+`Authorization: OAuth` header, so they never appear in a URL, a proxy log or an error message.
+py-trello retries nothing; every failure becomes a TicketError and the outbox decides when to
+try again.
+
+A card carries its finding's fingerprint as the last line of its description
+(`compliancebot: cb-<fingerprint>`): Trello has no free-form labels, and the board's cards are
+how a card created just before a crash is found again instead of being created twice.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import requests
+from requests.exceptions import RequestException
+from trello import TrelloClient
+from trello.exceptions import ResourceUnavailable
+
+from integrations.tickets import (
+    TicketError,
+    TicketFinding,
+    TicketRef,
+    describe,
+    fingerprint_label,
+)
+
+TRELLO_API = "https://api.trello.com/1"
+MARKER = "compliancebot: "
+DEFAULT_LISTS = {
+    "open": "To Do",
+    "reopened": "To Do",
+    "claimed": "Doing",
+    "resolved": "Done",
+    "accepted": "Done",
+}
+
+
+@dataclass(frozen=True)
+class TrelloConfig:
+    """Which board the cards go on and how a finding maps onto one."""
+
+    api_key: str
+    token: str
+    board: str  # id, short link or name
+    api_url: str = TRELLO_API
+    lists: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_LISTS))
+    labels: Mapping[str, str] = field(default_factory=dict)  # severity -> label name
+    timeout: float = 10.0
+    index_seconds: float = 30.0  # how long the board's fingerprint index is trusted
+
+
+class TrelloSession(requests.Session):
+    """A requests session that sends py-trello's api.trello.com calls to another base URL."""
+
+    def __init__(self, base: str, *, timeout: float) -> None:
+        super().__init__()
+        self.base = base.rstrip("/")
+        self.timeout = timeout
+        self.trust_env = True  # HTTPS_PROXY and NO_PROXY apply, as for any requests client
+        self._local = threading.local()
+
+    @property
+    def last_response(self) -> requests.Response | None:
+        """The response to this thread's last request (py-trello's errors drop the headers)."""
+        return getattr(self._local, "response", None)
+
+    def request(  # type: ignore[override]
+        self, method: str, url: str, **kwargs: Any
+    ) -> requests.Response:
+        """Rebase the URL, carry the credentials in a header, bound the wait."""
+        if url.startswith(TRELLO_API):
+            url = self.base + url[len(TRELLO_API) :]
+        params = dict(kwargs.pop("params", None) or {})
+        key, token = params.pop("key", None), params.pop("token", None)
+        headers = dict(kwargs.pop("headers", None) or {})
+        if key and token:
+            headers["Authorization"] = f'OAuth oauth_consumer_key="{key}", oauth_token="{token}"'
+        kwargs.setdefault("timeout", self.timeout)
+        if not kwargs.get("proxies"):
+            kwargs.pop("proxies", None)  # py-trello passes {}: let the environment decide
+        self._local.response = None
+        kwargs.update(params=params, headers=headers)
+        response = super().request(method, url, **kwargs)
+        self._local.response = response
+        return response
+
+
+class TrelloSink:
+    """Tickets as Trello cards: a list per finding state, a label per severity."""
+
+    name = "trello"
+
+    def __init__(
+        self, config: TrelloConfig, *, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.config = config
+        self.session = TrelloSession(config.api_url, timeout=config.timeout)
+        self.client = TrelloClient(
+            api_key=config.api_key, api_secret=config.token, http_service=self.session
+        )
+        self._monotonic = monotonic
+        self._board: dict[str, Any] | None = None
+        self._me: str | None = None
+        self._lists: dict[str, str] | None = None  # list name -> id
+        self._labels: dict[str, str] | None = None  # label name -> id
+        self._index: dict[str, dict[str, Any]] = {}  # fingerprint -> card
+        self._index_at: float | None = None
+
+    # ---- plumbing -------------------------------------------------------------------------------
+
+    def _call(self, doing: str, path: str, method: str = "GET", **kwargs: Any) -> Any:
+        try:
+            return self.client.fetch_json(path, http_method=method, **kwargs)
+        except ResourceUnavailable as exc:
+            raise self._error(exc, doing) from exc
+        except ValueError as exc:  # a body that is not JSON (requests' error is one too)
+            raise TicketError(f"Trello {doing}: the answer is not JSON", permanent=False) from exc
+        except RequestException as exc:
+            raise TicketError(
+                f"Trello {doing}: {type(exc).__name__}: {_redact(str(exc))}", permanent=False
+            ) from exc
+
+    def _error(self, exc: ResourceUnavailable, doing: str) -> TicketError:
+        status = int(getattr(exc, "_status", 0) or 0)
+        response = self.session.last_response
+        text = (response.text if response is not None else str(exc)).strip()[:500]
+        if status == 429 or status >= 500:
+            raw = response.headers.get("Retry-After") if response is not None else None
+            retry_after = float(raw) if raw and raw.isdigit() else None
+            return TicketError(
+                f"Trello {doing}: HTTP {status}: {text}", permanent=False, retry_after=retry_after
+            )
+        return TicketError(
+            f"Trello {doing}: HTTP {status}: {text}", permanent=True, gone=status == 404
+        )
+
+    @property
+    def me(self) -> str:
+        """The member id of the token: its own moves are not news."""
+        if self._me is None:
+            self._me = str(self._call("reading the token's member", "/members/me")["id"])
+        return self._me
+
+    @property
+    def board(self) -> dict[str, Any]:
+        """The configured board, found by id, short link or name."""
+        if self._board is None:
+            wanted = self.config.board
+            boards = self._call(
+                "listing boards", "/members/me/boards", query_params={"filter": "open"}
+            )
+            for board in boards:
+                if wanted in (board.get("id"), board.get("shortLink"), board.get("name")):
+                    self._board = board
+                    break
+            else:
+                names = ", ".join(sorted(str(b.get("name")) for b in boards)) or "none"
+                raise TicketError(
+                    f"Trello board {wanted!r} does not exist or the token cannot see it; "
+                    f"boards: {names}",
+                    permanent=True,
+                )
+        return self._board
+
+    def _list_ids(self) -> dict[str, str]:
+        if self._lists is None:
+            lists = self._call("listing lists", f"/boards/{self.board['id']}/lists")
+            self._lists = {str(x["name"]): str(x["id"]) for x in lists}
+        return self._lists
+
+    def _label_ids(self) -> dict[str, str]:
+        if self._labels is None:
+            labels = self._call("listing labels", f"/boards/{self.board['id']}/labels")
+            self._labels = {str(x["name"]): str(x["id"]) for x in labels if x.get("name")}
+        return self._labels
+
+    def _list_for(self, status: str) -> str:
+        name = self.config.lists.get(status) or self.config.lists.get("open", "To Do")
+        ids = self._list_ids()
+        if name not in ids:
+            raise TicketError(
+                f"Trello board {self.board['name']!r} has no list {name!r}; "
+                f"lists: {', '.join(ids)}",
+                permanent=True,
+            )
+        return ids[name]
+
+    def _ref(self, card: Mapping[str, Any]) -> TicketRef:
+        done_lists = {
+            self._list_ids().get(self.config.lists.get(s, "")) for s in ("resolved", "accepted")
+        }
+        return TicketRef(
+            sink=self.name,
+            key=str(card["id"]),
+            url=str(card.get("shortUrl") or card.get("url") or ""),
+            done=bool(card.get("closed")) or card.get("idList") in done_lists,
+            fingerprint=_fingerprint(str(card.get("desc") or "")),
+        )
+
+    # ---- the protocol ---------------------------------------------------------------------------
+
+    def validate(self) -> list[str]:
+        """The board, lists and labels the mapping names that do not exist, with those that do."""
+        try:
+            board = self.board
+        except TicketError as exc:
+            if not exc.permanent:
+                raise
+            return [str(exc)]
+        problems = []
+        lists = self._list_ids()
+        for status, name in sorted(self.config.lists.items()):
+            if name not in lists:
+                problems.append(
+                    f"trello.lists.{status}: board {board['name']!r} has no list {name!r}; "
+                    f"lists: {', '.join(lists)}"
+                )
+        labels = self._label_ids()
+        for severity, name in sorted(self.config.labels.items()):
+            if name not in labels:
+                problems.append(
+                    f"trello.labels.{severity}: board {board['name']!r} has no label {name!r}; "
+                    f"labels: {', '.join(labels) or 'none'}"
+                )
+        return problems
+
+    def _load_index(self) -> None:
+        now = self._monotonic()
+        if self._index_at is not None and now - self._index_at < self.config.index_seconds:
+            return
+        cards = self._call(
+            "listing the board's cards",
+            f"/boards/{self.board['id']}/cards/all",
+            query_params={"fields": "id,desc,closed,idList,shortUrl,url"},
+        )
+        index: dict[str, dict[str, Any]] = {}
+        for card in cards:
+            fp = _fingerprint(str(card.get("desc") or ""))
+            if fp and fp not in index:
+                index[fp] = card
+        self._index, self._index_at = index, now
+
+    def find(self, fingerprint: str) -> TicketRef | None:
+        """The card carrying the fingerprint, if any (checked to still exist)."""
+        self._load_index()
+        card = self._index.get(fingerprint)
+        if card is None:
+            return None
+        try:
+            fresh = self._call("reading a card", f"/cards/{card['id']}")
+        except TicketError as exc:
+            if exc.gone:
+                self._index.pop(fingerprint, None)
+                return None
+            raise
+        return self._ref(fresh)
+
+    def create(self, finding: TicketFinding) -> TicketRef:
+        """A card in the list for the finding's state, labelled with its severity."""
+        label = self.config.labels.get(finding.severity)
+        labels = self._label_ids()
+        if label and label not in labels:
+            raise TicketError(
+                f"Trello board {self.board['name']!r} has no label {label!r}; "
+                f"labels: {', '.join(labels) or 'none'}",
+                permanent=True,
+            )
+        body = describe(finding) + f"\n\n{MARKER}{fingerprint_label(finding.fingerprint)}"
+        card = self._call(
+            "creating the card",
+            "/cards",
+            "POST",
+            post_args={
+                "idList": self._list_for(finding.status),
+                "name": f"[{finding.severity.upper()}] {finding.title}: "
+                f"{finding.resource_name or finding.resource_id}"[:500],
+                "desc": body,
+                "idLabels": labels[label] if label else "",
+                "pos": "bottom",
+            },
+        )
+        self._index[finding.fingerprint] = card
+        return self._ref(card)
+
+    def _move(self, ref: TicketRef, status: str, comment: str | None) -> None:
+        self._call(
+            f"moving card {ref.key}",
+            f"/cards/{ref.key}",
+            "PUT",
+            post_args={"idList": self._list_for(status), "closed": False},
+        )
+        if comment:
+            self.comment(ref, comment)
+
+    def close(self, ref: TicketRef, comment: str, *, status: str = "resolved") -> None:
+        """Move to the list for `status` (resolved or accepted), with a comment."""
+        self._move(ref, status, comment)
+
+    def reopen(self, ref: TicketRef, comment: str, *, status: str = "open") -> None:
+        """Move back to the list for `status` (and out of the archive), with a comment."""
+        self._move(ref, status, comment)
+
+    def progress(self, ref: TicketRef, status: str) -> None:
+        """Move between the active lists (open -> claimed), when they differ."""
+        self._move(ref, status, None)
+
+    def assign(self, ref: TicketRef, user: str | None) -> None:
+        """Make a Trello member (by id) the card's only member; None: nobody."""
+        self._call(
+            f"assigning card {ref.key}",
+            f"/cards/{ref.key}",
+            "PUT",
+            post_args={"idMembers": user or ""},
+        )
+
+    def comment(self, ref: TicketRef, text: str) -> None:
+        """Add a comment."""
+        self._call(
+            f"commenting on card {ref.key}",
+            f"/cards/{ref.key}/actions/comments",
+            "POST",
+            post_args={"text": text},
+        )
+
+    def changed_since(self, since: datetime, now: datetime) -> list[TicketRef]:
+        """Cards people moved, archived or deleted on the board since a time (board actions)."""
+        actions: list[dict[str, Any]] = []
+        before: str | None = None
+        while True:
+            params = {
+                "filter": "updateCard,deleteCard",
+                "since": since.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                "limit": 1000,
+            }
+            if before:
+                params["before"] = before
+            page = self._call(
+                "reading the board's actions",
+                f"/boards/{self.board['id']}/actions",
+                query_params=params,
+            )
+            actions += page
+            if len(page) < 1000:
+                break
+            before = str(page[-1]["id"])
+        return self.refs_from_actions(reversed(actions), ignore_member=self.me)
+
+    def refs_from_actions(
+        self, actions: Any, *, ignore_member: str | None = None
+    ) -> list[TicketRef]:
+        """What a sequence of board actions (oldest first; polled or from webhooks) says."""
+        latest: dict[str, TicketRef] = {}
+        for action in actions:
+            if ignore_member and action.get("idMemberCreator") == ignore_member:
+                continue  # our own moves
+            ref = self.ref_from_action(action)
+            if ref is not None:
+                latest[ref.key] = ref
+        return list(latest.values())
+
+    def ref_from_action(self, action: Mapping[str, Any]) -> TicketRef | None:
+        """A card's new state from one action, or None when the action says nothing of it."""
+        data = action.get("data") or {}
+        card = data.get("card") or {}
+        if not card.get("id"):
+            return None
+        if action.get("type") == "deleteCard":
+            return TicketRef(sink=self.name, key=str(card["id"]), url="", deleted=True)
+        if action.get("type") != "updateCard":
+            return None
+        old = data.get("old") or {}
+        if "idList" not in old and "closed" not in old:
+            return None
+        return self._ref(
+            {**card, "idList": (data.get("listAfter") or {}).get("id", card.get("idList"))}
+        )
+
+
+def _fingerprint(desc: str) -> str | None:
+    """The fingerprint in a card description's marker line, if there is one."""
+    prefix = MARKER + fingerprint_label("")
+    for raw in reversed(desc.splitlines()):
+        line = raw.strip()
+        if line.startswith(prefix):
+            return line[len(prefix) :].strip() or None
+    return None
+
+
+def _redact(text: str) -> str:
+    """Remove key= and token= values from a message that may quote a URL."""
+    return re.sub(r"\b(key|token)=[^&\s]+", r"\1=***", text)
