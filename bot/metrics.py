@@ -44,6 +44,12 @@ class Metrics:
             ["kind", "outcome"],
             registry=self.registry,
         )
+        self.webhooks = Counter(
+            "compliancebot_tracker_webhooks",
+            "Tracker webhook deliveries, by tracker (jira, trello) and HTTP status answered.",
+            ["tracker", "status"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "compliancebot_slack_handler_seconds",
             "Time from a Slack request's arrival to its HTTP answer.",

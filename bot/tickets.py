@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.output import controls_and_remediation
@@ -151,7 +151,7 @@ class TicketSync:
         with transaction(self.sessions) as session:
             untracked = session.scalars(query).all()
             behind = session.execute(
-                select(Finding.id, Finding.version)
+                select(Finding.id, Finding.version, Ticket.key)
                 .join(Ticket, (Ticket.finding_id == Finding.id) & (Ticket.sink == name))
                 .where(Finding.version > Ticket.synced_version)
             ).all()
@@ -167,9 +167,10 @@ class TicketSync:
                 session=session,
                 sink=name,
                 kind="update",
+                # The ticket's key is in it: a ticket made again after a deletion is another.
                 items=[
-                    (f"{name}:update:{fid}:{version}", {"finding_id": fid})
-                    for fid, version in behind
+                    (f"{name}:update:{fid}:{key}:{version}"[:200], {"finding_id": fid})
+                    for fid, version, key in behind
                 ],
                 now=now,
             )
@@ -350,6 +351,12 @@ class TicketSync:
             return {"skipped": "no ticket"}
         key = ticket.key
         session.delete(ticket)
+        # Retire the create intent, so the plan can record a new one for this finding.
+        session.execute(
+            update(OutboxItem)
+            .where(OutboxItem.key == f"{self.sink.name}:create:{finding.id}")
+            .values(key=f"{self.sink.name}:create:{finding.id}:gone:{key}"[:200])
+        )
         ledger.audit(
             session,
             now=now,

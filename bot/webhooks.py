@@ -143,5 +143,5 @@ def _client(request: Request) -> str:
 
 
 def _answer(metrics: Metrics, name: str, status: int, body: dict[str, Any]) -> Response:
-    metrics.requests.labels(f"{name}_webhook", str(status)).inc()
+    metrics.webhooks.labels(name, str(status)).inc()
     return JSONResponse(body, status)

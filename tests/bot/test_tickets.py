@@ -12,15 +12,18 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.scanning import Recheck
 from bot.settings import ConfigError, Settings, load_settings
-from bot.tickets import Check, TicketSync, jira_sync
+from bot.tickets import Check, TicketSync, jira_sync, slack_link, ticket_syncs
 from ledger import services as ledger
 from ledger.db import transaction
-from ledger.models import OutboxItem, Ticket
+from ledger.models import AuditEntry, OutboxItem, SlackMessage, Ticket
 from rules.catalog import load_catalog
+from rules.errors import CompliancebotError
 from tests.conftest import FakeClock
 from tests.fakes.jira import FakeJira
-from tests.ledger.helpers import findings, obs, only_finding, scan
+from tests.fakes.trello import KEY, TOKEN, FakeTrello
+from tests.ledger.helpers import RULE, events, findings, obs, only_finding, scan
 
 CATALOG = load_catalog()
 
@@ -258,3 +261,342 @@ def test_jira_enabled_without_credentials_says_which_to_set() -> None:
 
     assert "COMPLIANCEBOT_TICKETS__JIRA__API_TOKEN (Cloud)" in str(caught.value)
     assert "COMPLIANCEBOT_TICKETS__JIRA__TOKEN (Server / Data Center)" in str(caught.value)
+
+
+# ---- back from the tracker ------------------------------------------------------------------
+
+
+def rechecks(verdict: str, detail: str) -> tuple[Check, list[str]]:
+    """A re-check that always answers `verdict`, and the resources it was asked about."""
+    asked: list[str] = []
+
+    def check(rule_id: str, account: str, region: str, resource_id: str) -> Recheck:
+        asked.append(resource_id)
+        return Recheck(verdict, detail, 1)
+
+    return check, asked
+
+
+def test_a_ticket_closed_in_jira_that_still_fails_is_reopened_with_the_reason(
+    jira: FakeJira, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """Closed by a person: resolved pending a re-check; it still fails, so both reopen."""
+    scan(sessions, clock, [obs("vol-1")])
+    check, asked = rechecks("fail", "vol-1 is still unencrypted")
+    tickets = sync(jira, sessions, clock, check=check, poll_interval=60)
+    tickets.run_once()
+    fid = only_finding(sessions).id
+
+    jira.set_status("SEC-1", "Done")
+    clock.advance(minutes=2)
+    tickets.run_once()
+
+    finding = only_finding(sessions)
+    issue = issue_of(jira, fid)["fields"]
+    assert asked == ["vol-1"]
+    assert (finding.status, finding.verification) == ("open", "failed")
+    assert [(e.kind, e.actor) for e in events(sessions, fid)][-2:] == [
+        ("resolved", "jira:SEC-1"),
+        ("verification_failed", "scanner"),
+    ]
+    assert issue["status"]["name"] == "To Do"  # type: ignore[index]
+    assert [c["body"] for c in issue["comment"]["comments"]] == [  # type: ignore[index]
+        "compliancebot: open again: re-check still fails: vol-1 is still unencrypted"
+    ]
+
+
+def test_a_ticket_closed_in_jira_that_now_passes_stays_closed(
+    jira: FakeJira, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """The re-check passes: the finding is resolved and verified; Jira is left alone."""
+    scan(sessions, clock, [obs("vol-1")])
+    check, _ = rechecks("pass", "vol-1 now complies")
+    tickets = sync(jira, sessions, clock, check=check, poll_interval=60)
+    tickets.run_once()
+    jira.set_status("SEC-1", "Done")
+    clock.advance(minutes=2)
+    moves = len(jira.calls_to("POST", "issue/SEC-1/transitions"))
+
+    tickets.run_once()
+    clock.advance(minutes=2)
+    tickets.run_once()
+
+    finding = only_finding(sessions)
+    assert (finding.status, finding.verification) == ("resolved", "verified")
+    assert finding.resolution_note == "closed in Jira"
+    assert len(jira.calls_to("POST", "issue/SEC-1/transitions")) == moves
+    assert jira.issues["SEC-1"]["fields"]["comment"]["comments"] == []
+
+
+def test_a_ticket_reopened_in_jira_reopens_the_finding(
+    jira: FakeJira, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """A person reopens the ticket of a resolved finding: the finding is reopened, once."""
+    scan(sessions, clock, [obs("vol-1")])
+    tickets = sync(jira, sessions, clock, poll_interval=60)
+    tickets.run_once()
+    fid = only_finding(sessions).id
+    with transaction(sessions) as session:
+        ledger.resolve(session=session, finding_id=fid, user="UALICE", now=clock(), note="ok")
+    tickets.run_once()
+
+    jira.set_status("SEC-1", "To Do")
+    clock.advance(minutes=2)
+    tickets.run_once()
+    moves = len(jira.calls_to("POST", "issue/SEC-1/transitions"))
+    clock.advance(minutes=2)
+    tickets.run_once()
+
+    finding = only_finding(sessions)
+    assert finding.status == "reopened"
+    assert events(sessions, fid)[-1].actor == "jira:SEC-1"
+    assert len(jira.calls_to("POST", "issue/SEC-1/transitions")) == moves == 1
+
+
+def test_a_ticket_deleted_in_jira_is_recreated_only_while_the_finding_is_open(
+    jira: FakeJira, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """Deleted (a webhook says so): an open finding gets a new ticket; a resolved one none."""
+    scan(sessions, clock, [obs("vol-1"), obs("vol-2")])
+    tickets = sync(jira, sessions, clock)
+    tickets.run_once()
+    open_id, resolved_id = (f.id for f in findings(sessions))
+    with transaction(sessions) as session:
+        ledger.resolve(session=session, finding_id=resolved_id, user="bob", now=clock())
+    tickets.run_once()
+    open_key = issue_of(jira, open_id)["key"]
+    resolved_key = issue_of(jira, resolved_id)["key"]
+    deliveries = [jira.webhook("jira:issue_deleted", str(k)) for k in (open_key, resolved_key)]
+    jira.delete(str(open_key))
+    jira.delete(str(resolved_key))
+
+    got = tickets.receive(
+        [r for r in (tickets.sink.ref_from_event(d) for d in deliveries) if r]  # type: ignore[attr-defined]
+    )
+    tickets.run_once()
+
+    assert got["deleted"] == 2
+    assert sorted(jira.issues) == ["SEC-3"]
+    assert issue_of(jira, open_id)["key"] == "SEC-3"
+    with sessions() as session:
+        actions = session.scalars(
+            select(AuditEntry.object_id).where(AuditEntry.action == "ticket.deleted")
+        ).all()
+    assert sorted(actions) == sorted([str(open_id), str(resolved_id)])
+
+
+def test_a_ticket_found_deleted_on_update_is_made_again(
+    jira: FakeJira, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """No webhook: the update meets a 404, the ticket is forgotten and a new one made."""
+    scan(sessions, clock, [obs("vol-1")])
+    tickets = sync(jira, sessions, clock)
+    tickets.run_once()
+    fid = only_finding(sessions).id
+    jira.delete("SEC-1")
+    with transaction(sessions) as session:
+        ledger.claim(session=session, finding_id=fid, user="UALICE", now=clock())
+
+    tickets.run_once()
+
+    assert list(jira.issues) == ["SEC-2"]
+    assert jira.issues["SEC-2"]["fields"]["assignee"]["name"] == "alice"
+
+
+def test_jira_takes_only_the_routed_accounts_and_frameworks(
+    jira: FakeJira, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """accounts narrows by target; frameworks by the controls the finding's rule serves."""
+    other = "dynamodb_pitr_enabled"  # cites no PCI DSS control
+    scan(
+        sessions,
+        clock,
+        [obs("vol-1"), obs("vol-2", account="444455556666"), obs("table-1", rule_id=other)],
+    )
+    assert "pci_dss" in CATALOG.rules[RULE].frameworks
+    assert "pci_dss" not in CATALOG.rules[other].frameworks
+
+    sync(jira, sessions, clock, accounts=["444455556666"]).run_once()
+    by_account = [i["fields"]["summary"] for i in jira.issues.values()]
+    jira.issues.clear()
+    sync(jira, sessions, clock, frameworks=["pci_dss"]).run_once()
+    by_framework = sorted(i["fields"]["summary"] for i in jira.issues.values())
+
+    assert [s.split(": ")[-1] for s in by_account] == ["vol-2"]  # type: ignore[union-attr]
+    # vol-2 has its ticket already; table-1's rule serves no PCI DSS control.
+    assert [s.split(": ")[-1] for s in by_framework] == ["vol-1"]  # type: ignore[union-attr]
+
+
+def test_an_unknown_framework_in_the_routing_names_the_known_ones(
+    jira: FakeJira, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """A typo in tickets.jira.frameworks is an error listing the frameworks there are."""
+    with pytest.raises(CompliancebotError) as caught:
+        sync(jira, sessions, clock, frameworks=["hippa"])
+
+    assert "tickets.jira.frameworks: unknown framework 'hippa'; known: " in str(caught.value)
+    assert "hipaa" in str(caught.value)
+
+
+def test_the_ticket_links_to_the_findings_slack_message(
+    jira: FakeJira, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """When the bot posted the finding in Slack, the ticket body links to that message."""
+    scan(sessions, clock, [obs("vol-1")])
+    fid = only_finding(sessions).id
+    with transaction(sessions) as session:
+        session.add(
+            SlackMessage(
+                kind="finding",
+                finding_id=fid,
+                channel="C0123ABCD",
+                ts="1700000000.000200",
+                thread_ts="1700000000.000100",
+                rendered_version=1,
+                posted_at=clock(),
+                updated_at=clock(),
+            )
+        )
+    tickets = sync(jira, sessions, clock)
+    tickets.link = slack_link("https://acme.slack.com/")
+
+    tickets.run_once()
+
+    assert (
+        "Discussion: https://acme.slack.com/archives/C0123ABCD/p1700000000000200"
+        "?thread_ts=1700000000.000100&cid=C0123ABCD"
+    ) in str(issue_of(jira, fid)["fields"]["description"])  # type: ignore[index]
+
+
+# ---- Trello ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def trello() -> Iterator[FakeTrello]:
+    """A fake Trello with the board "Compliance"."""
+    with FakeTrello() as fake:
+        fake.add_board("Compliance")
+        yield fake
+
+
+def trello_sync(
+    trello: FakeTrello,
+    sessions: sessionmaker[Session],
+    clock: FakeClock,
+    check: Check | None = None,
+) -> TicketSync:
+    """The Trello sync as `serve` builds it, pointed at the fake."""
+    settings = Settings.model_validate(
+        {
+            "tickets": {
+                "trello": {
+                    "enabled": True,
+                    "api_url": trello.url,
+                    "api_key": KEY,
+                    "token": TOKEN,
+                    "board": "Compliance",
+                    "labels": {"high": "high"},
+                    "users": {"UALICE": trello.person["id"]},
+                    "poll_interval": 60,
+                    "timeout": 5,
+                }
+            }
+        }
+    )
+    (only,) = ticket_syncs(
+        settings=settings, catalog=CATALOG, sessions=sessions, clock=clock, check=check
+    )
+    return only
+
+
+def test_trello_cards_follow_the_finding_and_come_back(
+    trello: FakeTrello, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """Open: To Do; claimed: Doing, assigned; resolved: Done; moved back by a person: reopened."""
+    scan(sessions, clock, [obs("vol-1")])
+    tickets = trello_sync(trello, sessions, clock)
+    tickets.run_once()
+    fid = only_finding(sessions).id
+    (card_id,) = trello.cards
+
+    def where() -> str:
+        return str(trello.lists[trello.cards[card_id]["idList"]]["name"])
+
+    created = where()
+    with transaction(sessions) as session:
+        ledger.claim(session=session, finding_id=fid, user="UALICE", now=clock())
+    tickets.run_once()
+    claimed = (where(), list(trello.cards[card_id]["idMembers"]))
+    with transaction(sessions) as session:
+        ledger.resolve(session=session, finding_id=fid, user="UALICE", now=clock(), note="done")
+    tickets.run_once()
+    resolved = where()
+    trello.move(card_id, "To Do")
+    clock.advance(minutes=2)
+    tickets.run_once()
+
+    assert created == "To Do"
+    assert claimed == ("Doing", [trello.person["id"]])
+    assert resolved == "Done"
+    assert only_finding(sessions).status == "reopened"
+    assert events(sessions, fid)[-1].actor == f"trello:{card_id}"
+    assert trello.comments(card_id) == ["compliancebot: resolved by UALICE: done"]
+
+
+def test_trello_card_archived_by_a_person_is_rechecked(
+    trello: FakeTrello, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """Archived in Trello counts as closed: re-checked, and unarchived to To Do if it fails."""
+    scan(sessions, clock, [obs("vol-1")])
+    check, asked = rechecks("fail", "still unencrypted")
+    tickets = trello_sync(trello, sessions, clock, check=check)
+    tickets.run_once()
+    (card_id,) = trello.cards
+
+    trello.archive(card_id)
+    clock.advance(minutes=2)
+    tickets.run_once()
+
+    card = trello.cards[card_id]
+    assert asked == ["vol-1"]
+    assert only_finding(sessions).status == "open"
+    assert (card["closed"], trello.lists[card["idList"]]["name"]) == (False, "To Do")
+    assert trello.comments(card_id) == [
+        "compliancebot: open again: re-check still fails: still unencrypted"
+    ]
+
+
+def test_a_sync_process_killed_after_jira_created_the_issue_adopts_it_on_restart(
+    jira: FakeJira, sessions: sessionmaker[Session], clock: FakeClock, db_url: str, tmp_path: Path
+) -> None:
+    """SIGKILL while Jira's reply is on its way: the restarted sync adopts the issue."""
+    scan(sessions, clock, [obs("vol-1")])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPLIANCEBOT_")}
+    env.update(
+        COMPLIANCEBOT_DATABASE__URL=db_url,
+        COMPLIANCEBOT_TICKETS__JIRA__ENABLED="true",
+        COMPLIANCEBOT_TICKETS__JIRA__URL=jira.url,
+        COMPLIANCEBOT_TICKETS__JIRA__TOKEN="pat",
+    )
+    command = [sys.executable, "-c", "from bot.cli import main; main()", "tickets", "sync"]
+    jira.hold_reply("POST", "issue", seconds=60)
+
+    doomed = subprocess.Popen(command, env=env, cwd=tmp_path)
+    try:
+        jira.wait_for(lambda fake: len(fake.issues) == 1, timeout=60)
+    finally:
+        doomed.kill()
+        doomed.wait(30)
+    restarted = subprocess.run(
+        command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
+
+    assert restarted.returncode == 0, restarted.stderr
+    assert list(jira.issues) == ["SEC-1"]
+    with sessions() as session:
+        ticket = session.scalar(select(Ticket))
+        item = session.scalar(select(OutboxItem).where(OutboxItem.kind == "create"))
+    assert ticket is not None
+    assert ticket.key == "SEC-1"
+    assert item is not None
+    assert item.result == {"key": "SEC-1", "adopted": True}

@@ -82,6 +82,7 @@ class FakeJira:
     def __post_init__(self) -> None:
         self._lock = threading.Condition()
         self._failures: list[tuple[str, str, _Failure]] = []
+        self._holds: list[tuple[str, str, float]] = []
         self._ids = itertools.count(10000)
         self._stopped = threading.Event()
         self._server: LoopbackServer | None = None
@@ -172,6 +173,11 @@ class FakeJira:
                     (method, path_prefix, _Failure(status, retry_after, body, delay))
                 )
 
+    def hold_reply(self, method: str, path_prefix: str, *, seconds: float) -> None:
+        """Do the next matching request, then wait before answering (a caller may die meanwhile)."""
+        with self._lock:
+            self._holds.append((method, path_prefix, seconds))
+
     def calls_to(self, method: str, path_prefix: str) -> list[Call]:
         """Requests of one HTTP method whose API path starts with `path_prefix`."""
         with self._lock:
@@ -238,11 +244,7 @@ class FakeJira:
         path = path[len(API) :]
         with self._lock:
             self.calls.append(Call(method, path, params, body, len(self.calls)))
-            failure = None
-            for i, (m, prefix, _f) in enumerate(self._failures):
-                if m == method and path.startswith(prefix):
-                    failure = self._failures.pop(i)[2]
-                    break
+            failure = _take(self._failures, method, path)
             if failure is None and self._over_limit():
                 failure = _Failure(429, retry_after=1)
             self._lock.notify_all()
@@ -265,7 +267,10 @@ class FakeJira:
                 status, answer = self._route(method, path, params, body)
             except _JiraError as exc:
                 status, answer = exc.status, {"errorMessages": exc.messages, "errors": exc.errors}
+            hold = _take(self._holds, method, path)
             self._lock.notify_all()
+        if hold:
+            self._stopped.wait(hold)
         self._send(request, status, answer)
 
     def _send(
@@ -480,9 +485,8 @@ class FakeJira:
         fields = dict(body.get("fields") or {})
         self._validate_fields(fields, creating=True)
         project = self.projects[fields["project"]["key"]]
-        number = 1 + sum(
-            1 for i in self.issues.values() if i["fields"]["project"]["key"] == project["key"]
-        )
+        # Jira never reuses a key, even after a deletion.
+        project["_last"] = number = int(project.get("_last", 0)) + 1
         key = f"{project['key']}-{number}"
         issue_id = str(next(self._ids))
         stamp = _now()
@@ -547,6 +551,14 @@ class FakeJira:
             "total": len(matched),
             "issues": matched[start : start + limit],
         }
+
+
+def _take(pending: list[tuple[str, str, Any]], method: str, path: str) -> Any:
+    """Pop and return the first (method, path prefix, what) entry matching a request."""
+    for i, (m, prefix, _what) in enumerate(pending):
+        if m == method and path.startswith(prefix):
+            return pending.pop(i)[2]
+    return None
 
 
 class _JiraError(Exception):

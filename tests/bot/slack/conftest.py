@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +13,6 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-import uvicorn
 from slack_sdk.signature import SignatureVerifier
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +22,7 @@ from bot.settings import Settings, SlackSettings
 from bot.slack.app import BotServices, build_app
 from rules.catalog import load_catalog
 from tests.conftest import FakeClock
+from tests.fakes.asgi import running
 from tests.fakes.slack import FakeSlack
 
 SECRET = "test-signing-secret"
@@ -173,12 +172,6 @@ class Bot:
         return self.services.delivery.run_once()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def fake_slack() -> Iterator[FakeSlack]:
     """A fake Slack Web API on 127.0.0.1."""
@@ -241,20 +234,9 @@ def bot(sessions: sessionmaker[Session], fake_slack: FakeSlack, clock: FakeClock
     app = build_app(services, executor=executor)
     engine = sessions.kw["bind"]
     asgi = build_asgi(app=app, services=services, engine=engine, executor=executor)
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(asgi, host="127.0.0.1", port=port, log_config=None, lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)  # waiting for a server to bind, not for time to pass
-    with httpx.Client(timeout=10, trust_env=False) as http:
+    with running(asgi) as url, httpx.Client(timeout=10, trust_env=False) as http:
         yield Bot(
-            url=f"http://127.0.0.1:{port}",
+            url=url,
             services=services,
             executor=executor,
             slack=fake_slack,
@@ -263,6 +245,4 @@ def bot(sessions: sessionmaker[Session], fake_slack: FakeSlack, clock: FakeClock
             aws=aws,
             http=http,
         )
-    executor.drain()
-    server.should_exit = True
-    thread.join(30)
+        executor.drain()

@@ -14,13 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fakes.asgi import free_port
 from tests.fakes.slack import FakeSlack
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env(
@@ -73,7 +68,7 @@ def test_serve_refuses_an_unmigrated_database(tmp_path: Path, slack: FakeSlack) 
     """On an empty database, serve exits 2 saying which command fixes it."""
     result = subprocess.run(
         _cli("serve"),
-        env=_env(tmp_path, slack, _free_port()),
+        env=_env(tmp_path, slack, free_port()),
         capture_output=True,
         text=True,
         timeout=60,
@@ -86,7 +81,7 @@ def test_serve_refuses_an_unmigrated_database(tmp_path: Path, slack: FakeSlack) 
 
 def test_serve_refuses_a_token_slack_rejects(tmp_path: Path, slack: FakeSlack) -> None:
     """A wrong bot token stops serve at start-up with the setting to fix, not a traceback."""
-    env = _env(tmp_path, slack, _free_port(), token="xoxb-wrong")
+    env = _env(tmp_path, slack, free_port(), token="xoxb-wrong")
     subprocess.run(
         _cli("db", "upgrade"), env=env, check=True, timeout=60, cwd=tmp_path, capture_output=True
     )
@@ -109,7 +104,7 @@ def test_serve_answers_health_and_stops_cleanly_on_sigterm(
     tmp_path: Path, slack: FakeSlack
 ) -> None:
     """serve answers /healthz and /readyz, and SIGTERM ends it with status 0 after draining."""
-    port = _free_port()
+    port = free_port()
     env = _env(tmp_path, slack, port)
     subprocess.run(
         _cli("db", "upgrade"), env=env, check=True, timeout=60, cwd=tmp_path, capture_output=True
