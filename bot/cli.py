@@ -641,11 +641,25 @@ def _syncs(app_ctx: Context, tracker: str | None) -> list[Any]:
 
     if tracker is not None and tracker not in SINKS:
         raise ConfigError(f"--tracker: unknown tracker {tracker!r}; known: {', '.join(SINKS)}")
+    from bot.scanning import Recheck, recheck
+
+    def check(rule_id: str, account: str, region: str, resource_id: str) -> Recheck:
+        # A ticket a person closed: re-check the resource now, as `serve` does.
+        return recheck(
+            catalog=app_ctx.catalog,
+            collector=collector_for(app_ctx.settings),
+            rule_id=rule_id,
+            account=account,
+            region=region,
+            resource_id=resource_id,
+        )
+
     syncs = ticket_syncs(
         settings=app_ctx.settings,
         catalog=app_ctx.catalog,
         sessions=app_ctx.sessions(),
         clock=utcnow,
+        check=check,
     )
     chosen = [s for s in syncs if tracker in (None, s.sink.name)]
     if not chosen:

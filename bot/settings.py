@@ -232,6 +232,8 @@ class _SinkSettings(_Section):
     users: dict[str, str] = {}
     timeout: Annotated[float, Field(gt=0, le=120)] = 10.0
     interval: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # Pace requests to the tracker below its rate limit (0: no pacing; 429s are waited out).
+    requests_per_second: Annotated[float, Field(ge=0, le=1000)] = 0.0
     # Ask the tracker what people changed every this many seconds (0: rely on webhooks).
     poll_interval: Annotated[float, Field(ge=0, le=86400)] = 300.0
     # The shared secret of POST /jira/webhook or /trello/webhook; unset: the endpoint is off.

@@ -15,6 +15,7 @@ new one is made only while the finding is still open.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -92,6 +93,8 @@ class TicketSync:
         check: Check | None = None,
         link: Link | None = None,
         poll_interval: float = 0.0,
+        sleep: Callable[[float], None] = time.sleep,
+        max_wait: float = 10.0,
     ) -> None:
         self.sink = sink
         self.sessions = sessions
@@ -102,6 +105,8 @@ class TicketSync:
         self.check = check
         self.link = link
         self.poll_interval = poll_interval
+        self.sleep = sleep
+        self.max_wait = max_wait  # the longest Retry-After waited out inside a round
 
     @property
     def tracker(self) -> str:
@@ -190,10 +195,17 @@ class TicketSync:
                 item = outbox.take(session=session, item_id=item_id)
                 if item is None:  # delivered meanwhile by another replica
                     continue
-                counts[self._deliver_one(session, item)] += 1
+                outcome, wait = self._deliver_one(session, item)
+            counts[outcome] += 1
+            if wait is not None:
+                # The tracker asked everyone to slow down, not just this item: wait a short
+                # Retry-After out here (the item waits its turn); a long one ends the round.
+                if wait > self.max_wait:
+                    break
+                self.sleep(wait)
         return counts
 
-    def _deliver_one(self, session: Session, item: OutboxItem) -> str:
+    def _deliver_one(self, session: Session, item: OutboxItem) -> tuple[str, float | None]:
         now = self.clock()
         finding = session.get(Finding, int(item.payload["finding_id"]))
         try:
@@ -208,16 +220,16 @@ class TicketSync:
         except TicketError as exc:
             if exc.gone and finding is not None and item.kind == "update":
                 outbox.delivered(item=item, now=now, result=self._forget(session, finding, now))
-                return "delivered"
+                return "delivered", None
             if exc.permanent:
                 outbox.failed(item=item, now=now, error=str(exc))
                 log.warning("tickets.refused", key=item.key, error=str(exc))
-                return "failed"
+                return "failed", None
             outbox.retry_later(item=item, now=now, error=str(exc), retry_after=exc.retry_after)
             log.info("tickets.retry_later", key=item.key, error=str(exc))
-            return "retrying"
+            return "retrying", exc.retry_after
         outbox.delivered(item=item, now=now, result=result)
-        return "delivered"
+        return "delivered", None
 
     def _ticket(self, session: Session, finding: Finding) -> Ticket | None:
         return session.scalar(
@@ -518,6 +530,7 @@ def jira_sink(settings: Any) -> TicketSink:
             done_transition=jira.done_transition,
             reopen_transition=jira.reopen_transition,
             timeout=jira.timeout,
+            requests_per_second=jira.requests_per_second or None,
         )
     )
 
@@ -536,6 +549,7 @@ def trello_sink(settings: Any) -> TicketSink:
             lists={str(k): v for k, v in trello.lists.items()},
             labels={str(k): v for k, v in trello.labels.items()},
             timeout=trello.timeout,
+            requests_per_second=trello.requests_per_second or None,
         )
     )
 

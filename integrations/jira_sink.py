@@ -17,6 +17,7 @@ from typing import Any
 from jira import JIRA, JIRAError
 from requests.exceptions import RequestException
 
+from integrations.ratelimit import pace
 from integrations.tickets import (
     FINGERPRINT_LABEL,
     TicketError,
@@ -52,6 +53,7 @@ class JiraConfig:
     done_transition: str = "Done"
     reopen_transition: str = "Reopen"
     timeout: float = 10.0
+    requests_per_second: float | None = None  # pace requests below the site's rate limit
 
 
 def _error(exc: Exception, doing: str) -> TicketError:
@@ -102,6 +104,7 @@ class JiraSink:
                 )
             except (JIRAError, RequestException) as exc:
                 raise _error(exc, f"connecting to {self.config.url}") from exc
+            pace(self._client._session, self.config.requests_per_second)
         return self._client
 
     @property
@@ -202,8 +205,16 @@ class JiraSink:
             ids = self._fields()
             for name, value in self.config.fields.items():
                 fields[ids.get(name, name)] = value
-        issue = self._call("creating the ticket", lambda: self.client.create_issue(fields=fields))
-        return self._ref(issue)
+        # Jira answers the create with the key; reading the issue back would cost a request.
+        issue = self._call(
+            "creating the ticket", lambda: self.client.create_issue(fields=fields, prefetch=False)
+        )
+        return TicketRef(
+            sink=self.name,
+            key=str(issue.key),
+            url=f"{self.config.url.rstrip('/')}/browse/{issue.key}",
+            fingerprint=finding.fingerprint,
+        )
 
     def _transition(self, ref: TicketRef, name: str, comment: str) -> None:
         def run() -> None:

@@ -27,6 +27,7 @@ from requests.exceptions import RequestException
 from trello import TrelloClient
 from trello.exceptions import ResourceUnavailable
 
+from integrations.ratelimit import pace
 from integrations.tickets import (
     TicketError,
     TicketFinding,
@@ -57,6 +58,7 @@ class TrelloConfig:
     lists: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_LISTS))
     labels: Mapping[str, str] = field(default_factory=dict)  # severity -> label name
     timeout: float = 10.0
+    requests_per_second: float | None = None  # pace requests below Trello's rate limit
     index_seconds: float = 30.0  # how long the board's fingerprint index is trusted
 
 
@@ -106,6 +108,7 @@ class TrelloSink:
     ) -> None:
         self.config = config
         self.session = TrelloSession(config.api_url, timeout=config.timeout)
+        pace(self.session, config.requests_per_second)
         self.client = TrelloClient(
             api_key=config.api_key, api_secret=config.token, http_service=self.session
         )

@@ -179,6 +179,27 @@ def test_rate_limit_waits_for_retry_after_then_creates_once(
     assert len(jira.issues) == 1
 
 
+def test_a_short_retry_after_is_waited_out_and_the_round_goes_on(
+    jira: FakeJira, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """A 429 with Retry-After 2: the round pauses 2 s, goes on, and the item comes back."""
+    scan(sessions, clock, [obs("vol-1"), obs("vol-2"), obs("vol-3")])
+    tickets = sync(jira, sessions, clock)
+    slept: list[float] = []
+    tickets.sleep = slept.append
+    tickets.sink.validate()
+    jira.fail("POST", "issue", status=429, retry_after=2)
+
+    first = tickets.run_once()
+    made = len(jira.issues)
+    clock.advance(seconds=6)  # the item's own backoff (5 s) is longer than Retry-After
+    tickets.run_once()
+
+    assert slept == [2.0]
+    assert (first["delivered"], first["retrying"], made) == (2, 1, 2)
+    assert len(jira.issues) == 3
+
+
 def test_a_refused_field_is_recorded_with_jiras_message_not_retried(
     jira: FakeJira, sessions: sessionmaker[Session], clock: FakeClock
 ) -> None:

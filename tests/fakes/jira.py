@@ -95,13 +95,34 @@ class FakeJira:
             {"id": str(i), "name": name}
             for i, name in enumerate(["Highest", "High", "Medium", "Low", "Lowest"], start=1)
         ]
+        # As Jira lists them, with the JQL names (clauseNames) clients map field names by.
         self.fields = [
-            {"id": "summary", "name": "Summary", "custom": False, "schema": {"type": "string"}},
-            {"id": "labels", "name": "Labels", "custom": False, "schema": {"type": "array"}},
+            {
+                "id": "summary",
+                "name": "Summary",
+                "custom": False,
+                "clauseNames": ["summary"],
+                "schema": {"type": "string"},
+            },
+            {
+                "id": "labels",
+                "name": "Labels",
+                "custom": False,
+                "clauseNames": ["labels"],
+                "schema": {"type": "array"},
+            },
+            {
+                "id": "status",
+                "name": "Status",
+                "custom": False,
+                "clauseNames": ["status"],
+                "schema": {"type": "status"},
+            },
             {
                 "id": "customfield_10050",
                 "name": "Compliance Control",
                 "custom": True,
+                "clauseNames": ["cf[10050]", "Compliance Control"],
                 "schema": {"type": "string"},
             },
         ]
@@ -211,7 +232,9 @@ class FakeJira:
             return False
         now = time.monotonic()
         tokens, at = self._bucket
-        tokens = min(self.rate_limit, tokens + (now - at) * self.rate_limit) if at else 1.0
+        tokens = (
+            min(self.rate_limit, tokens + (now - at) * self.rate_limit) if at else self.rate_limit
+        )
         if tokens < 1.0:
             self._bucket = (tokens, now)
             self.limited += 1
@@ -528,7 +551,11 @@ class FakeJira:
 
     def _search(self, query: dict[str, Any], *, paged: bool) -> dict[str, Any]:
         jql = str(query.get("jql") or "")
-        matched = [i for i in self.issues.values() if _matches(jql, i)]
+        issues: Any = self.issues.values()
+        label = re.search(r'labels\s*=\s*"([^"]+)"', jql, re.IGNORECASE)
+        if label:  # what Jira's index does: only issues carrying the label are looked at
+            issues = [i for i in issues if label.group(1) in (i["fields"].get("labels") or [])]
+        matched = [i for i in issues if _matches(jql, i)]
         order = re.search(r"order\s+by\s+(\w+)(\s+(asc|desc))?", jql, re.IGNORECASE)
         if order:
             name = order.group(1).lower()
