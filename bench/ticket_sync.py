@@ -89,6 +89,44 @@ def pending(sessions: Any) -> int:
         )
 
 
+def sync_all(sync: Any, sessions: Any) -> int:
+    """Rounds until nothing is pending; returns how many."""
+    rounds = 0
+    while True:
+        rounds += 1
+        done = sync.run_once()
+        if not pending(sessions):
+            return rounds
+        if not done["delivered"]:
+            time.sleep(0.1)  # what is left waits out its backoff: no need to spin
+
+
+def report(
+    before: dict[str, int],
+    after: dict[str, int],
+    elapsed: float,
+    rounds: int,
+    rate: float,
+    client_rate: float,
+) -> None:
+    """Print the numbers of the first sync."""
+    sent = after["requests"] - before["requests"]
+    limited = after["limited"] - before["limited"]
+    served = sent - limited
+    achieved = served / elapsed
+    print(
+        f"tickets created: {after['issues']}   duplicates: {after['duplicates']}   rounds: {rounds}"
+    )
+    print(
+        f"requests: {sent} sent, {limited} refused with 429, {served} served; "
+        f"total time {elapsed:.1f} s"
+    )
+    print(
+        f"achieved {achieved:.1f} req/s of {rate:.0f} allowed: ratio {achieved / rate:.2f}"
+        f"  (client pace: {client_rate or 'none'})"
+    )
+
+
 def main() -> None:
     """Seed, sync, print."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -138,31 +176,9 @@ def main() -> None:
     sync.sink.validate()  # connects (serverInfo) before the clock starts
     before = stats()
     started = time.perf_counter()
-    rounds = 0
-    while True:
-        rounds += 1
-        done = sync.run_once()
-        if not pending(sessions):
-            break
-        if not done["delivered"]:
-            time.sleep(0.1)  # what is left waits out its backoff: no need to spin
+    rounds = sync_all(sync, sessions)
     elapsed = time.perf_counter() - started
-    after = stats()
-    sent = after["requests"] - before["requests"]
-    limited = after["limited"] - before["limited"]
-    served = sent - limited
-    achieved = served / elapsed
-    print(
-        f"tickets created: {after['issues']}   duplicates: {after['duplicates']}   rounds: {rounds}"
-    )
-    print(
-        f"requests: {sent} sent, {limited} refused with 429, {served} served; "
-        f"total time {elapsed:.1f} s"
-    )
-    print(
-        f"achieved {achieved:.1f} req/s of {args.rate:.0f} allowed: ratio {achieved / args.rate:.2f}"
-        f"  (client pace: {args.client_rate or 'none'})"
-    )
+    report(before, stats(), elapsed, rounds, args.rate, args.client_rate)
 
     seed(url, args.findings)  # the same findings again: nothing changed
     quiet_before = stats()["requests"]
