@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Annotated, Any
@@ -49,6 +49,11 @@ app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(slack_app, name="slack")
 app.add_typer(tickets_app, name="tickets")
+tasks_app = typer.Typer(
+    help="The compliance calendar: administrative tasks, evidence, the ICS feed.",
+    no_args_is_help=True,
+)
+app.add_typer(tasks_app, name="tasks")
 
 out = Console()
 err = Console(stderr=True)
@@ -90,6 +95,24 @@ class Context:
 
     def sessions(self) -> sessionmaker[Session]:
         return db.session_factory(self.engine())
+
+    @property
+    def book(self) -> Any:
+        """The task catalog with the calendar settings (a TaskBook)."""
+        if "book" not in self.extra:
+            from bot.reminders import TaskBook
+            from rules.tasks import load_tasks
+
+            calendar = self.settings.calendar
+            tasks = load_tasks(
+                frameworks=self.catalog.frameworks,
+                extra_paths=calendar.paths,
+                disabled=calendar.disabled,
+            )
+            self.extra["book"] = TaskBook(
+                tasks=tasks, calendar=calendar, frameworks=self.catalog.frameworks
+            )
+        return self.extra["book"]
 
 
 def _ctx(ctx: typer.Context) -> Context:
@@ -704,6 +727,138 @@ def tickets_retry(ctx: typer.Context, tracker: Tracker = None) -> None:
     """Queue refused ticket work again (after fixing the mapping in the config)."""
     for sync in _syncs(_ctx(ctx), tracker):
         _outbox_retry(ctx, sync.sink.name, f"{sync.tracker} ticket")
+
+
+def _sweep(app_ctx: Context) -> dict[str, int]:
+    from bot.reminders import ReminderSweep
+
+    book = app_ctx.book
+    sweep = ReminderSweep(
+        tasks=book.tasks, calendar=book.calendar, sessions=app_ctx.sessions(), clock=utcnow
+    )
+    return sweep.run_once()
+
+
+@tasks_app.command("list")
+def tasks_list(
+    ctx: typer.Context,
+    days: Annotated[int, typer.Option(min=1, max=730, help="How far ahead.")] = 30,
+) -> None:
+    """Open occurrences: overdue first, then what falls due in the next DAYS days."""
+    from rich.table import Table
+
+    from bot.slack.task_blocks import when
+    from ledger.tasks import upcoming
+
+    app_ctx = _ctx(ctx)
+    _sweep(app_ctx)
+    book = app_ctx.book
+    now = utcnow()
+    with app_ctx.sessions()() as session:
+        rows = upcoming(session=session, now=now, until=now + timedelta(days=days))
+        table = Table(title=f"Compliance tasks (next {days} days)")
+        for name in ("ID", "Due", "When", "Task", "Policy", "Owner", "Evidence"):
+            table.add_column(name, overflow="fold")
+        shown = 0
+        for occurrence in rows:
+            view = book.view(occurrence, now)
+            if view is None:
+                continue
+            shown += 1
+            style = "red" if view.days_left < 0 else ""
+            table.add_row(
+                str(view.occurrence_id),
+                f"{view.due_on:%Y-%m-%d}",
+                f"[{style}]{when(view.days_left)}[/]" if style else when(view.days_left),
+                view.title,
+                view.policy,
+                view.owner,
+                view.evidence,
+            )
+    if shown:
+        out.print(table)
+    else:
+        out.print(f"No compliance tasks are due in the next {days} days.")
+
+
+@tasks_app.command("done")
+def tasks_done(
+    ctx: typer.Context,
+    occurrence_id: Annotated[int, typer.Argument(help="The occurrence (tasks list shows it).")],
+    by: Annotated[str, typer.Option("--by", help="Who did it.")],
+    note: Annotated[str | None, typer.Option(help="What was done.")] = None,
+    link: Annotated[str | None, typer.Option(help="A link to the evidence.")] = None,
+    file: Annotated[
+        Path | None, typer.Option(help="A file kept as evidence (with its SHA-256).")
+    ] = None,
+) -> None:
+    """Complete an occurrence, with the evidence its task asks for."""
+    from ledger import tasks as occurrences
+    from ledger.tasks import store_evidence_file
+
+    app_ctx = _ctx(ctx)
+    book = app_ctx.book
+    kept = None
+    with db.transaction(app_ctx.sessions()) as session:
+        occurrence = occurrences.get_occurrence(session=session, occurrence_id=occurrence_id)
+        task = book.tasks.tasks.get(occurrence.task_id)
+        if task is None:
+            raise ConfigError(f"task {occurrence.task_id!r} is no longer in the catalog")
+        if file is not None:
+            if not file.is_file():
+                raise ConfigError(f"--file: {file} is not a readable file")
+            kept = store_evidence_file(book.calendar.evidence_dir, file.name, file.read_bytes())
+        done = occurrences.complete(
+            session=session,
+            occurrence_id=occurrence_id,
+            task=task,
+            user=by,
+            now=utcnow(),
+            note=note,
+            link=link,
+            file=kept,
+        )
+        timing = "on time" if done.on_time else "late"
+        out.print(f"{task.title} due {done.due_on}: done by {by}, {timing}.")
+    if kept is not None:
+        out.print(f"Evidence kept at {kept.location} (sha256 {kept.sha256}).")
+
+
+@tasks_app.command("export-ics")
+def tasks_export_ics(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="Where to write the .ics file ('-': stdout).")],
+    days: Annotated[int, typer.Option(min=1, max=730, help="How far ahead.")] = 90,
+) -> None:
+    """Write the calendar feed (open occurrences, remediation due dates) as an .ics file."""
+    from bot.ics import feed
+
+    app_ctx = _ctx(ctx)
+    _sweep(app_ctx)
+    book = app_ctx.book
+    with app_ctx.sessions()() as session:
+        data = feed(
+            session=session,
+            book=book,
+            sla_days={str(k): v for k, v in book.calendar.sla_days.items()},
+            now=utcnow(),
+            horizon_days=days,
+        )
+    if str(path) == "-":
+        sys.stdout.buffer.write(data)
+    else:
+        path.write_bytes(data)
+        out.print(f"Wrote {path} ({data.count(b'BEGIN:VEVENT')} events).")
+
+
+@tasks_app.command("sweep")
+def tasks_sweep(ctx: typer.Context) -> None:
+    """Make upcoming occurrences and record due reminders (what `serve` does on a schedule)."""
+    done = _sweep(_ctx(ctx))
+    out.print(
+        f"{done['occurrences']} new occurrence(s); {done['reminders']} reminder(s) and "
+        f"{done['escalations']} escalation(s) recorded for Slack."
+    )
 
 
 @app.command()

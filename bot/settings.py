@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from datetime import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -346,7 +348,54 @@ SECRET_KEYS: tuple[tuple[str, ...], ...] = (
     ("tickets", "trello", "api_key"),
     ("tickets", "trello", "token"),
     ("tickets", "trello", "webhook_secret"),
+    ("calendar", "feed_token"),
 )
+
+
+def _timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"{value!r} is not an IANA time zone (e.g. UTC, Europe/Berlin, America/New_York)"
+        ) from None
+    return value
+
+
+class EscalationSettings(_Section):
+    """Overdue occurrences go to a manager after `after_days`, then every `every_days`."""
+
+    to: Annotated[str | None, _slack_id("channel or user", "CGUW", "a channel or member ID")] = None
+    after_days: Annotated[int, Field(ge=0, le=365)] = 2
+    every_days: Annotated[int, Field(ge=1, le=365)] = 2
+
+
+class CalendarSettings(_Section):
+    """The compliance calendar: administrative tasks, reminders, evidence, the ICS feed."""
+
+    enabled: bool = False
+    timezone: Annotated[str, AfterValidator(_timezone)] = "UTC"
+    due_time: time = time(9, 0)  # occurrences fall due at this local time of their day
+    paths: list[Path] = []  # your own task directories (holding tasks/*.yaml)
+    disabled: list[str] = []
+    # Role names used as task owners -> a Slack user (U...) or user group (S...) ID.
+    owners: dict[str, Annotated[str, _slack_id("owner", "UWS", "a member or user group ID")]] = {}
+    channel: ChannelId | None = None  # reminders to a channel (a task may name its own)
+    horizon_days: Annotated[int, Field(ge=1, le=730)] = 90  # occurrences made this far ahead
+    escalation: EscalationSettings = EscalationSettings()
+    max_snooze_days: Annotated[int, Field(ge=1, le=365)] = 14
+    sweep_interval: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    evidence_dir: Path = Path("evidence")  # uploaded evidence files, by SHA-256
+    # GET /calendar.ics?token=...: off while unset.
+    feed_token: Secret = None
+    # Remediation due dates of open findings in the feed: days after first seen, by severity.
+    sla_days: dict[Severity, Annotated[int, Field(ge=1, le=3650)]] = {
+        Severity.critical: 7,
+        Severity.high: 30,
+        Severity.medium: 90,
+        Severity.low: 180,
+        Severity.info: 365,
+    }
 
 
 class ServerSettings(_Section):
@@ -369,6 +418,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     slack: SlackSettings = SlackSettings()
     tickets: TicketsSettings = TicketsSettings()
+    calendar: CalendarSettings = CalendarSettings()
     server: ServerSettings = ServerSettings()
 
 
@@ -424,7 +474,7 @@ def _read(path: Path, what: str) -> YamlDoc:
     if not isinstance(doc.data, dict):
         raise ConfigError(
             f"{path}: the {what} must be a mapping of sections "
-            "(database, aws, rules, logging, slack, tickets, server)"
+            "(database, aws, rules, logging, slack, tickets, calendar, server)"
         )
     return doc
 

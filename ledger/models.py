@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -223,11 +233,14 @@ class SlackMessage(Base):
     __table_args__ = (Index("ix_slack_messages_channel_ts", "channel", "ts", unique=True),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))  # finding, summary
+    kind: Mapped[str] = mapped_column(String(16))  # finding, summary, task
     finding_id: Mapped[int | None] = mapped_column(
         ForeignKey("findings.id", ondelete="CASCADE"), index=True
     )
     scan_id: Mapped[int | None] = mapped_column(ForeignKey("scans.id", ondelete="SET NULL"))
+    occurrence_id: Mapped[int | None] = mapped_column(
+        ForeignKey("task_occurrences.id", ondelete="CASCADE"), index=True
+    )
     channel: Mapped[str] = mapped_column(String(32))
     ts: Mapped[str] = mapped_column(String(32))
     thread_ts: Mapped[str | None] = mapped_column(String(32))
@@ -274,3 +287,37 @@ class SyncCursor(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     at: Mapped[datetime]
+
+
+class OccurrenceStatus(enum.StrEnum):
+    """A task occurrence is open until someone completes it."""
+
+    open = "open"
+    done = "done"
+
+
+class TaskOccurrence(Base):
+    """One due date of a compliance-calendar task, and how it was completed."""
+
+    __tablename__ = "task_occurrences"
+    __table_args__ = (
+        Index("ux_task_occurrences_task_due", "task_id", "due_on", unique=True),
+        Index("ix_task_occurrences_status_due", "status", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(80))
+    due_on: Mapped[date] = mapped_column(Date)  # in the calendar's time zone
+    due_at: Mapped[datetime]  # due_on at calendar.due_time, in UTC
+    status: Mapped[str] = mapped_column(String(16), default=OccurrenceStatus.open)
+    assignee: Mapped[str | None] = mapped_column(String(64))  # reassigned; None: the owner
+    snoozed_until: Mapped[datetime | None]
+    snoozed_by: Mapped[str | None] = mapped_column(String(128))
+    completed_at: Mapped[datetime | None]
+    completed_by: Mapped[str | None] = mapped_column(String(128))
+    on_time: Mapped[bool | None]
+    evidence_note: Mapped[str | None] = mapped_column(Text)
+    evidence_link: Mapped[str | None] = mapped_column(String(2048))
+    evidence_file: Mapped[str | None] = mapped_column(String(1024))  # a path or an s3:// URI
+    evidence_sha256: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.error import URLError
 
 import structlog
@@ -28,10 +28,23 @@ from bot.settings import SlackSettings
 from bot.slack import blocks as kit
 from bot.slack.notify import SINK
 from bot.slack.render import finding_view, scan_summary
+from bot.slack.task_blocks import mention, task_blocks, task_text
 from ledger import outbox
 from ledger.db import transaction
-from ledger.models import ACTIVE, Finding, OutboxItem, OutboxStatus, Scan, SlackMessage
+from ledger.models import (
+    ACTIVE,
+    Finding,
+    OccurrenceStatus,
+    OutboxItem,
+    OutboxStatus,
+    Scan,
+    SlackMessage,
+    TaskOccurrence,
+)
 from rules.catalog import Catalog
+
+if TYPE_CHECKING:
+    from bot.reminders import TaskBook
 
 log = structlog.get_logger(__name__)
 METADATA_EVENT = "compliancebot_outbox"
@@ -82,8 +95,10 @@ class SlackDelivery:
         slack: SlackSettings,
         clock: Callable[[], datetime],
         metrics: Metrics,
+        book: TaskBook | None = None,
     ) -> None:
         self.client = client
+        self.book = book  # the compliance calendar, when it is on
         self.sessions = sessions
         self.catalog = catalog
         self.slack = slack
@@ -119,6 +134,8 @@ class SlackDelivery:
             "summary": self._summary,
             "finding": self._finding,
             "reply": self._reply,
+            "task_remind": self._task,
+            "task_escalate": self._task,
         }.get(item.kind)
         try:
             if handler is None:
@@ -265,6 +282,36 @@ class SlackDelivery:
             thread=thread,
         )
 
+    def _task(self, session: Session, item: OutboxItem) -> dict[str, Any]:
+        """A task reminder or escalation, to a person (their DM) or a channel."""
+        if self.book is None:
+            raise _PermanentError("the compliance calendar is off (calendar.enabled)")
+        occurrence = session.get(TaskOccurrence, int(item.payload["occurrence_id"]))
+        if occurrence is None:
+            raise _PermanentError(f"no task occurrence {item.payload['occurrence_id']}")
+        if occurrence.status == OccurrenceStatus.done:
+            return {"skipped": "done before the reminder went out"}
+        view = self.book.view(occurrence, self.clock())
+        if view is None:
+            return {"skipped": f"task {occurrence.task_id} is no longer in the catalog"}
+        to = str(item.payload["to"])
+        channel = to
+        if to.startswith(("U", "W")):  # a person: their DM with the bot
+            channel = str(self.client.conversations_open(users=to)["channel"]["id"])
+        escalation = item.kind == "task_escalate"
+        text = task_text(view)
+        if escalation:
+            text = f"Overdue, for {mention(view.owner)}: {text}"
+        result = self._post(
+            item,
+            channel=channel,
+            text=text,
+            blocks=task_blocks(view, escalation=escalation),
+            thread=None,
+        )
+        self._remember(session, result, kind="task", occurrence_id=occurrence.id)
+        return result
+
     def _remember(
         self,
         session: Session,
@@ -274,6 +321,7 @@ class SlackDelivery:
         finding: Finding | None = None,
         scan_id: int | None = None,
         thread: str | None = None,
+        occurrence_id: int | None = None,
     ) -> None:
         exists = session.scalar(
             select(SlackMessage).where(
@@ -288,6 +336,7 @@ class SlackDelivery:
                 kind=kind,
                 finding_id=finding.id if finding else None,
                 scan_id=scan_id,
+                occurrence_id=occurrence_id,
                 channel=result["channel"],
                 ts=result["ts"],
                 thread_ts=thread,

@@ -21,6 +21,9 @@ class ActionId(enum.StrEnum):
     snooze = "finding.snooze"
     show = "finding.show"
     page = "findings.page"
+    task_done = "task.done"
+    task_snooze = "task.snooze"
+    task_reassign = "task.reassign"
 
 
 class ViewId(enum.StrEnum):

@@ -1,0 +1,108 @@
+"""The compliance calendar as iCalendar (RFC 5545): what is due, for Google Calendar or Outlook.
+
+Two kinds of all-day events: open task occurrences (overdue ones included, up to the horizon)
+and the remediation due dates of open findings (first seen + the SLA days of their severity).
+UIDs are stable, so a subscribed calendar updates events instead of duplicating them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta
+
+from icalendar import Calendar, Event
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.reminders import TaskBook
+from bot.slack.task_blocks import when
+from ledger.models import ACTIVE, Finding, OccurrenceStatus, TaskOccurrence
+
+PRODID = "-//compliancebot//compliance calendar//EN"
+MAX_FINDINGS = 5000
+
+
+def feed(
+    *,
+    session: Session,
+    book: TaskBook,
+    sla_days: Mapping[str, int],
+    now: datetime,
+    horizon_days: int,
+    findings: bool = True,
+) -> bytes:
+    """The calendar: open occurrences and remediation due dates, as an .ics document."""
+    cal = Calendar()
+    cal.add("prodid", PRODID)
+    cal.add("version", "2.0")
+    cal.add("calscale", "GREGORIAN")
+    cal.add("x-wr-calname", "Compliance calendar")
+    until = now + timedelta(days=horizon_days)
+    occurrences = session.scalars(
+        select(TaskOccurrence)
+        .where(TaskOccurrence.status == OccurrenceStatus.open, TaskOccurrence.due_at <= until)
+        .order_by(TaskOccurrence.due_at)
+    ).all()
+    for occurrence in occurrences:
+        view = book.view(occurrence, now)
+        task = book.tasks.tasks.get(occurrence.task_id)
+        if view is None or task is None:
+            continue
+        lines = [f"{view.policy}: {when(view.days_left)}", "", task.description]
+        if task.procedure:
+            lines += ["", task.procedure]
+        lines += ["", f"Evidence: {view.evidence}", f"Occurrence #{occurrence.id} ({task.id})"]
+        cal.add_component(
+            _event(
+                uid=f"task-{occurrence.id}@compliancebot",
+                day=occurrence.due_on,
+                summary=task.title,
+                description="\n".join(lines),
+                category=view.policy,
+                stamp=now,
+            )
+        )
+    if findings:
+        for finding in session.scalars(
+            select(Finding)
+            .where(Finding.status.in_([str(s) for s in ACTIVE]))
+            .order_by(Finding.first_seen)
+            .limit(MAX_FINDINGS)
+        ):
+            days = sla_days.get(finding.severity)
+            if days is None:
+                continue
+            due = (finding.first_seen + timedelta(days=days)).date()
+            if due > until.date():
+                continue
+            cal.add_component(
+                _event(
+                    uid=f"finding-{finding.id}@compliancebot",
+                    day=due,
+                    summary=f"Fix [{finding.severity.upper()}] {finding.title}: "
+                    f"{finding.resource_name or finding.resource_id}",
+                    description=(
+                        f"Finding #{finding.id} ({finding.status}), first seen "
+                        f"{finding.first_seen:%Y-%m-%d}; {finding.account} / {finding.region}; "
+                        f"remediation due {days} days after first seen."
+                    ),
+                    category="Remediation",
+                    stamp=now,
+                )
+            )
+    return bytes(cal.to_ical())
+
+
+def _event(
+    *, uid: str, day: date, summary: str, description: str, category: str, stamp: datetime
+) -> Event:
+    event = Event()
+    event.add("uid", uid)
+    event.add("dtstamp", stamp)
+    event.add("dtstart", day)
+    event.add("dtend", day + timedelta(days=1))
+    event.add("summary", summary)
+    event.add("description", description)
+    event.add("categories", [category])
+    event.add("transp", "TRANSPARENT")
+    return event
