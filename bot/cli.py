@@ -549,6 +549,12 @@ def config_check(ctx: typer.Context) -> None:
             raise ConfigError(f"tickets.{name}: cannot check the mapping: {exc}") from exc
         if problems:
             raise ConfigError(f"tickets.{name} mapping:\n  " + "\n  ".join(problems))
+    if settings.calendar.enabled:
+        from bot.reminders import check_calendar
+
+        problems = check_calendar(app_ctx.book.tasks, settings.calendar)
+        if problems:
+            raise ConfigError("calendar:\n  " + "\n  ".join(problems))
     out.print(
         f"[green]Configuration valid[/]: {len(catalog.rules)} rules enabled, "
         f"{len(catalog.disabled)} disabled, {len(settings.aws.targets)} AWS target(s)."

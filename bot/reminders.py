@@ -34,6 +34,24 @@ log = structlog.get_logger(__name__)
 SINK = "slack"  # delivered by the Slack worker, with its retries and crash adoption
 
 
+def check_calendar(tasks: TaskCatalog, calendar: Any) -> list[str]:
+    """What stops reminders reaching anyone: an owner role not in calendar.owners, a task
+    whose reminders have nowhere to go (no user owner, no channel), escalation without `to`."""
+    problems = []
+    for task in sorted(tasks.tasks.values(), key=lambda t: t.id):
+        try:
+            owner = resolve_owner(task, calendar.owners)
+        except CatalogError as exc:
+            problems.append(str(exc))
+            continue
+        if not owner.startswith(("U", "W")) and not (task.channel or calendar.channel):
+            problems.append(
+                f"{task.source}: channel: the owner {owner} is a user group, and neither the "
+                "task nor calendar.channel names a channel to remind it in"
+            )
+    return problems
+
+
 @dataclass
 class ReminderSweep:
     """Makes occurrences and records the reminders and escalations that are due."""
@@ -102,7 +120,11 @@ class ReminderSweep:
         """Where a task's reminders go: its owner (a DM, or the group in the channel), its
         channel (the task's own, else calendar.channel)."""
         out = []
-        owner = resolve_owner(task, self.calendar.owners)
+        try:
+            owner = resolve_owner(task, self.calendar.owners)
+        except CatalogError as exc:  # `config check` and `serve` report it; the channel still
+            log.warning("reminders.owner_unmapped", task=task.id, error=str(exc))
+            owner = ""
         if owner.startswith(("U", "W")):
             out.append(owner)
         channel = task.channel or self.calendar.channel
