@@ -41,9 +41,7 @@ def write(tmp_path: Path, text: str, name: str = "my_task") -> Path:
 
 def load(root: Path) -> dict[str, object]:
     """The user's tasks only."""
-    return dict(
-        load_tasks(frameworks=FRAMEWORKS, extra_paths=[root], include_builtin=False).tasks
-    )
+    return dict(load_tasks(frameworks=FRAMEWORKS, extra_paths=[root], include_builtin=False).tasks)
 
 
 def test_the_shipped_tasks_cover_hipaa_and_soc2_and_every_policy() -> None:
@@ -150,5 +148,8 @@ def test_any_recurrence_text_loads_or_is_a_named_error(text: str) -> None:
         root = write(Path(scratch), VALID.replace("FREQ=MONTHLY;BYMONTHDAY=-1", repr(text)))
         try:
             load(root)
+            problem = None
         except CatalogError as exc:
-            assert "my_task.yaml" in str(exc)
+            problem = str(exc)
+
+    assert problem is None or "my_task.yaml" in problem
