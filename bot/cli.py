@@ -100,18 +100,9 @@ class Context:
     def book(self) -> Any:
         """The task catalog with the calendar settings (a TaskBook)."""
         if "book" not in self.extra:
-            from bot.reminders import TaskBook
-            from rules.tasks import load_tasks
+            from bot.server import task_book
 
-            calendar = self.settings.calendar
-            tasks = load_tasks(
-                frameworks=self.catalog.frameworks,
-                extra_paths=calendar.paths,
-                disabled=calendar.disabled,
-            )
-            self.extra["book"] = TaskBook(
-                tasks=tasks, calendar=calendar, frameworks=self.catalog.frameworks
-            )
+            self.extra["book"] = task_book(self.settings, self.catalog)
         return self.extra["book"]
 
 
@@ -591,11 +582,14 @@ def serve(ctx: typer.Context) -> None:
     app_ctx = _ctx(ctx)
     settings = app_ctx.settings
     if not (
-        settings.slack.enabled or settings.tickets.jira.enabled or settings.tickets.trello.enabled
+        settings.slack.enabled
+        or settings.tickets.jira.enabled
+        or settings.tickets.trello.enabled
+        or settings.calendar.enabled
     ):
         raise ConfigError(
             "nothing to serve: set slack.enabled (and the Slack secrets) to run the bot, or "
-            "enable a tracker (tickets.jira / tickets.trello); see the README"
+            "enable a tracker (tickets.jira / tickets.trello) or the calendar; see the README"
         )
     engine = app_ctx.engine()
     if engine.dialect.name == "sqlite":

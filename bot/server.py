@@ -8,6 +8,7 @@ then drains the listener threads and the delivery worker: nothing is left half-w
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bot.ics import feed as ics_feed
 from bot.metrics import Metrics
+from bot.reminders import ReminderSweep, TaskBook, check_calendar
 from bot.scanning import Recheck, ScanOutcome, collector_for, recheck, run_scan, utcnow
 from bot.settings import ENV_PREFIX, ConfigError, Settings
 from bot.slack.app import BotServices, build_app, make_client
@@ -39,8 +42,18 @@ from ledger import db
 from ledger.models import Scan
 from ledger.services import ScanCounts
 from rules.catalog import Catalog
+from rules.tasks import load_tasks
 
 log = structlog.get_logger(__name__)
+
+
+def task_book(settings: Settings, catalog: Catalog) -> TaskBook:
+    """The task catalog (built-in and the user's) with the calendar settings."""
+    calendar = settings.calendar
+    tasks = load_tasks(
+        frameworks=catalog.frameworks, extra_paths=calendar.paths, disabled=calendar.disabled
+    )
+    return TaskBook(tasks=tasks, calendar=calendar, frameworks=catalog.frameworks)
 
 
 def build_services(
@@ -55,6 +68,7 @@ def build_services(
     sessions = db.session_factory(engine)
     metrics = metrics or Metrics(sessions)
     client = make_client(settings.slack)
+    book = task_book(settings, catalog) if settings.calendar.enabled else None
     delivery = SlackDelivery(
         client=client,
         sessions=sessions,
@@ -62,6 +76,7 @@ def build_services(
         slack=settings.slack,
         clock=clock,
         metrics=metrics,
+        book=book,
     )
 
     def notify(session: Session, scan: Scan, counts: ScanCounts) -> None:
@@ -101,6 +116,7 @@ def build_services(
         metrics=metrics,
         scan=scan,
         recheck=check,
+        book=book,
     )
 
 
@@ -162,6 +178,33 @@ def build_asgi(
             return JSONResponse({"status": "unavailable", "reason": problem}, 503)
         return JSONResponse({"status": "ready"})
 
+    def _calendar(token: str | None) -> Response:
+        calendar = services.settings.calendar
+        secret = calendar.feed_token.get_secret_value() if calendar.feed_token else None
+        if services.book is None or secret is None:
+            return JSONResponse(
+                {"error": "the calendar feed is off: set calendar.enabled and calendar.feed_token"},
+                404,
+            )
+        if token is None or not hmac.compare_digest(token.encode(), secret.encode()):
+            return JSONResponse({"error": "a wrong or missing ?token="}, 401)
+        with services.sessions() as session:
+            data = ics_feed(
+                session=session,
+                book=services.book,
+                sla_days={str(k): v for k, v in calendar.sla_days.items()},
+                now=services.clock(),
+                horizon_days=calendar.horizon_days,
+            )
+        return Response(
+            data,
+            media_type="text/calendar; charset=utf-8",
+            headers={"Content-Disposition": 'inline; filename="compliance.ics"'},
+        )
+
+    async def calendar_feed(request: Request) -> Response:
+        return await run_in_threadpool(_calendar, request.query_params.get("token"))
+
     async def metrics_endpoint(_: Request) -> Response:
         payload = await run_in_threadpool(generate_latest, metrics.registry)
         return Response(payload, media_type=CONTENT_TYPE_LATEST)
@@ -192,6 +235,7 @@ def build_asgi(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/calendar.ics", calendar_feed, methods=["GET"]),
             *extra_routes,
         ],
         lifespan=lifespan,
@@ -243,6 +287,18 @@ def serve(*, settings: Settings, catalog: Catalog, engine: Engine) -> None:
                 f"the {sync.tracker} mapping does not match the tracker:\n  "
                 + "\n  ".join(problems)
             )
+    if services.book is not None:
+        problems = check_calendar(services.book.tasks, settings.calendar)
+        if problems:
+            executor.shutdown()
+            raise ConfigError("calendar:\n  " + "\n  ".join(problems))
+        sweep = ReminderSweep(
+            tasks=services.book.tasks,
+            calendar=settings.calendar,
+            sessions=services.sessions,
+            clock=utcnow,
+        )
+        workers.append(DeliveryWorker(sweep, settings.calendar.sweep_interval, "reminder-sweep"))
     wakers = {}
     for sync in syncs:
         section = getattr(settings.tickets, sync.sink.name)

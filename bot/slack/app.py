@@ -7,7 +7,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from slack_bolt import App, BoltResponse
@@ -26,9 +26,14 @@ from bot.scanning import Recheck, ScanOutcome
 from bot.settings import Settings, SlackSettings
 from bot.slack.cache import LedgerCache
 from bot.slack.delivery import SlackDelivery
+from bot.slack.task_blocks import TaskView, when
 from ledger.db import transaction
 from ledger.models import ProcessedEvent
+from ledger.tasks import upcoming
 from rules.catalog import Catalog
+
+if TYPE_CHECKING:
+    from bot.reminders import TaskBook
 
 log = structlog.get_logger(__name__)
 APPROVER_CACHE = timedelta(minutes=1)
@@ -64,7 +69,7 @@ class BotServices:
     # Re-checks one (rule, account, region, resource) now.
     recheck: Callable[[str, str, str, str], Recheck]
     wake: Callable[[], None] = lambda: None
-    tasks: Callable[[], list[str]] = list
+    book: TaskBook | None = None  # the compliance calendar, when it is on
     scan_lock: threading.Lock = field(default_factory=threading.Lock)
     cache: LedgerCache = field(init=False)
 
@@ -76,6 +81,22 @@ class BotServices:
     @property
     def slack(self) -> SlackSettings:
         return self.settings.slack
+
+    def task_views(self, days: int = 30) -> list[TaskView]:
+        """Open task occurrences due in the next `days` days, overdue first."""
+        if self.book is None:
+            return []
+        now = self.clock()
+        with self.sessions() as session:
+            rows = upcoming(session=session, now=now, until=now + timedelta(days=days))
+            return [v for v in (self.book.view(o, now) for o in rows) if v is not None]
+
+    def tasks(self) -> list[str]:
+        """The App Home's upcoming-task lines."""
+        return [
+            f"{v.title}: {v.due_on:%Y-%m-%d} ({when(v.days_left)}) · #{v.occurrence_id}"
+            for v in self.task_views()[:10]
+        ]
 
     def is_approver(self, user: str) -> bool:
         """In the configured approvers list, or a member of the approver user group."""

@@ -366,6 +366,18 @@ class FakeSlack:
             "response_metadata": {"next_cursor": str(start + limit) if more else ""},
         }
 
+    def _m_conversations_open(self, p: dict[str, Any]) -> dict[str, Any]:
+        users = [u for u in str(p.get("users") or "").split(",") if u]
+        if len(users) != 1:
+            return {"ok": False, "error": "not_enough_users" if not users else "too_many_users"}
+        if users[0].startswith("UMISSING"):
+            return {"ok": False, "error": "user_not_found"}
+        return {"ok": True, "channel": {"id": self.dm_channel(users[0])}}
+
+    def dm_channel(self, user: str) -> str:
+        """The id of the bot's DM with a user (what conversations.open answers)."""
+        return "D" + user[1:]
+
     def _m_conversations_history(self, p: dict[str, Any]) -> dict[str, Any]:
         channel = str(p.get("channel"))
         if channel not in self.messages and channel.startswith("CMISSING"):

@@ -15,9 +15,11 @@ from bot.slack import commands as cmd
 from bot.slack.app import BotServices
 from bot.slack.ids import SlackInputError
 from bot.slack.render import finding_view, findings_page, status_view
+from bot.slack.task_blocks import tasks_list_blocks
 from ledger.services import LedgerError, get_finding
 
 log = structlog.get_logger(__name__)
+TASKS_DAYS = 30  # how far ahead `/compliance tasks` looks
 
 
 def register(app: App, services: BotServices) -> None:
@@ -72,9 +74,17 @@ def register(app: App, services: BotServices) -> None:
                 response_type="ephemeral",
             )
         elif isinstance(parsed, cmd.Tasks):
-            tasks = services.tasks()
-            text = "\n".join(tasks) if tasks else "No compliance tasks are scheduled."
-            ack(text=text, blocks=kit.text_blocks(text), response_type="ephemeral")
+            if services.book is None:
+                text = "The compliance calendar is off (calendar.enabled in the configuration)."
+                ack(text=text, blocks=kit.text_blocks(text), response_type="ephemeral")
+                return
+            views = services.task_views(TASKS_DAYS)
+            overdue = sum(1 for v in views if v.days_left < 0)
+            ack(
+                text=f"{len(views)} compliance task(s) due, {overdue} overdue",
+                blocks=tasks_list_blocks(views, horizon_days=TASKS_DAYS),
+                response_type="ephemeral",
+            )
         elif isinstance(parsed, cmd.Scan):
             _scan(ack, respond, parsed.account, user)
         elif isinstance(parsed, cmd.Report):

@@ -1,0 +1,431 @@
+"""The compliance calendar: occurrences, reminders at their lead times, escalation, snooze,
+completion with evidence, delivery to Slack and the ICS feed. The clock is injected."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from icalendar import Calendar
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.reminders import ReminderSweep, TaskBook
+from bot.server import build_asgi, build_services
+from bot.settings import Settings
+from bot.slack.delivery import SlackDelivery
+from ledger import tasks as occurrences
+from ledger.db import transaction
+from ledger.models import Finding, OutboxItem, TaskOccurrence
+from ledger.services import LedgerError
+from ledger.tasks import store_evidence_file
+from rules.catalog import load_catalog
+from rules.tasks import load_tasks
+from tests.conftest import FakeClock
+from tests.fakes.asgi import running
+from tests.fakes.slack import FakeSlack
+from tests.ledger.helpers import obs, scan
+
+CATALOG = load_catalog()
+OWNER, CHANNEL, MANAGER = "U0OWNER", "C0TASKS", "C0MANAGER"
+
+TASK = """\
+id: firewall_review
+title: Review the firewall rules
+policy: Configuration Management
+description: Look at every rule.
+procedure: Export, compare, fix.
+controls:
+  soc2: [CC6.6]
+recurrence: FREQ=MONTHLY;BYMONTHDAY=15
+start: 2026-01-15
+owner: {owner}
+channel: {channel}
+reminders: [7d, 1d, due]
+evidence: {evidence}
+"""
+
+
+def task_dir(
+    root: Path, n: int = 1, *, evidence: str = "note", owner: str = OWNER, channel: str = CHANNEL
+) -> Path:
+    """A user task directory with `n` copies of the monthly task (ids firewall_review...)."""
+    (root / "tasks").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        task_id = "firewall_review" + (f"_{i}" if i else "")
+        text = TASK.format(owner=owner, channel=channel, evidence=evidence).replace(
+            "id: firewall_review", f"id: {task_id}"
+        )
+        (root / "tasks" / f"{task_id}.yaml").write_text(text)
+    return root
+
+
+def settings_for(root: Path, **calendar: Any) -> Settings:
+    """The calendar on, with only the user's tasks (the built-ins disabled)."""
+    builtin = sorted(load_tasks(frameworks=CATALOG.frameworks).tasks)
+    values: dict[str, Any] = {
+        "enabled": True,
+        "timezone": "Europe/Berlin",
+        "paths": [str(root)],
+        "disabled": builtin,
+        "escalation": {"to": MANAGER, "after_days": 2, "every_days": 2},
+        "horizon_days": 60,
+        **calendar,
+    }
+    return Settings.model_validate({"calendar": values})
+
+
+def book_for(settings: Settings) -> TaskBook:
+    """The task book as `serve` builds it."""
+    calendar = settings.calendar
+    tasks = load_tasks(
+        frameworks=CATALOG.frameworks, extra_paths=calendar.paths, disabled=calendar.disabled
+    )
+    return TaskBook(tasks=tasks, calendar=calendar, frameworks=CATALOG.frameworks)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """One monthly task (due on the 15th, 09:00 Berlin) owned by a user, with a channel."""
+    return task_dir(tmp_path / "mytasks")
+
+
+def sweep_for(
+    root: Path, sessions: sessionmaker[Session], clock: FakeClock, **calendar: Any
+) -> ReminderSweep:
+    """The reminder sweep over the user's tasks."""
+    settings = settings_for(root, **calendar)
+    book = book_for(settings)
+    return ReminderSweep(
+        tasks=book.tasks, calendar=settings.calendar, sessions=sessions, clock=clock
+    )
+
+
+def recorded(sessions: sessionmaker[Session]) -> list[str]:
+    """Outbox keys recorded by sweeps, in order."""
+    with sessions() as session:
+        return list(
+            session.scalars(
+                select(OutboxItem.key)
+                .where(OutboxItem.kind.in_(["task_remind", "task_escalate"]))
+                .order_by(OutboxItem.id)
+            )
+        )
+
+
+def occurrence(sessions: sessionmaker[Session], day: str) -> TaskOccurrence:
+    """The occurrence due on a date."""
+    with sessions() as session:
+        found = session.scalar(
+            select(TaskOccurrence).where(
+                TaskOccurrence.due_on == datetime.fromisoformat(day).date()
+            )
+        )
+        assert found is not None
+        return found
+
+
+def test_reminders_go_out_at_each_lead_time_once(
+    root: Path, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """7 days, 1 day and due: to the owner's DM and the channel, once each, however often swept."""
+    clock.now = datetime(2026, 12, 7, 7, 0, tzinfo=UTC)  # due 2026-12-15 08:00 UTC (09:00 CET)
+    sweep = sweep_for(root, sessions, clock)
+
+    first = sweep.run_once()
+    quiet = recorded(sessions)
+    clock.now = datetime(2026, 12, 8, 8, 0, tzinfo=UTC)  # exactly 7 days before
+    sweep.run_once()
+    sweep.run_once()
+    week = recorded(sessions)
+    clock.now = datetime(2026, 12, 14, 8, 0, tzinfo=UTC)
+    sweep.run_once()
+    clock.now = datetime(2026, 12, 15, 8, 0, tzinfo=UTC)
+    sweep.run_once()
+
+    occ = occurrence(sessions, "2026-12-15").id
+    assert first["occurrences"] == 2  # 2026-12-15 and 2027-01-15 within 60 days
+    assert quiet == []
+    assert week == [
+        f"calendar:remind:{occ}:lead604800:{OWNER}",
+        f"calendar:remind:{occ}:lead604800:{CHANNEL}",
+    ]
+    assert recorded(sessions)[2:] == [
+        f"calendar:remind:{occ}:lead86400:{OWNER}",
+        f"calendar:remind:{occ}:lead86400:{CHANNEL}",
+        f"calendar:remind:{occ}:lead0:{OWNER}",
+        f"calendar:remind:{occ}:lead0:{CHANNEL}",
+    ]
+
+
+def test_after_downtime_only_the_latest_reminder_goes_out(
+    root: Path, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """Down from 10 days before to 12 hours before: the 1-day reminder, not a burst."""
+    clock.now = datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
+    sweep = sweep_for(root, sessions, clock)
+    sweep.run_once()
+
+    clock.now = datetime(2026, 12, 14, 20, 0, tzinfo=UTC)
+    sweep.run_once()
+
+    assert [k.split(":")[3] for k in recorded(sessions)] == ["lead86400", "lead86400"]
+
+
+def test_overdue_occurrences_escalate_on_a_cadence(
+    root: Path, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """Escalated to the manager 2 days after the due date, then every 2 days; never twice."""
+    clock.now = datetime(2026, 12, 15, 8, 0, tzinfo=UTC)
+    sweep = sweep_for(root, sessions, clock)
+    sweep.run_once()
+    occ = occurrence(sessions, "2026-12-15").id
+
+    escalated = []
+    for day in (16, 17, 18, 19, 20, 21):
+        clock.now = datetime(2026, 12, day, 9, 0, tzinfo=UTC)
+        sweep.run_once()
+        sweep.run_once()
+        escalated.append(len([k for k in recorded(sessions) if ":escalate:" in k]))
+
+    assert escalated == [0, 1, 1, 2, 2, 3]
+    assert f"calendar:escalate:{occ}:0" in recorded(sessions)
+
+
+def test_a_snoozed_occurrence_is_quiet_until_the_date_then_reminded_once(
+    root: Path, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """Snoozed past the 1-day lead: nothing meanwhile, one reminder when the snooze ends."""
+    clock.now = datetime(2026, 12, 8, 8, 0, tzinfo=UTC)
+    sweep = sweep_for(root, sessions, clock)
+    sweep.run_once()
+    occ = occurrence(sessions, "2026-12-15").id
+    until = datetime(2026, 12, 15, 6, 0, tzinfo=UTC)
+    with transaction(sessions) as session:
+        occurrences.snooze(
+            session=session, occurrence_id=occ, user=OWNER, until=until, now=clock(), max_days=14
+        )
+    before = len(recorded(sessions))
+
+    clock.now = datetime(2026, 12, 14, 9, 0, tzinfo=UTC)
+    sweep.run_once()
+    during = len(recorded(sessions))
+    clock.now = datetime(2026, 12, 15, 7, 0, tzinfo=UTC)
+    sweep.run_once()
+
+    assert during == before
+    assert recorded(sessions)[before:] == [
+        f"calendar:remind:{occ}:snooze{int(until.timestamp())}:{OWNER}",
+        f"calendar:remind:{occ}:snooze{int(until.timestamp())}:{CHANNEL}",
+    ]
+
+
+def test_a_snooze_is_limited_and_must_be_in_the_future(
+    root: Path, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """Past the configured maximum, or in the past: refused with the reason."""
+    clock.now = datetime(2026, 12, 8, 8, 0, tzinfo=UTC)
+    sweep_for(root, sessions, clock).run_once()
+    occ = occurrence(sessions, "2026-12-15").id
+
+    with transaction(sessions) as session, pytest.raises(LedgerError) as too_far:
+        occurrences.snooze(
+            session=session,
+            occurrence_id=occ,
+            user=OWNER,
+            until=clock() + timedelta(days=30),
+            now=clock(),
+            max_days=14,
+        )
+    with transaction(sessions) as session, pytest.raises(LedgerError) as past:
+        occurrences.snooze(
+            session=session,
+            occurrence_id=occ,
+            user=OWNER,
+            until=clock() - timedelta(days=1),
+            now=clock(),
+            max_days=14,
+        )
+
+    assert "at most 14 days" in str(too_far.value)
+    assert "must be in the future" in str(past.value)
+
+
+def test_completing_needs_the_evidence_the_task_asks_for(
+    tmp_path: Path, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """note / link / file tasks refuse completion without theirs; done is done once."""
+    clock.now = datetime(2026, 12, 8, 8, 0, tzinfo=UTC)
+    results = {}
+    for evidence in ("note", "link", "file"):
+        root = task_dir(tmp_path / evidence, evidence=evidence)
+        sweep = sweep_for(root, sessions, clock)
+        task = sweep.tasks.tasks["firewall_review"]
+        sweep.run_once()
+        occ = occurrence(sessions, "2026-12-15").id
+        with transaction(sessions) as session, pytest.raises(LedgerError) as refused:
+            occurrences.complete(
+                session=session, occurrence_id=occ, task=task, user="alice", now=clock()
+            )
+        results[evidence] = str(refused.value)
+        with transaction(sessions) as session:
+            session.query(TaskOccurrence).delete()
+
+    assert results == {
+        "note": "this task needs a note saying what was done",
+        "link": "this task needs a link to the evidence (a document, a ticket, a report)",
+        "file": "this task needs a file as evidence (an export, a report, a screenshot)",
+    }
+
+
+def test_completion_records_who_when_evidence_and_timeliness(
+    tmp_path: Path, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """Done after the due instant is late; the file is kept by SHA-256; a second done fails."""
+    root = task_dir(tmp_path / "t", evidence="file")
+    clock.now = datetime(2026, 12, 8, 8, 0, tzinfo=UTC)
+    sweep = sweep_for(root, sessions, clock)
+    sweep.run_once()
+    task = sweep.tasks.tasks["firewall_review"]
+    occ = occurrence(sessions, "2026-12-15").id
+    kept = store_evidence_file(tmp_path / "evidence", "export.csv", b"user,access\n")
+    clock.now = datetime(2026, 12, 15, 9, 0, tzinfo=UTC)  # an hour late
+
+    with transaction(sessions) as session:
+        occurrences.complete(
+            session=session, occurrence_id=occ, task=task, user="alice", now=clock(), file=kept
+        )
+    with transaction(sessions) as session, pytest.raises(LedgerError) as again:
+        occurrences.complete(
+            session=session, occurrence_id=occ, task=task, user="bob", now=clock(), file=kept
+        )
+    clock.advance(days=1)
+    sweep.run_once()
+
+    done = occurrence(sessions, "2026-12-15")
+    assert (done.status, done.completed_by, done.on_time) == ("done", "alice", False)
+    assert done.evidence_sha256 == kept.sha256
+    assert Path(kept.location).read_bytes() == b"user,access\n"
+    assert "already completed by alice" in str(again.value)
+    assert not [k for k in recorded(sessions) if ":escalate:" in k]
+
+
+def test_a_sweep_issues_the_same_queries_for_ten_or_two_hundred_tasks(
+    tmp_path: Path, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """Constant queries: not one per task nor per occurrence."""
+    clock.now = datetime(2026, 12, 15, 8, 0, tzinfo=UTC)
+    counts = []
+    for n in (10, 200):
+        root = task_dir(tmp_path / f"n{n}", n)
+        sweep = sweep_for(root, sessions, clock)
+        engine = sessions.kw["bind"]
+        statements: list[str] = []
+
+        def count(*args: Any, log: list[str] = statements) -> None:
+            log.append(str(args[2])[:40])
+
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            sweep.run_once()
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        counts.append(len(statements))
+
+    assert counts[0] == counts[1]
+
+
+# ---- Slack and the feed -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_slack() -> Iterator[FakeSlack]:
+    """A fake Slack Web API on 127.0.0.1."""
+    with FakeSlack() as fake:
+        yield fake
+
+
+def test_reminders_reach_the_owners_dm_and_the_channel_with_buttons(
+    root: Path, sessions: sessionmaker[Session], clock: FakeClock, fake_slack: FakeSlack
+) -> None:
+    """The Slack worker posts each recorded reminder: the DM via conversations.open."""
+    settings = settings_for(root).model_copy(
+        update={
+            "slack": Settings.model_validate(
+                {
+                    "slack": {
+                        "enabled": True,
+                        "api_url": fake_slack.base_url,
+                        "bot_token": "xoxb-test",
+                        "signing_secret": "s",
+                        "channel": "C0FINDINGS",
+                        "max_retries": 0,
+                    }
+                }
+            ).slack
+        }
+    )
+    services = build_services(
+        settings=settings, catalog=CATALOG, engine=sessions.kw["bind"], clock=clock
+    )
+    assert isinstance(services.delivery, SlackDelivery)
+    clock.now = datetime(2026, 12, 8, 8, 0, tzinfo=UTC)
+    sweep_for(root, sessions, clock).run_once()
+
+    services.delivery.run_once()
+    services.delivery.run_once()
+
+    dm = fake_slack.messages[fake_slack.dm_channel(OWNER)]
+    channel = fake_slack.messages[CHANNEL]
+    assert len(dm) == len(channel) == 1
+    assert channel[0]["text"] == "Review the firewall rules: due in 7 days (2026-12-15)"
+    actions = next(b for b in channel[0]["blocks"] if b["type"] == "actions")
+    assert [e["action_id"] for e in actions["elements"]] == [
+        "task.done",
+        "task.snooze",
+        "task.reassign",
+    ]
+
+
+def test_the_calendar_feed_parses_back_with_tasks_and_remediation_due_dates(
+    root: Path, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """GET /calendar.ics?token=: all-day events for occurrences and open findings' SLAs."""
+    clock.now = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+    scan(sessions, clock, [obs("vol-1", severity="high")])
+    settings = settings_for(root, feed_token="feed-secret")
+    services = build_services(
+        settings=settings, catalog=CATALOG, engine=sessions.kw["bind"], clock=clock
+    )
+    sweep_for(root, sessions, clock).run_once()
+    asgi = build_asgi(
+        app=None,
+        services=services,
+        engine=sessions.kw["bind"],
+        executor=ThreadPoolExecutor(max_workers=1),
+    )
+
+    with running(asgi) as url, httpx.Client(base_url=url, trust_env=False, timeout=10) as http:
+        wrong = http.get("/calendar.ics", params={"token": "guess"})
+        answer = http.get("/calendar.ics", params={"token": "feed-secret"})
+
+    with sessions() as session:
+        finding = session.scalar(select(Finding))
+    assert finding is not None
+    events = {str(e["uid"]): e for e in Calendar.from_ical(answer.content).walk("VEVENT")}
+    assert wrong.status_code == 401
+    assert answer.headers["content-type"].startswith("text/calendar")
+    task_events = [e for uid, e in events.items() if uid.startswith("task-")]
+    assert [str(e["summary"]) for e in task_events] == ["Review the firewall rules"] * 2
+    assert sorted(e.decoded("dtstart").isoformat() for e in task_events) == [
+        "2026-11-15",
+        "2026-12-15",
+    ]
+    fix = events[f"finding-{finding.id}@compliancebot"]
+    assert fix.decoded("dtstart").isoformat() == "2026-12-01"  # high: 30 days after first seen
+    assert str(fix["summary"]).startswith("Fix [HIGH] EBS volumes are encrypted at rest")
