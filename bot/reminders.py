@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.slack.task_blocks import TaskView
@@ -88,6 +88,8 @@ class ReminderSweep:
                     TaskOccurrence.due_at,
                     TaskOccurrence.snoozed_until,
                     TaskOccurrence.assignee,
+                    TaskOccurrence.reminded,
+                    TaskOccurrence.escalations,
                 ).where(
                     TaskOccurrence.status == OccurrenceStatus.open,
                     TaskOccurrence.due_at <= now + lead,
@@ -95,33 +97,57 @@ class ReminderSweep:
             ).all()
             reminders: list[tuple[str, dict[str, Any]]] = []
             escalations: list[tuple[str, dict[str, Any]]] = []
-            for occ_id, task_id, due_at, snoozed_until, assignee in window:
+            changed: list[dict[str, Any]] = []
+            for occ_id, task_id, due_at, snoozed, assignee, reminded, rounds_done in window:
                 task = self.tasks.tasks.get(task_id)
                 if task is None:  # the task left the catalog: its occurrences stay quiet
                     continue
-                if snoozed_until is not None and snoozed_until > now:
+                if snoozed is not None and snoozed > now:
                     continue
-                for key, payload in self._reminders(task, occ_id, due_at, snoozed_until, now):
-                    reminders.append((key, {**payload, "assignee": assignee}))
-                escalation = self._escalation(occ_id, due_at, now)
-                if escalation is not None:
-                    escalations.append(escalation)
+                tag = self._tag(task, due_at, snoozed, now)
+                round_ = self._round(due_at, now)
+                if tag == reminded and round_ < rounds_done:
+                    continue  # recorded by an earlier sweep: nothing to do
+                if tag is not None and tag != reminded:
+                    for to in self._destinations(task, assignee):
+                        reminders.append(
+                            (
+                                f"calendar:remind:{occ_id}:{tag}:{to}",
+                                {"occurrence_id": occ_id, "to": to, "tag": tag},
+                            )
+                        )
+                if round_ >= rounds_done and self.calendar.escalation.to is not None:
+                    escalations.append(
+                        (
+                            f"calendar:escalate:{occ_id}:{round_}",
+                            {
+                                "occurrence_id": occ_id,
+                                "to": self.calendar.escalation.to,
+                                "round": round_,
+                            },
+                        )
+                    )
+                changed.append(
+                    {"id": occ_id, "reminded": tag, "escalations": max(rounds_done, round_ + 1)}
+                )
             recorded = outbox.enqueue_many(
                 session=session, sink=SINK, kind="task_remind", items=reminders, now=now
             )
             escalated = outbox.enqueue_many(
                 session=session, sink=SINK, kind="task_escalate", items=escalations, now=now
             )
+            if changed:
+                session.execute(update(TaskOccurrence), changed)
         if made or recorded or escalated:
             log.info("reminders.swept", made=made, reminders=recorded, escalations=escalated)
         return {"occurrences": made, "reminders": recorded, "escalations": escalated}
 
-    def _destinations(self, task: Task) -> list[str]:
-        """Where a task's reminders go: its owner (a DM, or the group in the channel), its
-        channel (the task's own, else calendar.channel)."""
+    def _destinations(self, task: Task, assignee: str | None) -> list[str]:
+        """Where a task's reminders go: whoever has it (the reassignee or the owner: a DM;
+        a user group is mentioned in the channel) and the task's channel, else the calendar's."""
         out = []
         try:
-            owner = resolve_owner(task, self.calendar.owners)
+            owner = assignee or resolve_owner(task, self.calendar.owners)
         except CatalogError as exc:  # `config check` and `serve` report it; the channel still
             log.warning("reminders.owner_unmapped", task=task.id, error=str(exc))
             owner = ""
@@ -132,44 +158,29 @@ class ReminderSweep:
             out.append(channel)
         return out
 
-    def _reminders(
-        self,
-        task: Task,
-        occ_id: int,
-        due_at: datetime,
-        snoozed_until: datetime | None,
-        now: datetime,
-    ) -> list[tuple[str, dict[str, Any]]]:
+    @staticmethod
+    def _tag(
+        task: Task, due_at: datetime, snoozed_until: datetime | None, now: datetime
+    ) -> str | None:
+        """Which reminder is due now: the latest lead time passed (after downtime, only that
+        one, not a burst of old ones), or the end of a snooze that covered it; None: none."""
         passed = [lead for lead in task.reminders if now >= due_at - lead]
         if not passed:
-            return []
-        lead = min(passed)  # after downtime, only the latest reminder: no burst of old ones
-        tag = f"lead{int(lead.total_seconds())}"
-        if snoozed_until is not None and due_at - lead < snoozed_until:
-            tag = f"snooze{int(snoozed_until.timestamp())}"  # one reminder when a snooze ends
-        return [
-            (
-                f"calendar:remind:{occ_id}:{tag}:{to}",
-                {"occurrence_id": occ_id, "to": to, "lead_seconds": int(lead.total_seconds())},
-            )
-            for to in self._destinations(task)
-        ]
-
-    def _escalation(
-        self, occ_id: int, due_at: datetime, now: datetime
-    ) -> tuple[str, dict[str, Any]] | None:
-        escalation = self.calendar.escalation
-        if escalation.to is None:
             return None
+        lead = min(passed)
+        if snoozed_until is not None and due_at - lead < snoozed_until:
+            return f"snooze{int(snoozed_until.timestamp())}"
+        return f"lead{int(lead.total_seconds())}"
+
+    def _round(self, due_at: datetime, now: datetime) -> int:
+        """The escalation round due now (-1: none): days overdue past the first escalation,
+        divided by the cadence."""
+        escalation = self.calendar.escalation
         over = now - due_at
         after = timedelta(days=escalation.after_days)
-        if over < after or over <= timedelta(0):
-            return None
-        round_ = int((over - after) / timedelta(days=escalation.every_days))
-        return (
-            f"calendar:escalate:{occ_id}:{round_}",
-            {"occurrence_id": occ_id, "to": escalation.to, "round": round_},
-        )
+        if escalation.to is None or over < after or over <= timedelta(0):
+            return -1
+        return int((over - after) / timedelta(days=escalation.every_days))
 
 
 @dataclass(frozen=True)

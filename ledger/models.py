@@ -320,4 +320,7 @@ class TaskOccurrence(Base):
     evidence_link: Mapped[str | None] = mapped_column(String(2048))
     evidence_file: Mapped[str | None] = mapped_column(String(1024))  # a path or an s3:// URI
     evidence_sha256: Mapped[str | None] = mapped_column(String(64))
+    # What the reminder sweep last recorded for it, so a sweep touches only what changed.
+    reminded: Mapped[str | None] = mapped_column(String(64))
+    escalations: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime]

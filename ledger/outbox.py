@@ -66,8 +66,17 @@ def enqueue_many(
     chunk: int = 500,
 ) -> int:
     """Record many (key, payload) intents in a few statements; returns how many were new."""
+    if not items:
+        return 0
     dialect = session.get_bind().dialect.name
     insert_fn = pg_insert if dialect == "postgresql" else sqlite_insert
+    table = OutboxItem.__table__
+    # One statement executed with many parameter sets: compiled once, sent in batches
+    # ("insertmanyvalues"); RETURNING gives back only the rows that were new.
+    stmt = (
+        insert_fn(table).on_conflict_do_nothing(index_elements=["key"]).returning(table.c.id)  # type: ignore[attr-defined]
+    )
+    connection = session.connection()
     new = 0
     for start in range(0, len(items), chunk):
         rows = [
@@ -80,17 +89,13 @@ def enqueue_many(
                 "attempts": 0,
                 "created_at": now,
                 "next_attempt_at": now,
+                "delivered_at": None,
+                "last_error": None,
                 "result": {},
             }
             for key, payload in items[start : start + chunk]
         ]
-        stmt = (
-            insert_fn(OutboxItem)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["key"])
-            .returning(OutboxItem.id)
-        )
-        new += len(session.execute(stmt).all())
+        new += len(connection.execute(stmt, rows).all())
     return new
 
 

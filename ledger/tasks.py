@@ -74,6 +74,8 @@ def materialize(
     rows = []
     for task in tasks:
         after = latest.get(task.id) or today - timedelta(days=1)
+        if after >= until:
+            continue
         for day in task.due_dates(after, until):
             rows.append(
                 {
@@ -81,6 +83,7 @@ def materialize(
                     "due_on": day,
                     "due_at": clock.due_at(day),
                     "status": OccurrenceStatus.open,
+                    "escalations": 0,
                     "created_at": now,
                 }
             )

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -135,9 +136,14 @@ class Task:
     evidence: Evidence
     source: str
 
+    @cached_property
+    def rule(self) -> rrule:
+        """The recurrence, parsed once."""
+        return _rule(self.recurrence, self.start)
+
     def due_dates(self, after: date, until: date) -> list[date]:
         """The task's due dates d with after < d <= until."""
-        rule = _rule(self.recurrence, self.start)
+        rule = self.rule
         first = datetime.combine(after, time()) + timedelta(days=1)
         last = datetime.combine(until, time())
         return [d.date() for d in rule.between(first, last, inc=True)]
@@ -151,7 +157,9 @@ class TaskCatalog:
 
 
 def _rule(recurrence: str, start: date) -> rrule:
-    parsed = rrulestr(recurrence, dtstart=datetime.combine(start, time()))
+    # cache=True: the dates generated so far are kept, so the next sweep does not walk the
+    # rule again from its start.
+    parsed = rrulestr(recurrence, dtstart=datetime.combine(start, time()), cache=True)
     if not isinstance(parsed, rrule):  # an RRULE set (several rules, EXDATE): not supported
         raise ValueError("give one RRULE (FREQ=...;...), not a set")
     return parsed

@@ -33,6 +33,8 @@ def upgrade() -> None:
     sa.Column('evidence_link', sa.String(length=2048), nullable=True),
     sa.Column('evidence_file', sa.String(length=1024), nullable=True),
     sa.Column('evidence_sha256', sa.String(length=64), nullable=True),
+    sa.Column('reminded', sa.String(length=64), nullable=True),
+    sa.Column('escalations', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
