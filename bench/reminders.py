@@ -30,16 +30,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from slack_load import reset  # noqa: E402
-from sqlalchemy import event, insert  # noqa: E402
+from slack_load import reset
+from sqlalchemy import event, insert
 
-from bot.logging import configure  # noqa: E402
-from bot.reminders import ReminderSweep  # noqa: E402
-from bot.settings import Settings  # noqa: E402
-from ledger import db  # noqa: E402
-from ledger.models import TaskOccurrence  # noqa: E402
-from ledger.tasks import CalendarClock  # noqa: E402
-from rules.tasks import Evidence, Policy, Task, TaskCatalog  # noqa: E402
+from bot.logging import configure
+from bot.reminders import ReminderSweep
+from bot.settings import Settings
+from ledger import db
+from ledger.models import TaskOccurrence
+from ledger.tasks import CalendarClock
+from rules.tasks import Evidence, Policy, Task, TaskCatalog
 
 DAYS = ("MO", "TU", "WE", "TH", "FR")
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -70,7 +70,7 @@ def enqueue_many(
         return 0
     dialect = session.get_bind().dialect.name
     insert_fn = pg_insert if dialect == "postgresql" else sqlite_insert
-    table = OutboxItem.__table__
+    table = cast(Table, OutboxItem.__table__)
     # One statement executed with many parameter sets: compiled once, sent in batches
     # ("insertmanyvalues"); RETURNING gives back only the rows that were new.
     stmt = (
