@@ -73,9 +73,7 @@ def enqueue_many(
     table = cast(Table, OutboxItem.__table__)
     # One statement executed with many parameter sets: compiled once, sent in batches
     # ("insertmanyvalues"); RETURNING gives back only the rows that were new.
-    stmt = (
-        insert_fn(table).on_conflict_do_nothing(index_elements=["key"]).returning(table.c.id)  # type: ignore[attr-defined]
-    )
+    stmt = insert_fn(table).on_conflict_do_nothing(index_elements=["key"]).returning(table.c.id)
     connection = session.connection()
     new = 0
     for start in range(0, len(items), chunk):
