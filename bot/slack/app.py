@@ -161,8 +161,8 @@ def build_app(services: BotServices, *, executor: Executor | None = None) -> App
         name="compliancebot",
     )
     app.middleware(_dedupe_events(services))
-    from bot.slack.listeners import actions, commands, events, views
+    from bot.slack.listeners import actions, commands, events, tasks, views
 
-    for module in (commands, actions, views, events):
+    for module in (commands, actions, views, events, tasks):
         module.register(app, services)
     return app

@@ -30,12 +30,18 @@ class ViewId(enum.StrEnum):
     resolve = "finding.resolve.modal"
     accept = "finding.accept.modal"
     snooze = "finding.snooze.modal"
+    task_done = "task.done.modal"
+    task_snooze = "task.snooze.modal"
+    task_reassign = "task.reassign.modal"
 
 
 # Input block and element ids inside the modals.
 NOTE_BLOCK, NOTE_INPUT = "note", "note_input"
 REASON_BLOCK, REASON_INPUT = "reason", "reason_input"
 DATE_BLOCK, DATE_INPUT = "date", "date_input"
+LINK_BLOCK, LINK_INPUT = "link", "link_input"
+FILE_BLOCK, FILE_INPUT = "file", "file_input"
+USER_BLOCK, USER_INPUT = "user", "user_input"
 
 
 def parse_finding_id(value: Any) -> int:
@@ -119,3 +125,27 @@ class FindingsQuery:
     def with_page(self, page: int) -> FindingsQuery:
         """The same filters on another page."""
         return FindingsQuery(self.severities, self.framework, self.mine, page, self.statuses)
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    """What a task modal is about: the occurrence and the message its button was on."""
+
+    occurrence_id: int
+    channel: str | None = None
+    ts: str | None = None
+
+    def dump(self) -> str:
+        """As private_metadata."""
+        return json.dumps({"o": self.occurrence_id, "c": self.channel, "t": self.ts})
+
+    @classmethod
+    def load(cls, raw: Any) -> TaskRef:
+        """From private_metadata, or a SlackInputError."""
+        try:
+            data = json.loads(str(raw))
+            return cls(int(data["o"]), data.get("c"), data.get("t"))
+        except (ValueError, KeyError, TypeError):
+            raise SlackInputError(
+                f"this form's metadata is not a task reference: {raw!r}"
+            ) from None

@@ -5,9 +5,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from bot.slack.blocks import Block, button, clip, context, esc, section
-from bot.slack.ids import ActionId
+from bot.slack.ids import (
+    DATE_BLOCK,
+    DATE_INPUT,
+    FILE_BLOCK,
+    FILE_INPUT,
+    LINK_BLOCK,
+    LINK_INPUT,
+    NOTE_BLOCK,
+    NOTE_INPUT,
+    USER_BLOCK,
+    USER_INPUT,
+    ActionId,
+    TaskRef,
+    ViewId,
+)
 
 _SUBTEAM = "S"
 
@@ -126,3 +141,112 @@ def tasks_list_blocks(views: Sequence[TaskView], *, horizon_days: int) -> list[B
     if len(views) > 40:
         blocks.append(context(f"{len(views) - 40} more: `compliancebot tasks list`"))
     return blocks
+
+
+# ---- modals ------------------------------------------------------------------------------------
+
+
+def _task_modal(
+    callback: ViewId, title: str, submit: str, ref: TaskRef, blocks: list[Block]
+) -> dict[str, Any]:
+    return {
+        "type": "modal",
+        "callback_id": str(callback),
+        "private_metadata": ref.dump(),
+        "title": {"type": "plain_text", "text": clip(title, 24)},
+        "submit": {"type": "plain_text", "text": clip(submit, 24)},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": blocks,
+    }
+
+
+def _input(block_id: str, label: str, element: Block, *, optional: bool, hint: str = "") -> Block:
+    out: Block = {
+        "type": "input",
+        "block_id": block_id,
+        "optional": optional,
+        "label": {"type": "plain_text", "text": label},
+        "element": element,
+    }
+    if hint:
+        out["hint"] = {"type": "plain_text", "text": hint}
+    return out
+
+
+def done_modal(ref: TaskRef, t: TaskView) -> dict[str, Any]:
+    """Done: a note, a link, a file; the one the task requires is not optional."""
+    need = t.evidence
+    return _task_modal(
+        ViewId.task_done,
+        "Complete task",
+        "Done",
+        ref,
+        [
+            section(f"*{esc(t.title)}*\nDue {t.due_on:%Y-%m-%d} ({when(t.days_left)})"),
+            _input(
+                NOTE_BLOCK,
+                "What was done",
+                {
+                    "type": "plain_text_input",
+                    "action_id": NOTE_INPUT,
+                    "multiline": True,
+                    "max_length": 2000,
+                },
+                optional=need != "note",
+            ),
+            _input(
+                LINK_BLOCK,
+                "Link to the evidence",
+                {"type": "url_text_input", "action_id": LINK_INPUT},
+                optional=need != "link",
+                hint="A document, ticket or report.",
+            ),
+            _input(
+                FILE_BLOCK,
+                "Evidence file",
+                {"type": "file_input", "action_id": FILE_INPUT, "max_files": 1},
+                optional=need != "file",
+                hint="Kept with its SHA-256 for the auditors.",
+            ),
+        ],
+    )
+
+
+def task_snooze_modal(ref: TaskRef, t: TaskView, default: date, max_days: int) -> dict[str, Any]:
+    """Snooze: no reminders until a date (the due date does not move)."""
+    return _task_modal(
+        ViewId.task_snooze,
+        "Snooze task",
+        "Snooze",
+        ref,
+        [
+            section(f"*{esc(t.title)}*\nDue {t.due_on:%Y-%m-%d} ({when(t.days_left)})"),
+            _input(
+                DATE_BLOCK,
+                "Remind me again on",
+                {"type": "datepicker", "action_id": DATE_INPUT, "initial_date": f"{default}"},
+                optional=False,
+                hint=f"At most {max_days} days; the due date stays {t.due_on:%Y-%m-%d}.",
+            ),
+        ],
+    )
+
+
+def reassign_modal(ref: TaskRef, t: TaskView) -> dict[str, Any]:
+    """Reassign this occurrence to someone else."""
+    return _task_modal(
+        ViewId.task_reassign,
+        "Reassign task",
+        "Reassign",
+        ref,
+        [
+            section(f"*{esc(t.title)}*\nDue {t.due_on:%Y-%m-%d}, now {mention(t.owner)}"),
+            _input(
+                USER_BLOCK,
+                "Give it to",
+                {"type": "users_select", "action_id": USER_INPUT},
+                optional=False,
+                hint="Only this occurrence; the next ones stay with the task's owner.",
+            ),
+        ],
+    )

@@ -173,6 +173,9 @@ class FakeSlack:
         if path.startswith("/response/"):
             self._record_response(request, path, raw)
             return
+        if path.startswith("/files-pri/"):  # a file's url_private_download
+            self._download(request, path)
+            return
         if path.startswith("/upload/"):
             with self._lock:
                 self._uploads[path.rsplit("/", 1)[1]] = raw
@@ -433,6 +436,42 @@ class FakeSlack:
         if group not in self.usergroups:
             return {"ok": False, "error": "no_such_subteam"}
         return {"ok": True, "users": list(self.usergroups[group])}
+
+    def shared_file(self, name: str, content: bytes) -> dict[str, Any]:
+        """A file a user uploaded (as a modal's file_input hands it over): id, name, URLs."""
+        file_id = f"F{next(self._ids):06d}"
+        with self._lock:
+            self._uploads[file_id] = content
+            self._names[file_id] = name
+        url = f"{self.root_url}/files-pri/{self.team_id}-{file_id}/{name}"
+        return {
+            "id": file_id,
+            "name": name,
+            "size": len(content),
+            "url_private": url,
+            "url_private_download": url + "?download=1",
+        }
+
+    def _download(self, request: BaseHTTPRequestHandler, path: str) -> None:
+        file_id = path.split("/")[2].split("-", 1)[-1]
+        auth = request.headers.get("Authorization", "")
+        if auth != f"Bearer {self.bot_token}":
+            # Slack answers a sign-in page, not an error, to a request without the token.
+            self._send(request, 200, "<html>sign in</html>", content_type="text/html")
+            return
+        with self._lock:
+            content = self._uploads.get(file_id)
+        if content is None:
+            self._send(request, 404, "not found", content_type="text/plain")
+            return
+        try:
+            request.send_response(200)
+            request.send_header("Content-Type", "application/octet-stream")
+            request.send_header("Content-Length", str(len(content)))
+            request.end_headers()
+            request.wfile.write(content)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     def _m_files_getUploadURLExternal(self, p: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         file_id = f"F{next(self._ids):06d}"

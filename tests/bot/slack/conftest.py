@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -225,11 +226,13 @@ def make_services(
     return services
 
 
-@pytest.fixture
-def bot(sessions: sessionmaker[Session], fake_slack: FakeSlack, clock: FakeClock) -> Iterator[Bot]:
-    """The bot serving /slack/events on a free port, on SQLite or PostgreSQL."""
+@contextmanager
+def serving(
+    sessions: sessionmaker[Session], fake_slack: FakeSlack, clock: FakeClock, settings: Settings
+) -> Iterator[Bot]:
+    """The bot as `serve` builds it, serving /slack/events on a free port."""
     aws = StubAws()
-    services = make_services(sessions, clock, slack_settings(fake_slack), aws)
+    services = make_services(sessions, clock, settings, aws)
     executor = TrackingExecutor()
     app = build_app(services, executor=executor)
     engine = sessions.kw["bind"]
@@ -246,3 +249,10 @@ def bot(sessions: sessionmaker[Session], fake_slack: FakeSlack, clock: FakeClock
             http=http,
         )
         executor.drain()
+
+
+@pytest.fixture
+def bot(sessions: sessionmaker[Session], fake_slack: FakeSlack, clock: FakeClock) -> Iterator[Bot]:
+    """The bot serving /slack/events on a free port, on SQLite or PostgreSQL."""
+    with serving(sessions, fake_slack, clock, slack_settings(fake_slack)) as served:
+        yield served
