@@ -8,12 +8,14 @@ then drains the listener threads and the delivery worker: nothing is left half-w
 
 from __future__ import annotations
 
+import functools
 import hmac
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Any
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -33,6 +35,7 @@ from bot.ics import feed as ics_feed
 from bot.metrics import Metrics
 from bot.reminders import ReminderSweep, TaskBook, check_calendar
 from bot.scanning import Recheck, ScanOutcome, collector_for, recheck, run_scan, utcnow
+from bot.scheduler import ComplianceScheduler, JobSpec, cron, every, retention
 from bot.settings import ENV_PREFIX, ConfigError, Settings
 from bot.slack.app import BotServices, build_app, make_client
 from bot.slack.delivery import DeliveryWorker, SlackDelivery
@@ -242,6 +245,70 @@ def build_asgi(
     )
 
 
+def _nothing() -> None:
+    return None
+
+
+def check_integrations(syncs: Sequence[Any], services: BotServices, settings: Settings) -> None:
+    """Refuse to start on a tracker mapping or a calendar that cannot work, naming why."""
+    for sync in syncs:
+        try:
+            problems = sync.sink.validate()
+        except TicketError as exc:  # down for now: the outbox waits for it
+            log.warning("tickets.mapping_unchecked", tracker=sync.tracker, error=str(exc))
+            continue
+        if problems:
+            raise ConfigError(
+                f"the {sync.tracker} mapping does not match the tracker:\n  "
+                + "\n  ".join(problems)
+            )
+    if services.book is not None:
+        problems = check_calendar(services.book.tasks, settings.calendar)
+        if problems:
+            raise ConfigError("calendar:\n  " + "\n  ".join(problems))
+
+
+def scheduled_jobs(
+    *, settings: Settings, services: BotServices, syncs: Sequence[Any]
+) -> dict[str, JobSpec]:
+    """What the scheduler runs: scans on their cron, ticket sync (and polling) per tracker,
+    the reminder sweep, and the nightly retention."""
+    tz = settings.schedule.timezone
+    targets = {t.name for t in settings.aws.targets}
+    jobs: dict[str, JobSpec] = {}
+    for target, expression in settings.schedule.scans.items():
+        if target != "all" and target not in targets:
+            raise ConfigError(
+                f"schedule.scans: no AWS target named {target!r}; targets: "
+                f"{', '.join(sorted(targets))} (or 'all')"
+            )
+        account = None if target == "all" else target
+        jobs[f"scan:{target}"] = JobSpec(
+            cron(expression, tz), functools.partial(services.scan, account, "schedule")
+        )
+    for sync in syncs:
+        section = getattr(settings.tickets, sync.sink.name)
+        jobs[f"tickets:{sync.sink.name}"] = JobSpec(every(section.interval), sync.run_once)
+    if services.book is not None:
+        sweep = ReminderSweep(
+            tasks=services.book.tasks,
+            calendar=settings.calendar,
+            sessions=services.sessions,
+            clock=services.clock,
+        )
+        jobs["reminders"] = JobSpec(every(settings.calendar.sweep_interval), sweep.run_once)
+    jobs["retention"] = JobSpec(
+        cron("30 3 * * *", tz),
+        functools.partial(
+            retention,
+            sessions=services.sessions,
+            clock=services.clock,
+            days=settings.schedule.retention_days,
+        ),
+    )
+    return jobs
+
+
 def serve(*, settings: Settings, catalog: Catalog, engine: Engine) -> None:
     """Run until SIGTERM/SIGINT."""
     import uvicorn
@@ -275,37 +342,32 @@ def serve(*, settings: Settings, catalog: Catalog, engine: Engine) -> None:
         clock=utcnow,
         check=services.recheck,
     )
-    for sync in syncs:
-        try:
-            problems = sync.sink.validate()
-        except TicketError as exc:  # down for now: the outbox waits for it
-            log.warning("tickets.mapping_unchecked", tracker=sync.tracker, error=str(exc))
-            continue
-        if problems:
-            executor.shutdown()
-            raise ConfigError(
-                f"the {sync.tracker} mapping does not match the tracker:\n  "
-                + "\n  ".join(problems)
-            )
-    if services.book is not None:
-        problems = check_calendar(services.book.tasks, settings.calendar)
-        if problems:
-            executor.shutdown()
-            raise ConfigError("calendar:\n  " + "\n  ".join(problems))
-        sweep = ReminderSweep(
-            tasks=services.book.tasks,
-            calendar=settings.calendar,
-            sessions=services.sessions,
-            clock=utcnow,
+    try:
+        check_integrations(syncs, services, settings)
+        jobs = scheduled_jobs(settings=settings, services=services, syncs=syncs)
+    except ConfigError:
+        executor.shutdown()
+        raise
+    scheduler = None
+    if settings.schedule.enabled:
+        scheduler = ComplianceScheduler(
+            engine=engine,
+            jobs=jobs,
+            timezone=settings.schedule.timezone,
+            grace_seconds=settings.schedule.grace_seconds,
+            poll_seconds=settings.schedule.leader_poll_seconds,
         )
-        workers.append(DeliveryWorker(sweep, settings.calendar.sweep_interval, "reminder-sweep"))
-    wakers = {}
-    for sync in syncs:
-        section = getattr(settings.tickets, sync.sink.name)
-        ticket_worker = DeliveryWorker(sync, section.interval, f"tickets-{sync.sink.name}")
-        workers.append(ticket_worker)
-        wakers[sync.sink.name] = ticket_worker.wake
-    on_start = on_stop = None
+    wakers: dict[str, Callable[[], Any]] = {
+        sync.sink.name: functools.partial(scheduler.run_now, f"tickets:{sync.sink.name}")
+        if scheduler is not None
+        else _nothing
+        for sync in syncs
+    }
+    starts: list[Callable[[], None]] = []
+    stops: list[Callable[[], None]] = []
+    if scheduler is not None:
+        starts.append(scheduler.start)
+        stops.append(scheduler.stop)
     if app is not None and settings.slack.mode == "socket":
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
@@ -313,7 +375,17 @@ def serve(*, settings: Settings, catalog: Catalog, engine: Engine) -> None:
         handler = SocketModeHandler(
             app, settings.slack.app_token.get_secret_value(), web_client=services.client
         )
-        on_start, on_stop = handler.connect, handler.close
+        starts.append(handler.connect)
+        stops.append(handler.close)
+
+    def on_start() -> None:
+        for start in starts:
+            start()
+
+    def on_stop() -> None:
+        for stop in reversed(stops):
+            stop()
+
     asgi = build_asgi(
         app=app if settings.slack.mode == "http" else None,
         services=services,

@@ -398,6 +398,37 @@ class CalendarSettings(_Section):
     }
 
 
+def _crontab(value: str) -> str:
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(value)
+    except ValueError as exc:
+        raise ValueError(
+            f"{value!r} is not a cron expression (minute hour day month weekday, "
+            f"e.g. '0 */6 * * *'): {exc}"
+        ) from None
+    return value
+
+
+Crontab = Annotated[str, AfterValidator(_crontab)]
+
+
+class ScheduleSettings(_Section):
+    """What `serve` runs on its own, in one process of however many replicas."""
+
+    enabled: bool = True
+    timezone: Annotated[str, AfterValidator(_timezone)] = "UTC"
+    # Full scans: a cron expression per AWS target name, or "all" for one scan of every target.
+    scans: dict[str, Crontab] = {}
+    # A job missed while nobody was running runs once on start, if this late at most.
+    grace_seconds: Annotated[int, Field(ge=1, le=7 * 86400)] = 3600
+    # How often a standby replica tries to become the scheduler (PostgreSQL).
+    leader_poll_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
+    # Delivered outbox items and handled Slack event ids older than this are deleted.
+    retention_days: Annotated[int, Field(ge=1, le=3650)] = 90
+
+
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 3000
@@ -419,6 +450,7 @@ class Settings(BaseSettings):
     slack: SlackSettings = SlackSettings()
     tickets: TicketsSettings = TicketsSettings()
     calendar: CalendarSettings = CalendarSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
     server: ServerSettings = ServerSettings()
 
 
@@ -474,7 +506,7 @@ def _read(path: Path, what: str) -> YamlDoc:
     if not isinstance(doc.data, dict):
         raise ConfigError(
             f"{path}: the {what} must be a mapping of sections "
-            "(database, aws, rules, logging, slack, tickets, calendar, server)"
+            "(database, aws, rules, logging, slack, tickets, calendar, schedule, server)"
         )
     return doc
 

@@ -8,14 +8,19 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Column,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
+    Table,
     Text,
     TypeDecorator,
+    Unicode,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -324,3 +329,14 @@ class TaskOccurrence(Base):
     reminded: Mapped[str | None] = mapped_column(String(64))
     escalations: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime]
+
+
+# APScheduler's job store (SQLAlchemyJobStore), declared here so its table is created and
+# versioned by our migrations like every other one.
+scheduler_jobs = Table(
+    "apscheduler_jobs",
+    Base.metadata,
+    Column("id", Unicode(191), primary_key=True),
+    Column("next_run_time", Float(25), index=True),
+    Column("job_state", LargeBinary, nullable=False),
+)

@@ -1,0 +1,309 @@
+"""The scheduler of `serve`: scans on cron, ticket sync and polling, reminder sweeps, retention.
+
+APScheduler 3 with its SQLAlchemy job store in our database (table `apscheduler_jobs`, made by
+migration 0007), so a restart neither loses nor duplicates jobs; a job missed while nothing
+ran runs once (coalesced) if it is at most `schedule.grace_seconds` late.
+
+One scheduler per database, however many replicas run `serve`: APScheduler 3 does not
+coordinate schedulers sharing a job store, so the replicas elect one. On PostgreSQL the
+leader holds a session advisory lock on a dedicated connection; the others try again every
+`schedule.leader_poll_seconds` and take over within that long when the leader dies (its
+connection, and so its lock, goes with it). On SQLite there is one process, and it says so.
+Every job is idempotent (the outbox's unique keys, the sweep's recorded state), so a
+takeover in the middle of a run posts nothing twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MISSED,
+    JobExecutionEvent,
+)
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import Connection, Engine, delete, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ledger.db import transaction
+from ledger.models import OutboxItem, OutboxStatus, ProcessedEvent
+
+log = structlog.get_logger(__name__)
+
+# pg_advisory_lock key: "compliancebot scheduler" (any constant shared by every replica).
+LOCK_KEY = 0x636F6D706C  # "compl"
+TABLE = "apscheduler_jobs"
+
+# What a job runs, by job id; filled by the process that holds the leadership. Jobs are
+# stored as a reference to `run_job` and their id, never as pickled closures.
+_RUNNERS: dict[str, Callable[[], Any]] = {}
+
+
+def run_job(job_id: str) -> Any:
+    """The entry point every stored job calls."""
+    runner = _RUNNERS.get(job_id)
+    if runner is None:
+        log.warning("scheduler.unknown_job", job=job_id)
+        return None
+    return runner()
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job: its trigger and what it runs."""
+
+    trigger: BaseTrigger
+    run: Callable[[], Any]
+
+
+class Leadership:
+    """Who runs the scheduler: the holder of a PostgreSQL advisory lock, or the only process."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.single = engine.dialect.name != "postgresql"
+        self._conn: Connection | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this process is the leader."""
+        return self.single or self._conn is not None
+
+    def try_acquire(self) -> bool:
+        """Become the leader if nobody is; True if this process is the leader now."""
+        if self.held:
+            return True
+        conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            got = bool(
+                conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar()
+            )
+        except SQLAlchemyError:
+            conn.close()
+            raise
+        if not got:
+            conn.close()
+            return False
+        self._conn = conn
+        return True
+
+    def alive(self) -> bool:
+        """Whether the leadership still holds (the lock's connection answers)."""
+        if self.single:
+            return True
+        if self._conn is None:
+            return False
+        try:
+            self._conn.execute(text("SELECT 1"))
+        except SQLAlchemyError:
+            self._drop()
+            return False
+        return True
+
+    def release(self) -> None:
+        """Give the leadership up (closing the connection releases the lock)."""
+        if self._conn is not None:
+            with contextlib.suppress(SQLAlchemyError):
+                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+            self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(SQLAlchemyError):
+                conn.close()
+
+
+class ComplianceScheduler:
+    """Elects itself, then runs the jobs; steps down (and stops them) when it loses the lock."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        jobs: Mapping[str, JobSpec],
+        timezone: str = "UTC",
+        grace_seconds: int = 3600,
+        poll_seconds: float = 5.0,
+    ) -> None:
+        self.engine = engine
+        self.jobs = dict(jobs)
+        self.timezone = timezone
+        self.grace_seconds = grace_seconds
+        self.poll_seconds = poll_seconds
+        self.leadership = Leadership(engine)
+        self.scheduler: BackgroundScheduler | None = None
+        # (job id, "ok" | "failed" | "missed"): what happened to each due run, newest last.
+        self.ran: list[tuple[str, str]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._listeners: list[Callable[[str, str], None]] = []
+
+    # ---- the election loop ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the election loop in a thread (at once the scheduler, on SQLite)."""
+        if self.leadership.single:
+            log.info(
+                "scheduler.single_process",
+                note="SQLite database: this process runs the scheduler; run one `serve` only",
+            )
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the jobs (waiting for running ones) and give the leadership up."""
+        self._stop.set()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout)
+        self._step_down(wait=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception:
+                log.exception("scheduler.step_failed")
+            self._stop.wait(self.poll_seconds)
+
+    def step(self) -> bool:
+        """One turn of the election: lead if possible, step down if the lock is gone."""
+        if self.scheduler is not None:
+            if not self.leadership.alive():
+                log.warning("scheduler.leadership_lost")
+                self._step_down(wait=False)
+            return self.scheduler is not None
+        if self.leadership.try_acquire():
+            self._lead()
+            return True
+        return False
+
+    # ---- leading --------------------------------------------------------------------------------
+
+    def _lead(self) -> None:
+        _RUNNERS.clear()
+        _RUNNERS.update({job_id: spec.run for job_id, spec in self.jobs.items()})
+        scheduler = BackgroundScheduler(
+            jobstores={"default": SQLAlchemyJobStore(engine=self.engine, tablename=TABLE)},
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": self.grace_seconds,
+            },
+            timezone=self.timezone,
+        )
+        scheduler.add_listener(
+            self._on_event, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED
+        )
+        scheduler.start(paused=True)
+        self._sync_jobs(scheduler)
+        scheduler.resume()
+        self.scheduler = scheduler
+        log.info("scheduler.leading", jobs=sorted(self.jobs))
+
+    def _sync_jobs(self, scheduler: BackgroundScheduler) -> None:
+        """Make the stored jobs what the configuration says, keeping the due time of a job
+        whose trigger did not change (so a run missed while down is not forgotten)."""
+        stored = {job.id: job for job in scheduler.get_jobs()}
+        for job_id in stored:
+            if job_id not in self.jobs:
+                scheduler.remove_job(job_id)
+                log.info("scheduler.job_removed", job=job_id)
+        for job_id, spec in self.jobs.items():
+            old = stored.get(job_id)
+            if old is not None and str(old.trigger) == str(spec.trigger):
+                if old.misfire_grace_time != self.grace_seconds:  # the grace time changed
+                    scheduler.modify_job(job_id, misfire_grace_time=self.grace_seconds)
+                continue
+            scheduler.add_job(
+                run_job,
+                trigger=spec.trigger,
+                args=[job_id],
+                id=job_id,
+                name=job_id,
+                replace_existing=True,
+            )
+
+    def _step_down(self, *, wait: bool) -> None:
+        scheduler, self.scheduler = self.scheduler, None
+        if scheduler is not None:
+            try:
+                # APScheduler 3's thread looks for due jobs once more after shutdown(), with its
+                # executors already closed: a run due then would be marked done without running.
+                # Detached from the store first, it finds nothing to take.
+                scheduler.pause()
+                scheduler.remove_jobstore("default", shutdown=False)
+                scheduler.shutdown(wait=wait)
+            except Exception:  # already stopped, or its store is gone
+                log.warning("scheduler.shutdown_failed", exc_info=True)
+        self.leadership.release()
+
+    def on_run(self, listener: Callable[[str, str], None]) -> None:
+        """Be told what happened to a due run: (job id, "ok" | "failed" | "missed")."""
+        self._listeners.append(listener)
+
+    def _on_event(self, event: JobExecutionEvent) -> None:
+        if event.code == EVENT_JOB_MISSED:
+            outcome = "missed"
+            log.warning("scheduler.job_missed", job=event.job_id, due=str(event.scheduled_run_time))
+        elif event.exception is not None:
+            outcome = "failed"
+            log.error("scheduler.job_failed", job=event.job_id, error=str(event.exception))
+        else:
+            outcome = "ok"
+        self.ran.append((event.job_id, outcome))
+        for listener in self._listeners:
+            listener(event.job_id, outcome)
+
+    def run_now(self, job_id: str) -> bool:
+        """Bring a job forward to now (a webhook's change to apply); False if not leading."""
+        scheduler = self.scheduler
+        if scheduler is None or scheduler.get_job(job_id) is None:
+            return False
+        scheduler.modify_job(job_id, next_run_time=datetime.now(scheduler.timezone))
+        return True
+
+
+def retention(
+    *, sessions: sessionmaker[Session], clock: Callable[[], datetime], days: int
+) -> dict[str, int]:
+    """Delete delivered outbox items older than `days`, and handled event ids over a week old.
+
+    The audit trail is append-only and never pruned.
+    """
+    now = clock()
+    with transaction(sessions) as session:
+        items = session.execute(  # type: ignore[attr-defined]
+            delete(OutboxItem).where(
+                OutboxItem.status == OutboxStatus.delivered,
+                OutboxItem.delivered_at < now - timedelta(days=days),
+            )
+        ).rowcount
+        events = session.execute(  # type: ignore[attr-defined]
+            delete(ProcessedEvent).where(ProcessedEvent.at < now - timedelta(days=7))
+        ).rowcount
+    log.info("retention.pruned", outbox=items, events=events)
+    return {"outbox": int(items or 0), "events": int(events or 0)}
+
+
+def cron(expression: str, timezone: str) -> CronTrigger:
+    """A crontab expression in a time zone."""
+    return CronTrigger.from_crontab(expression, timezone=timezone)
+
+
+def every(seconds: float) -> IntervalTrigger:
+    """Every so many seconds."""
+    return IntervalTrigger(seconds=seconds)
