@@ -800,8 +800,8 @@ def tasks_done(
     ] = None,
 ) -> None:
     """Complete an occurrence, with the evidence its task asks for."""
+    from bot.reminders import evidence_store
     from ledger import tasks as occurrences
-    from ledger.tasks import store_evidence_file
 
     app_ctx = _ctx(ctx)
     book = app_ctx.book
@@ -814,7 +814,7 @@ def tasks_done(
         if file is not None:
             if not file.is_file():
                 raise ConfigError(f"--file: {file} is not a readable file")
-            kept = store_evidence_file(book.calendar.evidence_dir, file.name, file.read_bytes())
+            kept = evidence_store(app_ctx.settings)(file.name, file.read_bytes())
         done = occurrences.complete(
             session=session,
             occurrence_id=occurrence_id,

@@ -24,7 +24,13 @@ from bot.slack.task_blocks import TaskView
 from ledger import outbox
 from ledger.db import transaction
 from ledger.models import OccurrenceStatus, TaskOccurrence
-from ledger.tasks import CalendarClock, materialize
+from ledger.tasks import (
+    CalendarClock,
+    EvidenceFile,
+    materialize,
+    store_evidence_file,
+    store_evidence_s3,
+)
 from rules.catalog import Framework
 from rules.errors import CatalogError
 from rules.tasks import Task, TaskCatalog, all_leads, describe_controls, resolve_owner
@@ -226,3 +232,23 @@ class TaskBook:
             completed_by=occurrence.completed_by,
             on_time=occurrence.on_time,
         )
+
+
+def evidence_store(settings: Any) -> Callable[[str, bytes], EvidenceFile]:
+    """Where evidence files go: calendar.evidence_bucket (S3) if set, else evidence_dir."""
+    calendar = settings.calendar
+    if calendar.evidence_bucket:
+        import boto3
+
+        bucket, _, prefix = calendar.evidence_bucket.removeprefix("s3://").partition("/")
+        client = boto3.client("s3", endpoint_url=settings.aws.endpoint_url)
+
+        def to_s3(name: str, content: bytes) -> EvidenceFile:
+            return store_evidence_s3(client, bucket, prefix, name, content)
+
+        return to_s3
+
+    def to_dir(name: str, content: bytes) -> EvidenceFile:
+        return store_evidence_file(calendar.evidence_dir, name, content)
+
+    return to_dir

@@ -386,6 +386,10 @@ class CalendarSettings(_Section):
     max_snooze_days: Annotated[int, Field(ge=1, le=365)] = 14
     sweep_interval: Annotated[float, Field(gt=0, le=86400)] = 300.0
     evidence_dir: Path = Path("evidence")  # uploaded evidence files, by SHA-256
+    # Or an S3 location for them (s3://bucket/prefix), written with aws.endpoint_url if set.
+    evidence_bucket: Annotated[
+        str | None, Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+    ] = None
     # GET /calendar.ics?token=...: off while unset.
     feed_token: Secret = None
     # Remediation due dates of open findings in the feed: days after first seen, by severity.

@@ -8,11 +8,13 @@ Every change is in the audit trail.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -117,6 +119,23 @@ class EvidenceFile:
 
     location: str
     sha256: str
+
+
+def store_evidence_s3(
+    client: Any, bucket: str, prefix: str, name: str, content: bytes
+) -> EvidenceFile:
+    """Keep a file in S3 under `prefix/<sha256>/<name>`, with S3 checking the SHA-256 too."""
+    digest = hashlib.sha256(content).hexdigest()
+    safe = Path(name).name or "evidence"
+    key = "/".join(p for p in (prefix.strip("/"), digest, safe) if p)
+    client.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=content,
+        ChecksumSHA256=base64.b64encode(hashlib.sha256(content).digest()).decode(),
+        ServerSideEncryption="AES256",
+    )
+    return EvidenceFile(location=f"s3://{bucket}/{key}", sha256=digest)
 
 
 def store_evidence_file(directory: Path, name: str, content: bytes) -> EvidenceFile:

@@ -3,6 +3,7 @@ completion with evidence, delivery to Slack and the ICS feed. The clock is injec
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -12,10 +13,11 @@ from typing import Any
 import httpx
 import pytest
 from icalendar import Calendar
+from pydantic import ValidationError
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.reminders import ReminderSweep, TaskBook
+from bot.reminders import ReminderSweep, TaskBook, evidence_store
 from bot.server import build_asgi, build_services
 from bot.settings import Settings
 from bot.slack.delivery import SlackDelivery
@@ -429,3 +431,32 @@ def test_the_calendar_feed_parses_back_with_tasks_and_remediation_due_dates(
     fix = events[f"finding-{finding.id}@compliancebot"]
     assert fix.decoded("dtstart").isoformat() == "2026-12-01"  # high: 30 days after first seen
     assert str(fix["summary"]).startswith("Fix [HIGH] EBS volumes are encrypted at rest")
+
+
+def test_evidence_can_be_kept_in_s3_with_its_checksum(moto_world: None) -> None:
+    """calendar.evidence_bucket: the file goes to s3://bucket/prefix/<sha256>/<name>."""
+    import boto3
+
+    boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="acme-evidence")
+    settings = Settings.model_validate(
+        {"calendar": {"evidence_bucket": "s3://acme-evidence/compliance"}}
+    )
+    content = b"training completion report"
+
+    kept = evidence_store(settings)("report.pdf", content)
+
+    digest = hashlib.sha256(content).hexdigest()
+    assert kept.location == f"s3://acme-evidence/compliance/{digest}/report.pdf"
+    stored = boto3.client("s3", region_name="us-east-1").get_object(
+        Bucket="acme-evidence", Key=f"compliance/{digest}/report.pdf"
+    )
+    assert stored["Body"].read() == content
+    assert stored["ServerSideEncryption"] == "AES256"
+
+
+def test_an_evidence_bucket_that_is_not_an_s3_url_is_refused() -> None:
+    """A bucket given without s3:// is a configuration error naming the key."""
+    with pytest.raises(ValidationError) as caught:
+        Settings.model_validate({"calendar": {"evidence_bucket": "acme-evidence"}})
+
+    assert "calendar.evidence_bucket" in str(caught.value)

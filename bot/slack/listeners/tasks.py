@@ -14,6 +14,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlalchemy import select
 
+from bot.reminders import evidence_store
 from bot.slack.app import BotServices
 from bot.slack.ids import (
     DATE_BLOCK,
@@ -45,7 +46,7 @@ from ledger import tasks as occurrences
 from ledger.db import transaction
 from ledger.models import OccurrenceStatus, SlackMessage
 from ledger.services import LedgerError
-from ledger.tasks import EvidenceFile, store_evidence_file
+from ledger.tasks import EvidenceFile
 
 log = structlog.get_logger(__name__)
 
@@ -231,7 +232,10 @@ def register(app: App, services: BotServices) -> None:
             )
         if len(response.content) > MAX_EVIDENCE_BYTES:
             raise EvidenceError(f"{name} is over {MAX_EVIDENCE_BYTES // (1024 * 1024)} MB")
-        return store_evidence_file(services.settings.calendar.evidence_dir, name, response.content)
+        try:
+            return evidence_store(services.settings)(name, response.content)
+        except Exception as exc:
+            raise EvidenceError(f"could not keep {name}: {type(exc).__name__}: {exc}") from exc
 
     def tell(client: WebClient, user: str, ref: TaskRef, text: str) -> None:
         try:
