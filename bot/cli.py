@@ -858,6 +858,26 @@ def tasks_export_ics(
         out.print(f"Wrote {path} ({data.count(b'BEGIN:VEVENT')} events).")
 
 
+@tasks_app.command("feed-url")
+def tasks_feed_url(
+    ctx: typer.Context,
+    base: Annotated[str, typer.Option(help="Where `serve` is reached, e.g. https://bot.acme.com")],
+    user: Annotated[
+        str | None, typer.Option(help="A Slack user ID: a feed of only their tasks and claims.")
+    ] = None,
+) -> None:
+    """The URL to subscribe to in Google Calendar or Outlook (everyone's, or one user's)."""
+    from bot.ics import feed_url
+
+    secret = _ctx(ctx).settings.calendar.feed_token
+    if secret is None:
+        raise ConfigError(
+            "calendar.feed_token is not set: set COMPLIANCEBOT_CALENDAR__FEED_TOKEN (or put it "
+            "in the secrets file) to turn the feed on"
+        )
+    out.print(feed_url(base, secret.get_secret_value(), user), markup=False, highlight=False)
+
+
 @tasks_app.command("sweep")
 def tasks_sweep(ctx: typer.Context) -> None:
     """Make upcoming occurrences and record due reminders (what `serve` does on a schedule)."""

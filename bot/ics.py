@@ -7,8 +7,11 @@ UIDs are stable, so a subscribed calendar updates events instead of duplicating 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
+from urllib.parse import urlencode
 
 from icalendar import Calendar, Event
 from sqlalchemy import select
@@ -30,8 +33,13 @@ def feed(
     now: datetime,
     horizon_days: int,
     findings: bool = True,
+    user: str | None = None,
 ) -> bytes:
-    """The calendar: open occurrences and remediation due dates, as an .ics document."""
+    """The calendar: open occurrences and remediation due dates, as an .ics document.
+
+    With `user`, only what is theirs: occurrences they own (or were given), findings they
+    claimed.
+    """
     cal = Calendar()
     cal.add("prodid", PRODID)
     cal.add("version", "2.0")
@@ -46,7 +54,7 @@ def feed(
     for occurrence in occurrences:
         view = book.view(occurrence, now)
         task = book.tasks.tasks.get(occurrence.task_id)
-        if view is None or task is None:
+        if view is None or task is None or (user is not None and view.owner != user):
             continue
         lines = [f"{view.policy}: {when(view.days_left)}", "", task.description]
         if task.procedure:
@@ -63,12 +71,10 @@ def feed(
             )
         )
     if findings:
-        for finding in session.scalars(
-            select(Finding)
-            .where(Finding.status.in_([str(s) for s in ACTIVE]))
-            .order_by(Finding.first_seen)
-            .limit(MAX_FINDINGS)
-        ):
+        query = select(Finding).where(Finding.status.in_([str(s) for s in ACTIVE]))
+        if user is not None:
+            query = query.where(Finding.assignee == user)
+        for finding in session.scalars(query.order_by(Finding.first_seen).limit(MAX_FINDINGS)):
             days = sla_days.get(finding.severity)
             if days is None:
                 continue
@@ -106,3 +112,27 @@ def _event(
     event.add("categories", [category])
     event.add("transp", "TRANSPARENT")
     return event
+
+
+def user_token(secret: str, user: str) -> str:
+    """A user's own feed token: derived from the shared secret, so nothing is stored, and
+    rotating calendar.feed_token revokes every one of them."""
+    return hmac.new(secret.encode(), f"calendar-feed:{user}".encode(), hashlib.sha256).hexdigest()[
+        :32
+    ]
+
+
+def feed_url(base: str, secret: str, user: str | None = None) -> str:
+    """The URL a calendar app subscribes to: everyone's, or one user's."""
+    root = base.rstrip("/") + "/calendar.ics"
+    if user is None:
+        return f"{root}?{urlencode({'token': secret})}"
+    return f"{root}?{urlencode({'user': user, 'token': user_token(secret, user)})}"
+
+
+def token_allows(secret: str, token: str | None, user: str | None) -> bool:
+    """The shared token (everything), or a user's own token (with ?user=)."""
+    if token is None:
+        return False
+    expected = secret if user is None else user_token(secret, user)
+    return hmac.compare_digest(token.encode(), expected.encode())

@@ -9,7 +9,6 @@ then drains the listener threads and the delivery worker: nothing is left half-w
 from __future__ import annotations
 
 import functools
-import hmac
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot.ics import feed as ics_feed
+from bot.ics import token_allows
 from bot.metrics import Metrics
 from bot.reminders import ReminderSweep, TaskBook, check_calendar
 from bot.scanning import Recheck, ScanOutcome, collector_for, recheck, run_scan, utcnow
@@ -181,7 +181,7 @@ def build_asgi(
             return JSONResponse({"status": "unavailable", "reason": problem}, 503)
         return JSONResponse({"status": "ready"})
 
-    def _calendar(token: str | None) -> Response:
+    def _calendar(token: str | None, user: str | None) -> Response:
         calendar = services.settings.calendar
         secret = calendar.feed_token.get_secret_value() if calendar.feed_token else None
         if services.book is None or secret is None:
@@ -189,8 +189,8 @@ def build_asgi(
                 {"error": "the calendar feed is off: set calendar.enabled and calendar.feed_token"},
                 404,
             )
-        if token is None or not hmac.compare_digest(token.encode(), secret.encode()):
-            return JSONResponse({"error": "a wrong or missing ?token="}, 401)
+        if not token_allows(secret, token, user):
+            return JSONResponse({"error": "a wrong or missing ?token= (for this ?user=)"}, 401)
         with services.sessions() as session:
             data = ics_feed(
                 session=session,
@@ -198,6 +198,7 @@ def build_asgi(
                 sla_days={str(k): v for k, v in calendar.sla_days.items()},
                 now=services.clock(),
                 horizon_days=calendar.horizon_days,
+                user=user,
             )
         return Response(
             data,
@@ -206,7 +207,8 @@ def build_asgi(
         )
 
     async def calendar_feed(request: Request) -> Response:
-        return await run_in_threadpool(_calendar, request.query_params.get("token"))
+        params = request.query_params
+        return await run_in_threadpool(_calendar, params.get("token"), params.get("user"))
 
     async def metrics_endpoint(_: Request) -> Response:
         payload = await run_in_threadpool(generate_latest, metrics.registry)

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.ics import feed_url
 from bot.reminders import ReminderSweep, TaskBook, evidence_store
 from bot.server import build_asgi, build_services
 from bot.settings import Settings
@@ -460,3 +462,43 @@ def test_an_evidence_bucket_that_is_not_an_s3_url_is_refused() -> None:
         Settings.model_validate({"calendar": {"evidence_bucket": "acme-evidence"}})
 
     assert "calendar.evidence_bucket" in str(caught.value)
+
+
+def test_a_users_own_feed_has_only_their_tasks_and_claims(
+    root: Path, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """?user=&token=: that user's occurrences and claimed findings; their token is theirs."""
+    clock.now = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+    scan(sessions, clock, [obs("vol-1", severity="high"), obs("vol-2", severity="high")])
+    with transaction(sessions) as session:
+        mine, theirs = session.scalars(select(Finding).order_by(Finding.id)).all()
+        mine.assignee, theirs.assignee = OWNER, "U0OTHER"
+    settings = settings_for(root, feed_token="feed-secret")
+    services = build_services(
+        settings=settings, catalog=CATALOG, engine=sessions.kw["bind"], clock=clock
+    )
+    sweep_for(root, sessions, clock).run_once()
+    asgi = build_asgi(
+        app=None,
+        services=services,
+        engine=sessions.kw["bind"],
+        executor=ThreadPoolExecutor(max_workers=1),
+    )
+    own = urlsplit(feed_url("https://bot.example.com", "feed-secret", OWNER))
+    other = feed_url("https://bot.example.com", "feed-secret", "U0OTHER")
+
+    with running(asgi) as url, httpx.Client(base_url=url, trust_env=False, timeout=10) as http:
+        owner_feed = http.get(f"{own.path}?{own.query}")
+        borrowed = http.get(
+            "/calendar.ics",
+            params={"user": "U0OTHER", "token": dict(parse_qsl(own.query))["token"]},
+        )
+        other_feed = http.get("/calendar.ics?" + urlsplit(other).query)
+
+    def uids(response: httpx.Response) -> list[str]:
+        return sorted(str(e["uid"]) for e in Calendar.from_ical(response.content).walk("VEVENT"))
+
+    assert borrowed.status_code == 401
+    assert [u.split("-")[0] for u in uids(owner_feed)] == ["finding", "task", "task"]
+    assert f"finding-{mine.id}@compliancebot" in uids(owner_feed)
+    assert uids(other_feed) == [f"finding-{theirs.id}@compliancebot"]
