@@ -875,7 +875,7 @@ def tasks_feed_url(
             "calendar.feed_token is not set: set COMPLIANCEBOT_CALENDAR__FEED_TOKEN (or put it "
             "in the secrets file) to turn the feed on"
         )
-    out.print(feed_url(base, secret.get_secret_value(), user), markup=False, highlight=False)
+    sys.stdout.write(feed_url(base, secret.get_secret_value(), user) + "\n")  # never wrapped
 
 
 @tasks_app.command("sweep")
