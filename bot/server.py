@@ -268,6 +268,12 @@ def check_integrations(syncs: Sequence[Any], services: BotServices, settings: Se
         problems = check_calendar(services.book.tasks, settings.calendar)
         if problems:
             raise ConfigError("calendar:\n  " + "\n  ".join(problems))
+        if not settings.slack.enabled:
+            log.warning(
+                "calendar.without_slack",
+                note="reminders are recorded but not sent until slack.enabled; the feed and "
+                "`compliancebot tasks` work",
+            )
 
 
 def scheduled_jobs(
