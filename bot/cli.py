@@ -49,6 +49,10 @@ app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(slack_app, name="slack")
 app.add_typer(tickets_app, name="tickets")
+schedule_app = typer.Typer(
+    help="The scheduler of `serve`: its jobs and leader.", no_args_is_help=True
+)
+app.add_typer(schedule_app, name="schedule")
 tasks_app = typer.Typer(
     help="The compliance calendar: administrative tasks, evidence, the ICS feed.",
     no_args_is_help=True,
@@ -856,6 +860,19 @@ def tasks_export_ics(
     else:
         path.write_bytes(data)
         out.print(f"Wrote {path} ({data.count(b'BEGIN:VEVENT')} events).")
+
+
+@schedule_app.command("status")
+def schedule_status(ctx: typer.Context) -> None:
+    """The stored jobs with their next run, and which process leads (without starting one)."""
+    from bot.scheduler import schedule_state
+
+    state = schedule_state(_ctx(ctx).engine())
+    out.print(f"Leader: {state.leader}")
+    if not state.jobs:
+        out.print("No jobs stored yet: `compliancebot serve` stores them when it first leads.")
+    for job_id, at in state.jobs:
+        out.print(f"  {job_id:<24} {f'{at:%Y-%m-%d %H:%M:%S} UTC' if at else 'paused'}")
 
 
 @tasks_app.command("feed-url")

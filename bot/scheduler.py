@@ -19,7 +19,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -307,3 +307,38 @@ def cron(expression: str, timezone: str) -> CronTrigger:
 def every(seconds: float) -> IntervalTrigger:
     """Every so many seconds."""
     return IntervalTrigger(seconds=seconds)
+
+
+@dataclass(frozen=True)
+class ScheduleState:
+    """What the scheduler holds: its jobs' next runs, and who leads."""
+
+    jobs: list[tuple[str, datetime | None]]  # (job id, next run; None: paused)
+    leader: str  # "this database has no leader (nothing runs)", "PostgreSQL backend 1234", ...
+
+
+def schedule_state(engine: Engine) -> ScheduleState:
+    """Read the job store and the lock without starting a scheduler (safe beside a leader)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(f"SELECT id, next_run_time FROM {TABLE} ORDER BY next_run_time, id")  # noqa: S608 - a constant
+        ).all()
+        if engine.dialect.name == "postgresql":
+            # An advisory lock on a bigint key shows as classid = high 32 bits, objid = low.
+            pid = conn.execute(
+                text(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND objid = :low AND classid = :high"
+                ),
+                {"low": LOCK_KEY & 0xFFFFFFFF, "high": LOCK_KEY >> 32},
+            ).scalar()
+            leader = (
+                f"PostgreSQL backend {pid} holds the lock" if pid else "no leader (nothing runs)"
+            )
+        else:
+            leader = "SQLite: the one `serve` process"
+    jobs = [
+        (str(job_id), datetime.fromtimestamp(float(at), UTC) if at is not None else None)
+        for job_id, at in rows
+    ]
+    return ScheduleState(jobs=jobs, leader=leader)

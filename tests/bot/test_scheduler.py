@@ -17,7 +17,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.scheduler import ComplianceScheduler, JobSpec, retention
+from bot.scheduler import ComplianceScheduler, JobSpec, retention, schedule_state
 from bot.server import build_services, scheduled_jobs
 from bot.settings import ConfigError, Settings
 from ledger import outbox
@@ -292,3 +292,25 @@ def test_a_leader_that_loses_its_connection_steps_down(
 
     assert not still
     assert again
+
+
+def test_status_lists_the_stored_jobs_and_the_leader(sessions: sessionmaker[Session]) -> None:
+    """`schedule status` reads the store and the lock; it never starts a scheduler."""
+    engine = engine_of(sessions)
+    runs = Runs()
+    leader = scheduler(engine, hourly(runs))
+    leader.step()
+
+    state = schedule_state(engine)
+    leader.stop()
+    after = schedule_state(engine)
+
+    assert [job_id for job_id, _ in state.jobs] == ["tick"]
+    next_run = state.jobs[0][1]
+    assert next_run is not None
+    assert next_run > datetime.now(UTC)
+    if engine.dialect.name == "postgresql":
+        assert "holds the lock" in state.leader
+        assert after.leader == "no leader (nothing runs)"
+    else:
+        assert state.leader == "SQLite: the one `serve` process"
