@@ -67,6 +67,8 @@ class JobSpec:
 
     trigger: BaseTrigger
     run: Callable[[], Any]
+    # Run as soon as the job is first stored, not one interval later (a sweep, a sync).
+    at_once: bool = False
 
 
 class Leadership:
@@ -228,6 +230,9 @@ class ComplianceScheduler:
                 if old.misfire_grace_time != self.grace_seconds:  # the grace time changed
                     scheduler.modify_job(job_id, misfire_grace_time=self.grace_seconds)
                 continue
+            extra: dict[str, Any] = {}
+            if spec.at_once:
+                extra["next_run_time"] = datetime.now(UTC)
             scheduler.add_job(
                 run_job,
                 trigger=spec.trigger,
@@ -235,6 +240,7 @@ class ComplianceScheduler:
                 id=job_id,
                 name=job_id,
                 replace_existing=True,
+                **extra,
             )
 
     def _step_down(self, *, wait: bool) -> None:

@@ -296,7 +296,9 @@ def scheduled_jobs(
         )
     for sync in syncs:
         section = getattr(settings.tickets, sync.sink.name)
-        jobs[f"tickets:{sync.sink.name}"] = JobSpec(every(section.interval), sync.run_once)
+        jobs[f"tickets:{sync.sink.name}"] = JobSpec(
+            every(section.interval), sync.run_once, at_once=True
+        )
     if services.book is not None:
         sweep = ReminderSweep(
             tasks=services.book.tasks,
@@ -304,7 +306,9 @@ def scheduled_jobs(
             sessions=services.sessions,
             clock=services.clock,
         )
-        jobs["reminders"] = JobSpec(every(settings.calendar.sweep_interval), sweep.run_once)
+        jobs["reminders"] = JobSpec(
+            every(settings.calendar.sweep_interval), sweep.run_once, at_once=True
+        )
     jobs["retention"] = JobSpec(
         cron("30 3 * * *", tz),
         functools.partial(

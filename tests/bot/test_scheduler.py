@@ -314,3 +314,23 @@ def test_status_lists_the_stored_jobs_and_the_leader(sessions: sessionmaker[Sess
         assert after.leader == "no leader (nothing runs)"
     else:
         assert state.leader == "SQLite: the one `serve` process"
+
+
+def test_a_new_sweep_job_runs_at_once_not_an_interval_later(
+    sessions: sessionmaker[Session],
+) -> None:
+    """at_once: a first-time leader runs the sweep now; the next run is an interval away."""
+    engine = engine_of(sessions)
+    runs = Runs()
+    leader = scheduler(engine, {"sweep": JobSpec(IntervalTrigger(hours=1), runs.job, at_once=True)})
+    leader.on_run(runs.listener)
+
+    leader.step()
+    outcome = runs.next()
+    leader.stop()
+    ((_, next_run),) = schedule_state(engine).jobs
+
+    assert outcome == ("sweep", "ok")
+    assert runs.count == 1
+    assert next_run is not None
+    assert next_run > datetime.now(UTC) + timedelta(minutes=50)
