@@ -544,13 +544,6 @@ def config_check(ctx: typer.Context) -> None:
             raise ConfigError(f"tickets.{name}: cannot check the mapping: {exc}") from exc
         if problems:
             raise ConfigError(f"tickets.{name} mapping:\n  " + "\n  ".join(problems))
-    targets = {t.name for t in settings.aws.targets}
-    for target in settings.schedule.scans:
-        if target != "all" and target not in targets:
-            raise ConfigError(
-                f"schedule.scans: no AWS target named {target!r}; targets: "
-                f"{', '.join(sorted(targets))} (or 'all')"
-            )
     if settings.calendar.enabled:
         from bot.reminders import check_calendar
 

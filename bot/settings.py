@@ -455,6 +455,18 @@ class Settings(BaseSettings):
     tickets: TicketsSettings = TicketsSettings()
     calendar: CalendarSettings = CalendarSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+
+    @model_validator(mode="after")
+    def _scheduled_targets_exist(self) -> Settings:
+        targets = {t.name for t in self.aws.targets}
+        for target in self.schedule.scans:
+            if target != "all" and target not in targets:
+                raise ValueError(
+                    f"schedule.scans: no AWS target named {target!r}; targets: "
+                    f"{', '.join(sorted(targets))} (or 'all')"
+                )
+        return self
+
     server: ServerSettings = ServerSettings()
 
 
@@ -587,13 +599,7 @@ def load_settings(
             os.environ.update(environ)
         return Settings.model_validate(_Effective().model_dump())
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors()[:5]:
-            loc = tuple(err["loc"])
-            message = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                message = "unknown key (check the spelling)"
-            problems.append(f"{_locate(loc, docs, environ)}: {format_path(loc)}: {message}")
+        problems = [_problem(err, docs, environ) for err in exc.errors()[:5]]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from exc
     except ValueError as exc:  # an environment value that is not valid JSON for a list/map
         raise ConfigError(f"invalid configuration from the environment: {exc}") from exc
@@ -601,6 +607,21 @@ def load_settings(
         if environ is not os.environ:
             os.environ.clear()
             os.environ.update(saved)
+
+
+_KEY_IN_MESSAGE = re.compile(r"^([a-z_]+(?:\.[a-z_]+)+): (.*)$", re.DOTALL)
+
+
+def _problem(err: Any, docs: list[YamlDoc], environ: Mapping[str, str]) -> str:
+    """One validation error as `where: key: what is wrong`."""
+    loc = tuple(err["loc"])
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown key (check the spelling)"
+    named = _KEY_IN_MESSAGE.match(message)
+    if not loc and named:  # a check across sections names its key: locate that key
+        loc, message = tuple(named.group(1).split(".")), named.group(2)
+    return f"{_locate(loc, docs, environ)}: {format_path(loc)}: {message}"
 
 
 def _lookup(data: Any, keys: tuple[str, ...]) -> Any:

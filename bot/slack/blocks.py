@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from bot.slack.ids import (
     DATE_BLOCK,
@@ -489,9 +489,12 @@ def home_view(h: HomeView) -> dict[str, Any]:
 # ---- modals ------------------------------------------------------------------------------------
 
 
-def _modal(
-    callback: ViewId, title: str, submit: str, ref: ModalRef, blocks: list[Block]
-) -> dict[str, Any]:
+class _Ref(Protocol):
+    def dump(self) -> str: ...
+
+
+def modal(callback: ViewId, title: str, submit: str, ref: _Ref, blocks: list[Block]) -> Block:
+    """A modal whose private_metadata is what it is about (a finding, a task occurrence)."""
     return {
         "type": "modal",
         "callback_id": str(callback),
@@ -538,7 +541,7 @@ def _date_input(label: str, initial: date | None, hint: str) -> Block:
 
 def resolve_modal(ref: ModalRef, title: str) -> dict[str, Any]:
     """Resolve: an optional note; the resource is re-checked at once."""
-    return _modal(
+    return modal(
         ViewId.resolve,
         "Resolve finding",
         "Resolve",
@@ -553,7 +556,7 @@ def resolve_modal(ref: ModalRef, title: str) -> dict[str, Any]:
 
 def accept_modal(ref: ModalRef, title: str, default_until: date) -> dict[str, Any]:
     """Accept risk: a reason and an expiry, both required."""
-    return _modal(
+    return modal(
         ViewId.accept,
         "Accept risk",
         "Accept",
@@ -574,7 +577,7 @@ def accept_modal(ref: ModalRef, title: str, default_until: date) -> dict[str, An
 
 def snooze_modal(ref: ModalRef, title: str, default_until: date, max_days: int) -> dict[str, Any]:
     """Snooze: hide from reminders until a date."""
-    return _modal(
+    return modal(
         ViewId.snooze,
         "Snooze finding",
         "Snooze",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from bot.slack.blocks import Block, button, clip, context, esc, section
+from bot.slack.blocks import Block, button, clip, context, esc, modal, section
 from bot.slack.ids import (
     DATE_BLOCK,
     DATE_INPUT,
@@ -146,20 +146,6 @@ def tasks_list_blocks(views: Sequence[TaskView], *, horizon_days: int) -> list[B
 # ---- modals ------------------------------------------------------------------------------------
 
 
-def _task_modal(
-    callback: ViewId, title: str, submit: str, ref: TaskRef, blocks: list[Block]
-) -> dict[str, Any]:
-    return {
-        "type": "modal",
-        "callback_id": str(callback),
-        "private_metadata": ref.dump(),
-        "title": {"type": "plain_text", "text": clip(title, 24)},
-        "submit": {"type": "plain_text", "text": clip(submit, 24)},
-        "close": {"type": "plain_text", "text": "Cancel"},
-        "blocks": blocks,
-    }
-
-
 def _input(block_id: str, label: str, element: Block, *, optional: bool, hint: str = "") -> Block:
     out: Block = {
         "type": "input",
@@ -176,7 +162,7 @@ def _input(block_id: str, label: str, element: Block, *, optional: bool, hint: s
 def done_modal(ref: TaskRef, t: TaskView) -> dict[str, Any]:
     """Done: a note, a link, a file; the one the task requires is not optional."""
     need = t.evidence
-    return _task_modal(
+    return modal(
         ViewId.task_done,
         "Complete task",
         "Done",
@@ -214,7 +200,7 @@ def done_modal(ref: TaskRef, t: TaskView) -> dict[str, Any]:
 
 def task_snooze_modal(ref: TaskRef, t: TaskView, default: date, max_days: int) -> dict[str, Any]:
     """Snooze: no reminders until a date (the due date does not move)."""
-    return _task_modal(
+    return modal(
         ViewId.task_snooze,
         "Snooze task",
         "Snooze",
@@ -234,7 +220,7 @@ def task_snooze_modal(ref: TaskRef, t: TaskView, default: date, max_days: int) -
 
 def reassign_modal(ref: TaskRef, t: TaskView) -> dict[str, Any]:
     """Reassign this occurrence to someone else."""
-    return _task_modal(
+    return modal(
         ViewId.task_reassign,
         "Reassign task",
         "Reassign",

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.scheduler import ComplianceScheduler, JobSpec, retention, schedule_state
 from bot.server import build_services, scheduled_jobs
-from bot.settings import ConfigError, Settings
+from bot.settings import ConfigError, Settings, load_settings
 from ledger import outbox
 from ledger.db import transaction
 from ledger.models import OutboxItem
@@ -150,15 +150,21 @@ def test_scheduled_jobs_follow_the_configuration(
         settings=settings, catalog=load_catalog(), engine=engine_of(sessions), clock=clock
     )
     jobs = scheduled_jobs(settings=settings, services=services, syncs=[])
-    wrong = settings.model_copy(
-        update={"schedule": settings.schedule.model_copy(update={"scans": {"stage": "0 * * * *"}})}
-    )
 
     with pytest.raises(ConfigError) as caught:
-        scheduled_jobs(settings=wrong, services=services, syncs=[])
+        load_settings(
+            None,
+            environ={
+                "COMPLIANCEBOT_AWS__TARGETS": '[{"name": "prod"}, {"name": "dev"}]',
+                "COMPLIANCEBOT_SCHEDULE__SCANS": '{"stage": "0 * * * *"}',
+            },
+        )
 
     assert sorted(jobs) == ["retention", "scan:all", "scan:prod"]
-    assert "no AWS target named 'stage'; targets: dev, prod (or 'all')" in str(caught.value)
+    assert (
+        "COMPLIANCEBOT_SCHEDULE__SCANS: schedule.scans: no AWS target named 'stage'; "
+        "targets: dev, prod (or 'all')"
+    ) in str(caught.value)
 
 
 def test_retention_prunes_old_delivered_items_only(
