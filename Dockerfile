@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# Build stage: install the pinned dependencies into a virtualenv.
+# Build stage: install the pinned runtime dependencies (requirements.lock: no dev or demo extras,
+# so no moto, flask, pytest or mypy in the image) into a virtualenv.
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
@@ -26,8 +27,9 @@ WORKDIR /data
 VOLUME ["/data"]
 # `serve` listens here (set COMPLIANCEBOT_SERVER__HOST=0.0.0.0 in the container); probe /healthz.
 EXPOSE 3000
-# The schema check needs the database reachable and migrated: a useful liveness signal.
+# `compliancebot health` exits non-zero when the database is unreachable or its schema is not the
+# one this version needs, and, while `serve` listens on server.port, when /readyz is not ready.
 HEALTHCHECK --interval=60s --timeout=10s --start-period=20s --retries=3 \
-    CMD ["compliancebot", "db", "current"]
+    CMD ["compliancebot", "health"]
 ENTRYPOINT ["compliancebot"]
 CMD ["status"]
