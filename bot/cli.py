@@ -579,6 +579,37 @@ def db_current(ctx: typer.Context) -> None:
 
 
 @app.command()
+def health(ctx: typer.Context) -> None:
+    """Exit 0 when healthy: the schema is current and, while `serve` listens, /readyz says ready.
+
+    The image's HEALTHCHECK: a container whose database is behind this version fails it, and
+    so does a `serve` that cannot reach its database.
+    """
+    import socket
+
+    import httpx
+
+    app_ctx = _ctx(ctx)
+    app_ctx.engine()  # an outdated or missing schema is an error here (exit 2)
+    server = app_ctx.settings.server
+    host = "127.0.0.1" if server.host in {"0.0.0.0", "::", ""} else server.host  # noqa: S104
+    try:
+        socket.create_connection((host, server.port), timeout=2).close()
+    except OSError:
+        out.print("healthy: the schema is current (serve is not listening here).")
+        return
+    try:
+        answer = httpx.get(f"http://{host}:{server.port}/readyz", timeout=5)
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"serve on {host}:{server.port} did not answer /readyz: {exc}") from exc
+    if answer.status_code != 200:
+        raise ConfigError(
+            f"serve on {host}:{server.port} is not ready (/readyz {answer.status_code})"
+        )
+    out.print(f"healthy: the schema is current and serve on {host}:{server.port} is ready.")
+
+
+@app.command()
 def serve(ctx: typer.Context) -> None:
     """Run the Slack bot, ticket sync and tracker webhooks, /healthz, /readyz, /metrics."""
     from bot.server import serve as run_server
