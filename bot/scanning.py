@@ -17,6 +17,7 @@ from ledger.services import Observation, ScanCounts
 from rules.catalog import Catalog
 from rules.conditions import EvalContext
 from rules.engine import Verdict, evaluate_all
+from rules.errors import CompliancebotError
 from scanners.aws.collector import AwsCollector, AwsTarget, CollectorOptions, ProgressFn
 from scanners.model import Collection
 
@@ -58,6 +59,18 @@ def collector_for(settings: Settings, *, progress: ProgressFn | None = None) -> 
     return AwsCollector(targets=aws_targets(settings), options=options, progress=progress)
 
 
+class NothingScannedError(CompliancebotError):
+    """Every target failed: the scan saw nothing, so it must not pass for a clean one."""
+
+
+def _nothing_scanned(collection: Collection) -> str:
+    reasons = sorted(
+        {f"{e.account}: {e.service}.{e.operation}: {e.code}" for e in collection.errors}
+    )
+    shown = "; ".join(reasons[:5]) + (f"; and {len(reasons) - 5} more" if len(reasons) > 5 else "")
+    return f"nothing could be scanned (every target failed): {shown}"
+
+
 @dataclass
 class ScanOutcome:
     scan: Scan
@@ -95,6 +108,10 @@ def run_scan(
         collection = collector.collect(
             needs=catalog.needs(rules), accounts=accounts, regions=regions
         )
+        if collection.errors and not collection.listed:
+            # No listing completed anywhere (a bad profile, no credentials, access denied on
+            # every call): storing it as a "partial" scan with zero findings would read as clean.
+            raise NothingScannedError(_nothing_scanned(collection))
         now = clock()
         results = evaluate_all(rules, collection.resources, EvalContext(now=now))
         observations = [

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -11,7 +15,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.scanning import ScanOutcome, recheck, run_scan
+from bot.scanning import NothingScannedError, ScanOutcome, recheck, run_scan
 from ledger.models import Finding, FindingStatus, Scan, ScanErrorRow, ScanStatus
 from rules.catalog import load_catalog
 from scanners.aws.collector import AwsCollector, AwsTarget
@@ -247,10 +251,10 @@ def test_denied_enrich_call_does_not_resolve_finding(
     assert finding(sessions, BUCKET_ENCRYPTION, bucket).status == FindingStatus.open
 
 
-def test_unreachable_account_resolves_nothing(
+def test_unreachable_account_fails_the_scan_and_resolves_nothing(
     sessions: sessionmaker[Session], clock: FakeClock
 ) -> None:
-    """If every call is denied (bad credentials) the scan is partial and no finding changes."""
+    """If every call is denied (bad credentials) the scan fails with the reason; nothing changes."""
     unencrypted_volume()
     ssh_open_group()
     legacy_bucket("legacy")
@@ -258,13 +262,44 @@ def test_unreachable_account_resolves_nothing(
     before = [(f.id, f.status, f.last_seen) for f in all_findings(sessions)]
     assert before
 
-    outcome = scan(sessions, clock, using=collector(session=failing_call(lambda *_: True)))
+    with pytest.raises(NothingScannedError, match=r"every target failed.*sts\.\w+: AccessDenied"):
+        scan(sessions, clock, using=collector(session=failing_call(lambda *_: True)))
 
-    row, errors = stored_scan(sessions, outcome.scan.id)
-    assert row.status == ScanStatus.partial
-    assert [(e.service, e.code) for e in errors] == [("sts", "AccessDenied")]
-    assert (outcome.counts.new, outcome.counts.resolved) == (0, 0)
+    with sessions() as session:
+        last = session.scalars(select(Scan).order_by(Scan.id.desc())).first()
+        assert last is not None
+        assert last.status == ScanStatus.failed
+        assert "AccessDenied" in (last.message or "")
     assert [(f.id, f.status, f.last_seen) for f in all_findings(sessions)] == before
+
+
+def test_missing_profile_fails_the_cli_scan(tmp_path: Path) -> None:
+    """`scan` with a profile that does not exist exits non-zero and names the target and why."""
+    config = tmp_path / "compliancebot.yaml"
+    config.write_text(
+        f"database:\n  url: sqlite:///{tmp_path / 'l.db'}\n"
+        "aws:\n  targets:\n    - name: prod\n      profile: no-such-profile\n"
+        "      regions: [us-east-1]\n"
+    )
+    env = {**os.environ, "COMPLIANCEBOT_CONFIG": str(config), "COLUMNS": "200"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", "from bot.cli import main; main()", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+
+    assert run("db", "upgrade").returncode == 0
+    result = run("scan")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "every target failed" in result.stderr
+    assert "prod: sts.session: ProfileNotFound" in result.stderr.replace("\n", "")
+    assert "Traceback" not in result.stderr
 
 
 def test_scan_limited_to_one_rule_resolves_only_that_rule(
