@@ -62,6 +62,41 @@ def test_database_refuses_to_rewrite_audit_log(
     assert audit_rows(sessions) == before
 
 
+_COLUMNS = "id, at, actor, action, object_type, object_id, detail"
+_FORGED = "SELECT id, at, 'mallory', action, object_type, object_id, detail FROM audit_log"
+# Statements that rewrite or empty the trail without a plain UPDATE or DELETE, per dialect.
+_REWRITES = {
+    "sqlite": [
+        f"INSERT OR REPLACE INTO audit_log ({_COLUMNS}) {_FORGED} WHERE id = 1",
+        f"REPLACE INTO audit_log ({_COLUMNS}) {_FORGED}",
+        f"INSERT INTO audit_log ({_COLUMNS}) {_FORGED} WHERE true "
+        "ON CONFLICT (id) DO UPDATE SET actor = 'mallory'",
+    ],
+    "postgresql": [
+        "TRUNCATE audit_log",
+        "TRUNCATE audit_log RESTART IDENTITY CASCADE",
+        f"INSERT INTO audit_log ({_COLUMNS}) {_FORGED} "
+        "ON CONFLICT (id) DO UPDATE SET actor = 'mallory'",
+    ],
+}
+
+
+def test_database_refuses_replace_and_truncate(
+    sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """REPLACE (SQLite), TRUNCATE and upserts (PostgreSQL) cannot rewrite or empty the trail."""
+    scan(sessions, clock, [obs()])
+    before = audit_rows(sessions)
+    engine = engine_of(sessions)
+    assert before
+
+    for statement in _REWRITES[engine.dialect.name]:
+        with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+            conn.execute(text(statement))
+
+    assert audit_rows(sessions) == before
+
+
 def test_orm_cannot_rewrite_audit_log(sessions: sessionmaker[Session], clock: FakeClock) -> None:
     """Changing or deleting an audit entry through the ORM fails and leaves it as it was."""
     scan(sessions, clock, [obs()])
