@@ -16,6 +16,8 @@ takeover in the middle of a run posts nothing twice.
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -46,6 +48,14 @@ log = structlog.get_logger(__name__)
 # pg_advisory_lock key: "compliancebot scheduler" (any constant shared by every replica).
 LOCK_KEY = 0x636F6D706C  # "compl"
 TABLE = "apscheduler_jobs"
+# The lock connection's application_name: how `schedule status` names the leading replica.
+LEADER_TAG = "compliancebot serve "
+
+
+def leader_name() -> str:
+    """`compliancebot serve <pid>@<host>`, within PostgreSQL's 63-byte application_name."""
+    return f"{LEADER_TAG}{os.getpid()}@{socket.gethostname()}"[:63]
+
 
 # What a job runs, by job id; filled by the process that holds the leadership. Jobs are
 # stored as a reference to `run_job` and their id, never as pickled closures.
@@ -90,6 +100,9 @@ class Leadership:
             return True
         conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
+            conn.execute(
+                text("SELECT set_config('application_name', :n, false)"), {"n": leader_name()}
+            )
             got = bool(
                 conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar()
             )
@@ -320,7 +333,18 @@ class ScheduleState:
     """What the scheduler holds: its jobs' next runs, and who leads."""
 
     jobs: list[tuple[str, datetime | None]]  # (job id, next run; None: paused)
-    leader: str  # "this database has no leader (nothing runs)", "PostgreSQL backend 1234", ...
+    leader: str  # "no leader (nothing runs)", "serve 4242 on web-1 holds the lock since ...", ...
+
+
+def _leader_text(row: Any) -> str:
+    """`serve 4242 on web-1 holds the lock since 2026-12-03 09:00:00 UTC`, from pg_stat_activity."""
+    pid, name, since = row
+    replica = f"PostgreSQL backend {pid}"
+    if name and str(name).startswith(LEADER_TAG):
+        process, _, host = str(name).removeprefix(LEADER_TAG).partition("@")
+        replica = f"serve {process} on {host or '?'}"
+    when = f" since {since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if since else ""
+    return f"{replica} holds the lock{when}"
 
 
 def schedule_state(engine: Engine) -> ScheduleState:
@@ -330,17 +354,21 @@ def schedule_state(engine: Engine) -> ScheduleState:
             text(f"SELECT id, next_run_time FROM {TABLE} ORDER BY next_run_time, id")  # noqa: S608 - a constant
         ).all()
         if engine.dialect.name == "postgresql":
-            # An advisory lock on a bigint key shows as classid = high 32 bits, objid = low.
-            pid = conn.execute(
+            # An advisory lock on a bigint key shows as classid = high 32 bits, objid = low;
+            # advisory locks are per database, so replicas of another database (staging beside
+            # prod on one server) hold the same key there and must not be named here.
+            row = conn.execute(
                 text(
-                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                    "AND objid = :low AND classid = :high"
+                    "SELECT l.pid, a.application_name, a.backend_start FROM pg_locks l "
+                    "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE l.locktype = 'advisory' AND l.granted "
+                    "AND l.objid = :low AND l.classid = :high "
+                    "AND l.database = (SELECT oid FROM pg_database "
+                    "WHERE datname = current_database())"
                 ),
                 {"low": LOCK_KEY & 0xFFFFFFFF, "high": LOCK_KEY >> 32},
-            ).scalar()
-            leader = (
-                f"PostgreSQL backend {pid} holds the lock" if pid else "no leader (nothing runs)"
-            )
+            ).first()
+            leader = _leader_text(row) if row else "no leader (nothing runs)"
         else:
             leader = "SQLite: the one `serve` process"
     jobs = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -14,10 +15,10 @@ from typing import IO
 
 import pytest
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.scheduler import ComplianceScheduler, JobSpec, retention, schedule_state
+from bot.scheduler import LOCK_KEY, ComplianceScheduler, JobSpec, retention, schedule_state
 from bot.server import build_services, scheduled_jobs
 from bot.settings import ConfigError, Settings, load_settings
 from ledger import outbox
@@ -320,6 +321,29 @@ def test_status_lists_the_stored_jobs_and_the_leader(sessions: sessionmaker[Sess
         assert after.leader == "no leader (nothing runs)"
     else:
         assert state.leader == "SQLite: the one `serve` process"
+
+
+def test_status_names_the_leading_replica_of_this_database_only(
+    sessions: sessionmaker[Session], pg_url: str
+) -> None:
+    """`schedule status` names this database's leader (process and host), never another's."""
+    engine = engine_of(sessions)
+    server = pg_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    other = create_engine(f"{server}/postgres")  # staging beside prod on one server
+    try:
+        with other.connect() as staging:
+            staging.execute(text("SELECT pg_advisory_lock(:k)"), {"k": LOCK_KEY})
+            nobody = schedule_state(engine).leader
+            here = scheduler(engine, {})
+            assert here.step()
+            named = schedule_state(engine).leader
+            here.stop()
+    finally:
+        other.dispose()
+
+    assert nobody == "no leader (nothing runs)"
+    assert named.startswith(f"serve {os.getpid()} on {socket.gethostname()}"[:40])
+    assert "holds the lock since 20" in named
 
 
 def test_a_new_sweep_job_runs_at_once_not_an_interval_later(
