@@ -104,7 +104,9 @@ class JiraSink:
                 )
             except (JIRAError, RequestException) as exc:
                 raise _error(exc, f"connecting to {self.config.url}") from exc
-            pace(self._client._session, self.config.requests_per_second)
+            limiter = pace(self._client._session, self.config.requests_per_second)
+            if limiter is not None:
+                limiter.record()  # the constructor's serverInfo counts against the limit too
         return self._client
 
     @property

@@ -18,6 +18,7 @@ import json
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -78,6 +79,8 @@ class FakeJira:
     )
     # Requests per second allowed (a token bucket of one second's worth); None: no limit.
     rate_limit: float | None = None
+    # Stricter: at most `rate_limit` requests arriving in ANY one-second window (a sliding log).
+    sliding_window: bool = False
 
     def __post_init__(self) -> None:
         self._lock = threading.Condition()
@@ -129,6 +132,7 @@ class FakeJira:
         self.add_project("SEC", "Security")
         self.limited = 0  # requests answered 429 by the rate limit
         self._bucket = (0.0, 0.0)  # (tokens, at)
+        self._arrivals: deque[float] = deque()  # with sliding_window
 
     # ---- life cycle ---------------------------------------------------------------------------
 
@@ -231,6 +235,15 @@ class FakeJira:
         if self.rate_limit is None:
             return False
         now = time.monotonic()
+        if self.sliding_window:
+            arrivals = self._arrivals
+            while arrivals and arrivals[0] <= now - 1.0:
+                arrivals.popleft()
+            if len(arrivals) >= self.rate_limit:
+                self.limited += 1
+                return True
+            arrivals.append(now)
+            return False
         tokens, at = self._bucket
         tokens = (
             min(self.rate_limit, tokens + (now - at) * self.rate_limit) if at else self.rate_limit

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from integrations.jira_sink import JiraConfig, JiraSink
 from integrations.ratelimit import RateLimiter, pace
 from integrations.trello_sink import TrelloConfig, TrelloSink
+from tests.fakes.jira import FakeJira
 from tests.fakes.trello import KEY, TOKEN, FakeTrello
+from tests.integrations.test_jira_sink import FINDING
 
 
 class Time:
@@ -67,3 +72,64 @@ def test_a_paced_trello_sink_spaces_its_requests() -> None:
 
     assert len(fake.calls) == 3
     assert clock.slept == pytest.approx([0.2, 0.2])
+
+
+@given(
+    limit=st.integers(min_value=1, max_value=50),
+    latencies=st.lists(st.floats(min_value=0, max_value=0.3), min_size=1, max_size=200),
+    on_the_way=st.lists(st.floats(min_value=0, max_value=1), min_size=200, max_size=200),
+)
+def test_no_one_second_window_holds_more_than_the_limit(
+    limit: int, latencies: list[float], on_the_way: list[float]
+) -> None:
+    """However late each request arrives within its round trip, no one-second window at the
+    tracker holds more than the limit, even with requests_per_second equal to it."""
+    clock = Time()
+    limiter = RateLimiter(limit, monotonic=clock.monotonic, sleep=clock.sleep)
+    arrivals = []
+
+    for latency, where in zip(latencies, on_the_way, strict=False):
+        _, slot = limiter.enter()
+        arrivals.append(clock.now + where * latency)  # somewhere between sent and answered
+        clock.now += latency
+        limiter.leave(slot)
+
+    arrivals.sort()
+    assert all(
+        arrivals[i + limit] - arrivals[i] >= 1.0 - 1e-9 for i in range(len(arrivals) - limit)
+    )
+
+
+def test_fast_answers_still_reach_nine_tenths_of_the_limit() -> None:
+    """With 2 ms round trips, 400 requests at a limit of 20/s take at most 400 / 18 seconds."""
+    clock = Time()
+    limiter = RateLimiter(20, monotonic=clock.monotonic, sleep=clock.sleep)
+
+    for _ in range(400):
+        _, slot = limiter.enter()
+        clock.now += 0.002
+        limiter.leave(slot)
+
+    assert clock.now - 100.0 <= 400 / 18
+
+
+def test_a_jira_sink_paced_at_the_limit_meets_no_429() -> None:
+    """requests_per_second equal to Jira's limit: no 429 from a strict one-second window, the
+    connect call and the searches before creates included."""
+    with FakeJira(rate_limit=10, sliding_window=True) as fake:
+        sink = JiraSink(
+            JiraConfig(
+                url=fake.url,
+                project="SEC",
+                email="bot@example.com",
+                api_token="t",
+                timeout=5,
+                requests_per_second=10,
+            )
+        )
+        for n in range(12):  # a search and a create each, after serverInfo and /field
+            assert sink.find(f"fp{n}") is None
+            sink.create(replace(FINDING, fingerprint=f"fp{n}", title=f"finding {n}"))
+
+    assert len(fake.calls) >= 25
+    assert fake.limited == 0
