@@ -1,7 +1,8 @@
 """The compliance calendar as iCalendar (RFC 5545): what is due, for Google Calendar or Outlook.
 
 Two kinds of all-day events: open task occurrences (overdue ones included, up to the horizon)
-and the remediation due dates of open findings (first seen + the SLA days of their severity).
+and the remediation due dates of every open finding (first seen + the SLA days of its
+severity), however far ahead.
 UIDs are stable, so a subscribed calendar updates events instead of duplicating them.
 """
 
@@ -78,9 +79,9 @@ def feed(
             days = sla_days.get(finding.severity)
             if days is None:
                 continue
+            # Every open finding's due date, however far: the horizon is how far ahead
+            # occurrences are made, not how far a remediation deadline may be.
             due = (finding.first_seen + timedelta(days=days)).date()
-            if due > until.date():
-                continue
             cal.add_component(
                 _event(
                     uid=f"finding-{finding.id}@compliancebot",
