@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,7 +22,7 @@ from bot.scanning import collector_for, run_scan, utcnow
 from bot.settings import ConfigError, Settings, load_settings, masked
 from bot.slack.notify import scan_notifier
 from ledger import db, services
-from ledger.models import FindingStatus
+from ledger.models import MAX_ID, FindingStatus, row_id
 from ledger.queries import list_findings, posture
 from rules.catalog import Catalog, Severity, load_catalog, validate_paths
 from rules.errors import CompliancebotError
@@ -59,8 +58,24 @@ tasks_app = typer.Typer(
 )
 app.add_typer(tasks_app, name="tasks")
 
-out = Console()
-err = Console(stderr=True)
+# Plain consoles: what they print is data, never markup (see output.PlainConsole).
+out = output.PlainConsole()
+err = output.PlainConsole(stderr=True)
+
+
+def _row_id(value: str) -> int:
+    """An id argument, bounded like every id from outside (ledger.models.row_id): 1..MAX_ID.
+
+    A plain int would pass 10**30 on to the query, which fails there with a traceback.
+    """
+    parsed = row_id(value)
+    if parsed is None:
+        shown = repr(value) if len(value) <= 40 else repr(value[:40]) + "…"
+        raise typer.BadParameter(f"{shown} is not an id: a whole number from 1 to {MAX_ID}")
+    return parsed
+
+
+FindingId = Annotated[int, typer.Argument(parser=_row_id, metavar="FINDING_ID")]
 FORMATS = ("table", "json", "ocsf")
 
 
@@ -268,8 +283,10 @@ def _scan_summary(result: Any) -> None:
     )
     for e in result.collection.errors[:20]:
         err.print(
-            f"[yellow]not checked:[/] {e.account} {e.region} {e.service}.{e.operation}: "
-            f"{e.code}: {e.message}"
+            output.styled(
+                ("not checked:", "yellow"),
+                f" {e.account} {e.region} {e.service}.{e.operation}: {e.code}: {e.message}",
+            )
         )
     if len(result.collection.errors) > 20:
         err.print(
@@ -338,7 +355,7 @@ def findings_list(
 @findings_app.command("show")
 def findings_show(
     ctx: typer.Context,
-    finding_id: Annotated[int, typer.Argument()],
+    finding_id: FindingId,
     output_format: Annotated[str, typer.Option("--output", "-o")] = "table",
 ) -> None:
     """One finding with its remediation, controls and history."""
@@ -351,7 +368,7 @@ def findings_show(
         if output_format != "table":
             _emit(output_format, [finding], app_ctx.catalog, title="")
             return
-        out.print(f"[bold]#{finding.id} {finding.title}[/]")
+        out.print(f"#{finding.id} {finding.title}", style="bold")
         out.print(
             f"severity {finding.severity} | status {finding.status}"
             + (f" | assignee {finding.assignee}" if finding.assignee else "")
@@ -370,16 +387,18 @@ def findings_show(
                 f"{finding.accepted_until:%Y-%m-%d}: {finding.accepted_reason}"
             )
         if rule is not None:
-            out.print("\n[bold]Controls[/]")
+            out.print("\nControls", style="bold")
             for fw, ids in rule.frameworks.items():
                 name = app_ctx.catalog.frameworks[fw].name
                 out.print(f"  {name}: {', '.join(ids)}")
-            out.print(f"\n[bold]Why[/]\n  {rule.rationale}")
-            out.print(f"\n[bold]Remediation[/]\n  {rule.remediation.text.strip()}")
+            out.print(output.styled(("\nWhy", "bold"), f"\n  {rule.rationale}"))
+            out.print(
+                output.styled(("\nRemediation", "bold"), f"\n  {rule.remediation.text.strip()}")
+            )
             if rule.remediation.cli:
                 command = output.remediation_command(rule.remediation.cli.strip(), finding)
                 out.print("  " + command, markup=False)
-        out.print("\n[bold]History[/]")
+        out.print("\nHistory", style="bold")
         for ev in finding.events:
             out.print(
                 f"  {ev.at:%Y-%m-%d %H:%M} {ev.kind} {ev.from_status or '-'} -> "
@@ -396,7 +415,9 @@ def _act(ctx: typer.Context, fn: Any, **kwargs: Any) -> None:
 
 @findings_app.command("claim")
 def findings_claim(
-    ctx: typer.Context, finding_id: int, user: Annotated[str, typer.Option(help="Who takes it.")]
+    ctx: typer.Context,
+    finding_id: FindingId,
+    user: Annotated[str, typer.Option(help="Who takes it.")],
 ) -> None:
     """Assign a finding to someone."""
     _act(ctx, services.claim, finding_id=finding_id, user=user)
@@ -405,7 +426,7 @@ def findings_claim(
 @findings_app.command("resolve")
 def findings_resolve(
     ctx: typer.Context,
-    finding_id: int,
+    finding_id: FindingId,
     user: Annotated[str, typer.Option()],
     note: Annotated[str | None, typer.Option()] = None,
 ) -> None:
@@ -416,20 +437,28 @@ def findings_resolve(
 @findings_app.command("accept")
 def findings_accept(
     ctx: typer.Context,
-    finding_id: int,
+    finding_id: FindingId,
     user: Annotated[str, typer.Option()],
     reason: Annotated[str, typer.Option()],
     until: Annotated[datetime, typer.Option(formats=["%Y-%m-%d"], help="Expiry date, YYYY-MM-DD.")],
 ) -> None:
     """Accept a finding's risk until a date, with a reason."""
     expiry = datetime.combine(until.date(), time.max, tzinfo=UTC)
-    _act(ctx, services.accept_risk, finding_id=finding_id, user=user, reason=reason, until=expiry)
+    _act(
+        ctx,
+        services.accept_risk,
+        finding_id=finding_id,
+        user=user,
+        reason=reason,
+        until=expiry,
+        max_days=_ctx(ctx).settings.slack.max_acceptance_days,
+    )
 
 
 @findings_app.command("reopen")
 def findings_reopen(
     ctx: typer.Context,
-    finding_id: int,
+    finding_id: FindingId,
     user: Annotated[str, typer.Option()],
     note: Annotated[str | None, typer.Option()] = None,
 ) -> None:
@@ -517,7 +546,7 @@ def rules_validate(
 ) -> None:
     """Check rule files; errors name file, line and field."""
     checked = validate_paths(paths)
-    out.print(f"[green]{len(checked)} rule(s) valid.[/]")
+    out.print(f"{len(checked)} rule(s) valid.", style="green")
 
 
 # ---- config and db ---------------------------------------------------------------------------
@@ -551,8 +580,11 @@ def config_check(ctx: typer.Context) -> None:
         if problems:
             raise ConfigError("calendar:\n  " + "\n  ".join(problems))
     out.print(
-        f"[green]Configuration valid[/]: {len(catalog.rules)} rules enabled, "
-        f"{len(catalog.disabled)} disabled, {len(settings.aws.targets)} AWS target(s)."
+        output.styled(
+            ("Configuration valid", "green"),
+            f": {len(catalog.rules)} rules enabled, {len(catalog.disabled)} disabled, "
+            f"{len(settings.aws.targets)} AWS target(s).",
+        )
     )
 
 
@@ -561,11 +593,16 @@ def db_upgrade(ctx: typer.Context) -> None:
     """Create or migrate the database schema to this version's."""
     engine = _ctx(ctx).engine(check_schema=False)
     before, after = db.upgrade(engine)
-    where = engine.url.render_as_string(hide_password=True)
+    where = db.shown_url(engine)
+    # A URL is printed whole (never wrapped) and literally ("[::1]" is not markup).
     if before == after:
-        out.print(f"{where} is already at schema revision {after}.")
+        out.print(f"{where} is already at schema revision {after}.", markup=False, soft_wrap=True)
     else:
-        out.print(f"{where} upgraded from {before or 'empty'} to schema revision {after}.")
+        out.print(
+            f"{where} upgraded from {before or 'empty'} to schema revision {after}.",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 @db_app.command("current")
@@ -573,8 +610,10 @@ def db_current(ctx: typer.Context) -> None:
     """Show the database's schema revision and the one this version needs."""
     engine = _ctx(ctx).engine(check_schema=False)
     out.print(
-        f"database: {db.current_revision(engine) or 'empty'}; "
-        f"this version needs: {db.head_revision()}"
+        f"database {db.shown_url(engine)}: {db.current_revision(engine) or 'empty'}; "
+        f"this version needs: {db.head_revision()}",
+        markup=False,
+        soft_wrap=True,
     )
 
 
@@ -628,8 +667,12 @@ def serve(ctx: typer.Context) -> None:
         )
     engine = app_ctx.engine()
     if engine.dialect.name == "sqlite":
-        err.print(
-            "SQLite database: run a single `serve` process (use PostgreSQL for more than one)."
+        import structlog
+
+        # A log line, not console text: with logging.format json, every line of serve is JSON.
+        structlog.get_logger("bot.server").warning(
+            "serve.sqlite_single_process",
+            note="SQLite database: run a single `serve` process (use PostgreSQL for more than one)",
         )
     run_server(settings=settings, catalog=app_ctx.catalog, engine=engine)
 
@@ -804,7 +847,7 @@ def tasks_list(
             table.add_row(
                 str(view.occurrence_id),
                 f"{view.due_on:%Y-%m-%d}",
-                f"[{style}]{when(view.days_left)}[/]" if style else when(view.days_left),
+                output.styled((when(view.days_left), style)),
                 view.title,
                 view.policy,
                 view.owner,
@@ -819,7 +862,14 @@ def tasks_list(
 @tasks_app.command("done")
 def tasks_done(
     ctx: typer.Context,
-    occurrence_id: Annotated[int, typer.Argument(help="The occurrence (tasks list shows it).")],
+    occurrence_id: Annotated[
+        int,
+        typer.Argument(
+            parser=_row_id,
+            metavar="OCCURRENCE_ID",
+            help="The occurrence (tasks list shows it).",
+        ),
+    ],
     by: Annotated[str, typer.Option("--by", help="Who did it.")],
     note: Annotated[str | None, typer.Option(help="What was done.")] = None,
     link: Annotated[str | None, typer.Option(help="A link to the evidence.")] = None,
@@ -842,7 +892,8 @@ def tasks_done(
         if file is not None:
             if not file.is_file():
                 raise ConfigError(f"--file: {file} is not a readable file")
-            kept = evidence_store(app_ctx.settings)(file.name, file.read_bytes())
+            with file.open("rb") as stream:
+                kept = evidence_store(app_ctx.settings)(file.name, occurrences.read_chunks(stream))
         done = occurrences.complete(
             session=session,
             occurrence_id=occurrence_id,
@@ -947,5 +998,6 @@ def main() -> None:
     try:
         app()
     except CompliancebotError as exc:
-        err.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        # The message quotes files and values, which are not markup; one line stays one line.
+        err.print(output.styled(("error:", "red"), f" {exc}"), highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -185,7 +185,7 @@ def run_demo(app_ctx: Context, *, out: Console, database: str | None = None) -> 
     db.upgrade(engine)
     sessions = db.session_factory(engine)
     catalog = app_ctx.catalog
-    where = engine.url.render_as_string(hide_password=True)
+    where = db.shown_url(engine)
     # AWS managed policies (AdministratorAccess) exist only when moto is asked to load them.
     with mock_aws(config={"iam": {"load_aws_managed_policies": True}}):
         clients = _clients()
@@ -195,7 +195,11 @@ def run_demo(app_ctx: Context, *, out: Console, database: str | None = None) -> 
             options=CollectorOptions(max_workers=settings.aws.max_workers),
             sleep=lambda _s: None,
         )
-        out.rule("[bold]compliancebot demo[/]: a simulated AWS account (moto, in process)")
+        out.rule(
+            output.styled(
+                ("compliancebot demo", "bold"), ": a simulated AWS account (moto, in process)"
+            )
+        )
         first = run_scan(catalog=catalog, collector=collector, sessions=sessions, trigger="demo")
         with sessions() as session:
             found = list_findings(session=session, catalog=catalog)

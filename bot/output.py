@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ledger.models import Finding, FindingStatus
 from ledger.queries import Posture
@@ -17,6 +19,49 @@ OCSF_VERSION = "1.1.0"
 _SEVERITY_ID = {"info": 1, "low": 2, "medium": 3, "high": 4, "critical": 5}
 _STATUS_ID = {"open": 1, "reopened": 1, "claimed": 2, "accepted": 3, "resolved": 4}
 _STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
+
+
+# ---- the terminal ------------------------------------------------------------------------------
+
+# C0 and C1 controls but newline (an ESC sequence in an AWS tag can clear the screen, set the
+# window title or forge lines; a tab breaks a table row), and the bidirectional overrides that
+# reorder what is shown.
+_TERMINAL_UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_safe(text: str) -> str:
+    """Text for a terminal: control characters shown as escapes (`\\x1b`), never acted on."""
+    return _TERMINAL_UNSAFE.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+class PlainConsole(Console):
+    """A rich console that prints every string as it is: the terminal's escaping, in one place.
+
+    Strings hold data from AWS, Slack, trackers and files, so none is read as rich markup (`[/]`
+    in a tag crashes the print, `[link=…]` restyles it) or `:emoji:` codes, whatever a caller
+    passes, and control characters are shown, not sent. Style is given explicitly: `style=`, a
+    `Text`, or `styled()`.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(markup=False, emoji=False, **kwargs)
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        """Every str printed, in a table cell or a title, is rendered here: as plain text."""
+        kwargs.update(markup=False, emoji=False)
+        return super().render_str(terminal_safe(text), **kwargs)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """A line from plain parts and (text, style) parts; every part is printed as it is."""
+    line = Text()
+    for part in parts:
+        text, style = (part, "") if isinstance(part, str) else part
+        line.append(terminal_safe(text), style=style)
+    return line
+
+
+# ---- documents ---------------------------------------------------------------------------------
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -130,7 +175,7 @@ def findings_table(console: Console, findings: list[Finding], *, title: str) -> 
     for f in findings:
         table.add_row(
             str(f.id),
-            f"[{_STYLE.get(f.severity, '')}]{f.severity}[/]",
+            styled((f.severity, _STYLE.get(f.severity, ""))),
             f.status,
             f.rule_id,
             f.resource_name or f.resource_id,
@@ -150,14 +195,17 @@ def posture_table(console: Console, state: Posture) -> None:
         shown = ", ".join(failing[:8]) + (f" (+{len(failing) - 8})" if len(failing) > 8 else "")
         table.add_row(
             fw.name,
-            f"[red]{fw.count('failing')}[/]",
-            f"[green]{fw.count('passing')}[/]",
+            styled((str(fw.count("failing")), "red")),
+            styled((str(fw.count("passing")), "green")),
             str(fw.count("not_covered")),
             shown,
         )
     console.print(table)
-    sev = "  ".join(f"[{_STYLE[s]}]{s}: {n}[/]" for s, n in state.open_by_severity.items())
-    console.print(f"Open findings by severity: {sev}   accepted risks: {state.accepted}")
+    line = styled("Open findings by severity: ")
+    for s, n in state.open_by_severity.items():
+        line.append_text(styled((f"{s}: {n}", _STYLE.get(s, "")), "  "))
+    line.append_text(styled(f" accepted risks: {state.accepted}"))
+    console.print(line)
     if state.last_scan is not None:
         scan = state.last_scan
         console.print(

@@ -11,7 +11,7 @@ delivery worker posts each exactly once (retrying until Slack takes it).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -211,6 +211,15 @@ class TaskBook:
         except CatalogError:
             return task.owner
 
+    def holders(self, task: Task, occurrence: TaskOccurrence) -> tuple[str, ...]:
+        """Who has it (user or group IDs): the reassignee and the task's owner; an owner role
+        missing from calendar.owners is nobody."""
+        try:
+            owner = resolve_owner(task, self.calendar.owners)
+        except CatalogError:
+            owner = ""
+        return tuple(dict.fromkeys(h for h in (occurrence.assignee, owner) if h))
+
     def view(self, occurrence: TaskOccurrence, now: datetime) -> TaskView | None:
         """An occurrence as messages show it; None when its task left the catalog."""
         task = self.tasks.tasks.get(occurrence.task_id)
@@ -231,24 +240,30 @@ class TaskBook:
             status=occurrence.status,
             completed_by=occurrence.completed_by,
             on_time=occurrence.on_time,
+            holders=self.holders(task, occurrence),
         )
 
 
-def evidence_store(settings: Any) -> Callable[[str, bytes], EvidenceFile]:
-    """Where evidence files go: calendar.evidence_bucket (S3) if set, else evidence_dir."""
+EvidenceStore = Callable[[str, Iterable[bytes]], EvidenceFile]
+
+
+def evidence_store(settings: Any) -> EvidenceStore:
+    """Where evidence files go: calendar.evidence_bucket (S3) if set, else evidence_dir; a file
+    over calendar.max_evidence_mb is refused as it streams in."""
     calendar = settings.calendar
+    cap = calendar.max_evidence_mb * 1024 * 1024
     if calendar.evidence_bucket:
         import boto3
 
         bucket, _, prefix = calendar.evidence_bucket.removeprefix("s3://").partition("/")
         client = boto3.client("s3", endpoint_url=settings.aws.endpoint_url)
 
-        def to_s3(name: str, content: bytes) -> EvidenceFile:
-            return store_evidence_s3(client, bucket, prefix, name, content)
+        def to_s3(name: str, chunks: Iterable[bytes]) -> EvidenceFile:
+            return store_evidence_s3(client, bucket, prefix, name, chunks, max_bytes=cap)
 
         return to_s3
 
-    def to_dir(name: str, content: bytes) -> EvidenceFile:
-        return store_evidence_file(calendar.evidence_dir, name, content)
+    def to_dir(name: str, chunks: Iterable[bytes]) -> EvidenceFile:
+        return store_evidence_file(calendar.evidence_dir, name, chunks, max_bytes=cap)
 
     return to_dir

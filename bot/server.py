@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -19,13 +19,14 @@ from typing import Any
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slack_bolt import App, BoltRequest
-from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
+from slack_bolt.adapter.starlette.handler import to_starlette_response
 from slack_bolt.error import BoltError
 from slack_sdk.errors import SlackApiError
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -33,6 +34,7 @@ from starlette.routing import Route
 from bot.ics import feed as ics_feed
 from bot.ics import token_allows
 from bot.metrics import Metrics
+from bot.middleware import AccessLog, BodyLimit
 from bot.reminders import ReminderSweep, TaskBook, check_calendar
 from bot.scanning import Recheck, ScanOutcome, collector_for, recheck, run_scan, utcnow
 from bot.scheduler import ComplianceScheduler, JobSpec, cron, every, retention
@@ -40,8 +42,11 @@ from bot.settings import ENV_PREFIX, ConfigError, Settings
 from bot.slack.app import BotServices, build_app, make_client
 from bot.slack.delivery import DeliveryWorker, SlackDelivery
 from bot.slack.notify import enqueue_scan
+from bot.slack.signing import RefusedError, SignedRequest
+from bot.slack.signing import check as check_slack_request
 from integrations.tickets import TicketError
 from ledger import db
+from ledger.inbound import first_delivery
 from ledger.models import Scan
 from ledger.services import ScanCounts
 from rules.catalog import Catalog
@@ -123,8 +128,7 @@ def build_services(
     )
 
 
-def _kind(request: BoltRequest) -> str:
-    body = request.body or {}
+def _kind(body: dict[str, Any]) -> str:
     if "command" in body:
         return "command"
     kind = str(body.get("type", ""))
@@ -135,6 +139,67 @@ def _kind(request: BoltRequest) -> str:
         "event_callback": "event",
         "url_verification": "event",
     }.get(kind, "other")
+
+
+def slack_endpoint(app: App, services: BotServices) -> Callable[[Request], Awaitable[Response]]:
+    """POST /slack/events: verify on the raw bytes, refuse replays, then let Bolt dispatch."""
+    metrics = services.metrics
+    signing = services.slack.signing_secret
+    secret = signing.get_secret_value() if signing else ""
+
+    def _first_time(signed: SignedRequest) -> bool:
+        return first_delivery(
+            sessions=services.sessions,
+            key=signed.replay_key,
+            source="slack-request",
+            at=services.clock(),
+        )
+
+    async def slack_events(request: Request) -> Response:
+        started = time.perf_counter()
+        body = await request.body()  # bounded by BodyLimit
+        try:
+            # Verified on the raw bytes before Bolt parses anything (Bolt's check is off).
+            signed = check_slack_request(
+                secret=secret,
+                headers=request.headers,
+                body=body,
+                now=services.clock().timestamp(),
+            )
+        except RefusedError as exc:
+            # Only our reason and the peer address: nothing the client sent reaches the log.
+            log.warning(
+                "slack.refused", status=exc.status, reason=exc.reason, client=_peer(request)
+            )
+            metrics.requests.labels("refused", str(exc.status)).inc()
+            return JSONResponse({"error": exc.reason}, exc.status)
+        kind = _kind(signed.body)
+        if not await run_in_threadpool(_first_time, signed):
+            # The same signed request again (captured and replayed, or resent by a proxy): it
+            # was applied once. Slack's own retries are signed anew and deduped by event_id.
+            log.warning("slack.replayed_request", kind=kind, client=_peer(request))
+            metrics.requests.labels(kind, "replay").inc()
+            return Response(status_code=200)
+        try:
+            bolt_request = BoltRequest(
+                body=signed.text,
+                query=str(request.url.query),
+                # Bolt's x-slack-bolt-* headers switch it into its FaaS lazy-only mode; they
+                # are not covered by the signature, so a client never gets to set them.
+                headers={
+                    k: v for k, v in request.headers.items() if not k.startswith("x-slack-bolt-")
+                },
+            )
+        except Exception:  # noqa: BLE001 - Bolt reads Slack's shapes; a signed odd one is a 400
+            log.warning("slack.unreadable_request", kind=kind, client=_peer(request))
+            metrics.requests.labels(kind, "400").inc()
+            return JSONResponse({"error": "the request body is not a Slack payload"}, 400)
+        response = await run_in_threadpool(app.dispatch, bolt_request)
+        metrics.requests.labels(kind, str(response.status)).inc()
+        metrics.latency.labels(kind).observe(time.perf_counter() - started)
+        return to_starlette_response(response)
+
+    return slack_events
 
 
 def build_asgi(
@@ -148,20 +213,13 @@ def build_asgi(
     on_stop: Callable[[], None] | None = None,
     extra_routes: Sequence[Route] = (),
 ) -> Starlette:
-    """The HTTP face: Slack events (when over HTTP), tracker webhooks, health and metrics."""
-    metrics = services.metrics
+    """The HTTP face: Slack events (when over HTTP), tracker webhooks, health and metrics.
 
-    async def slack_events(request: Request) -> Response:
-        if app is None:
-            return JSONResponse({"error": "Slack is off, or in socket mode: no HTTP endpoint"}, 404)
-        started = time.perf_counter()
-        body = await request.body()
-        bolt_request = to_bolt_request(request, body)
-        response = await run_in_threadpool(app.dispatch, bolt_request)
-        kind = _kind(bolt_request)
-        metrics.requests.labels(kind, str(response.status)).inc()
-        metrics.latency.labels(kind).observe(time.perf_counter() - started)
-        return to_starlette_response(response)
+    Every request body is bounded by server.max_body_bytes before a route reads it, and every
+    request is logged without its query string.
+    """
+    metrics = services.metrics
+    slack_events = slack_endpoint(app, services) if app is not None else _no_slack
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -171,14 +229,24 @@ def build_asgi(
             with engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
             db.require_current_schema(engine)
-        except Exception as exc:  # noqa: BLE001 - any reason not to be ready is reported
+        except Exception as exc:  # noqa: BLE001 - any reason not to be ready counts
             return str(exc)
         return None
 
+    last_problem: list[str | None] = [None]
+
     async def readyz(_: Request) -> Response:
         problem = await run_in_threadpool(_ready)
+        # The reason names hosts, users and schema revisions: it goes to our log, once per
+        # change (a probe every few seconds must not flood it), and never to the caller.
+        if problem != last_problem[0]:
+            if problem:
+                log.warning("serve.not_ready", reason=problem)
+            else:
+                log.info("serve.ready_again")
+            last_problem[0] = problem
         if problem:
-            return JSONResponse({"status": "unavailable", "reason": problem}, 503)
+            return JSONResponse({"status": "unavailable"}, 503)
         return JSONResponse({"status": "ready"})
 
     def _calendar(token: str | None, user: str | None) -> Response:
@@ -243,8 +311,21 @@ def build_asgi(
             Route("/calendar.ics", calendar_feed, methods=["GET"]),
             *extra_routes,
         ],
+        # AccessLog outermost: a refused oversized body is logged like any other answer.
+        middleware=[
+            Middleware(AccessLog),
+            Middleware(BodyLimit, limit=services.settings.server.max_body_bytes),
+        ],
         lifespan=lifespan,
     )
+
+
+async def _no_slack(_: Request) -> Response:
+    return JSONResponse({"error": "Slack is off, or in socket mode: no HTTP endpoint"}, 404)
+
+
+def _peer(request: Request) -> str:
+    return request.client.host if request.client else "?"
 
 
 def _nothing() -> None:
@@ -411,6 +492,7 @@ def serve(*, settings: Settings, catalog: Catalog, engine: Engine) -> None:
         asgi,
         host=settings.server.host,
         port=settings.server.port,
-        log_config=None,
+        log_config=None,  # bot.logging's handlers render uvicorn's lines too
+        access_log=False,  # uvicorn's line has the query string (secrets): AccessLog replaces it
         timeout_graceful_shutdown=30,
     )

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -34,9 +36,11 @@ from pydantic_settings import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from ledger.services import MAX_ACCEPTANCE_DAYS
 from rules.catalog import Severity
 from rules.errors import CompliancebotError, format_path
-from rules.yamlfile import YamlDoc, load_yaml
+from rules.redact import looks_like_url, mask_url, url_credentials
+from rules.yamlfile import PathKey, YamlDoc, load_yaml
 
 ENV_PREFIX = "COMPLIANCEBOT_"
 DEFAULT_CONFIG = Path("compliancebot.yaml")
@@ -166,6 +170,9 @@ class SlackSettings(_Section):
     enabled: bool = False
     mode: Literal["http", "socket"] = "http"
     api_url: str = "https://slack.com/api/"
+    # The only origin evidence files are downloaded from, with the bot token (a proxy, a test
+    # server): https, or http on a loopback address.
+    files_url: str = "https://files.slack.com/"
     # Where people open Slack: links to the bot's messages (in tickets) start with it.
     workspace_url: str = "https://slack.com"
     bot_token: Secret = None
@@ -183,6 +190,8 @@ class SlackSettings(_Section):
         str | None, _slack_id("user group", "S", "the group's URL ends with it")
     ] = None
     max_snooze_days: Annotated[int, Field(ge=1, le=365)] = 90
+    # A risk acceptance ends at most this many days ahead, from Slack or the CLI.
+    max_acceptance_days: Annotated[int, Field(ge=1, le=3650)] = MAX_ACCEPTANCE_DAYS
     page_size: Annotated[int, Field(ge=1, le=20)] = 10
     max_retries: Annotated[int, Field(ge=0, le=10)] = 3
     timeout: Annotated[float, Field(gt=0, le=120)] = 10.0
@@ -195,6 +204,20 @@ class SlackSettings(_Section):
     def _api_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) URL such as https://slack.com/api/")
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("files_url")
+    @classmethod
+    def _files_url(cls, value: str) -> str:
+        # The bot token goes to this origin: plain http only where nothing leaves the machine.
+        parts = urlsplit(value)
+        loopback = parts.hostname in {"127.0.0.1", "::1", "localhost"}
+        if not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
+            raise ValueError(
+                "must be an https URL such as https://files.slack.com/ (http only on 127.0.0.1)"
+            )
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ValueError("must be a plain base URL, without user, query or fragment")
         return value if value.endswith("/") else value + "/"
 
     @model_validator(mode="after")
@@ -337,18 +360,53 @@ class TicketsSettings(_Section):
     trello: TrelloSettings = TrelloSettings()
 
 
-# Every secret's key path: refused in the config file, named with its variable.
-SECRET_KEYS: tuple[tuple[str, ...], ...] = (
-    ("slack", "bot_token"),
-    ("slack", "signing_secret"),
-    ("slack", "app_token"),
-    ("tickets", "jira", "api_token"),
-    ("tickets", "jira", "token"),
-    ("tickets", "jira", "webhook_secret"),
-    ("tickets", "trello", "api_key"),
-    ("tickets", "trello", "token"),
-    ("tickets", "trello", "webhook_secret"),
-    ("calendar", "feed_token"),
+GENERATE = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+
+@dataclass(frozen=True)
+class SecretKey:
+    """A secret's key path, and the length below which it is refused (0: any length)."""
+
+    keys: tuple[str, ...]
+    min_length: int = 0
+    where_from: str = ""  # how to get a good one, for the error message
+
+    @property
+    def name(self) -> str:
+        """slack.signing_secret"""
+        return ".".join(self.keys)
+
+    @property
+    def variable(self) -> str:
+        """COMPLIANCEBOT_SLACK__SIGNING_SECRET"""
+        return ENV_PREFIX + "__".join(self.keys).upper()
+
+
+# Every secret: refused in the config file (named with its variable), masked when shown, and
+# refused when shorter than its minimum. The minimums are on the secrets that authenticate
+# callers of `serve` (an HMAC key, a shared secret, a URL token): a short one can be guessed
+# offline from one signed request, or online. Tokens issued by a service for us to call it are
+# whatever length the service gives.
+SECRET_KEYS: tuple[SecretKey, ...] = (
+    SecretKey(("slack", "bot_token")),
+    SecretKey(
+        ("slack", "signing_secret"),
+        32,
+        "Slack issues it as 32 hex characters: copy all of it from the app's Basic Information "
+        "> App Credentials",
+    ),
+    SecretKey(("slack", "app_token")),
+    SecretKey(("tickets", "jira", "api_token")),
+    SecretKey(("tickets", "jira", "token")),
+    SecretKey(("tickets", "jira", "webhook_secret"), 32, f"generate one with {GENERATE}"),
+    SecretKey(("tickets", "trello", "api_key")),
+    SecretKey(("tickets", "trello", "token")),
+    SecretKey(
+        ("tickets", "trello", "webhook_secret"),
+        32,
+        "it is the Trello app's API secret (64 hex characters, next to the API key)",
+    ),
+    SecretKey(("calendar", "feed_token"), 32, f"generate one with {GENERATE}"),
 )
 
 
@@ -386,6 +444,8 @@ class CalendarSettings(_Section):
     max_snooze_days: Annotated[int, Field(ge=1, le=365)] = 14
     sweep_interval: Annotated[float, Field(gt=0, le=86400)] = 300.0
     evidence_dir: Path = Path("evidence")  # uploaded evidence files, by SHA-256
+    # A bigger evidence file is refused (from Slack before it is fetched, or where it passes).
+    max_evidence_mb: Annotated[int, Field(ge=1, le=5120)] = 50
     # Or an S3 location for them (s3://bucket/prefix), written with aws.endpoint_url if set.
     evidence_bucket: Annotated[
         str | None, Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
@@ -438,6 +498,9 @@ class ServerSettings(_Section):
     port: Annotated[int, Field(ge=0, le=65535)] = 3000
     # Threads running Slack handlers after their ack (the re-check, ticket calls).
     handler_threads: Annotated[int, Field(ge=1, le=64)] = 8
+    # A request body over this is refused (413) before it is read: Slack's and the trackers'
+    # deliveries are a few KB, and nothing is buffered for a client that has not been verified.
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
 
 
 class Settings(BaseSettings):
@@ -494,11 +557,38 @@ def _deep_merge(low: Mapping[str, Any], high: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-def _password_in(url: Any) -> bool:
-    try:
-        return isinstance(url, str) and make_url(url).password is not None
-    except ArgumentError:
-        return False
+def _strings(data: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[PathKey, str]]:
+    """Every string value in a parsed document, with its key path (bounded by the loader)."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield from _strings(value, (*path, str(key)))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            yield from _strings(value, (*path, i))
+    elif isinstance(data, str):
+        yield path, data
+
+
+def _refuse_secrets_in(doc: YamlDoc) -> None:
+    """A secret in the config file (a secret key, or a URL holding credentials) is an error."""
+    home = f"put it in the secrets file ({ENV_PREFIX}SECRETS_FILE)"
+    for secret in SECRET_KEYS:
+        if _lookup(doc.data, secret.keys):
+            raise ConfigError(
+                f"{doc.file}:{doc.line_of(secret.keys)}: {secret.name}: a secret does not "
+                f"belong in the config file; set {secret.variable} or {home}"
+            )
+    for path, text in _strings(doc.data):
+        found = url_credentials(text)
+        if found:
+            # A variable can only replace a whole list, so inside one only the file helps.
+            named = path if all(isinstance(p, str) for p in path) else ()
+            instead = f"set {_env_name(named)} or {home}" if named else home
+            raise ConfigError(
+                f"{doc.file}:{doc.line_of(path)}: {format_path(path)}: the URL holds "
+                f"{' and '.join(found)}: a password does not belong in the config file; "
+                f"{instead}"
+            )
 
 
 def config_path(explicit: Path | None, environ: Mapping[str, str]) -> Path | None:
@@ -558,20 +648,7 @@ def load_settings(
     data: dict[str, Any] = {}
     if path is not None:
         doc = _read(path, "config file")
-        database = doc.data.get("database")
-        if isinstance(database, dict) and _password_in(database.get("url")):
-            raise ConfigError(
-                f"{doc.file}:{doc.line_of(('database', 'url'))}: database.url: a password does "
-                f"not belong in the config file; set {ENV_PREFIX}DATABASE__URL or put it in the "
-                f"secrets file ({ENV_PREFIX}SECRETS_FILE)"
-            )
-        for keys in SECRET_KEYS:
-            if _lookup(doc.data, keys):
-                raise ConfigError(
-                    f"{doc.file}:{doc.line_of(keys)}: {'.'.join(keys)}: a secret does not "
-                    f"belong in the config file; set {ENV_PREFIX}{'__'.join(keys).upper()} or "
-                    f"put it in the secrets file ({ENV_PREFIX}SECRETS_FILE)"
-                )
+        _refuse_secrets_in(doc)
         docs.append(doc)
         data = doc.data
     secrets = environ.get(f"{ENV_PREFIX}SECRETS_FILE")
@@ -597,7 +674,7 @@ def load_settings(
         if environ is not os.environ:
             os.environ.clear()
             os.environ.update(environ)
-        return Settings.model_validate(_Effective().model_dump())
+        settings = Settings.model_validate(_Effective().model_dump())
     except ValidationError as exc:
         problems = [_problem(err, docs, environ) for err in exc.errors()[:5]]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from exc
@@ -607,6 +684,28 @@ def load_settings(
         if environ is not os.environ:
             os.environ.clear()
             os.environ.update(saved)
+    weak = _weak_secrets(settings, docs, environ)
+    if weak:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(weak))
+    return settings
+
+
+def _weak_secrets(settings: Settings, docs: list[YamlDoc], environ: Mapping[str, str]) -> list[str]:
+    """Each secret shorter than its minimum, as `where: key: what is wrong and how to fix it`."""
+    problems = []
+    for secret in SECRET_KEYS:
+        value: Any = settings
+        for key in secret.keys:
+            value = getattr(value, key)
+        if value is None or len(value.get_secret_value()) >= secret.min_length:
+            continue
+        length = len(value.get_secret_value())
+        problems.append(
+            f"{_locate(secret.keys, docs, environ)}: {secret.name}: too short ({length} "
+            f"character{'s' if length != 1 else ''}, at least {secret.min_length} needed): "
+            f"{secret.where_from}"
+        )
+    return problems
 
 
 _KEY_IN_MESSAGE = re.compile(r"^([a-z_]+(?:\.[a-z_]+)+): (.*)$", re.DOTALL)
@@ -635,10 +734,20 @@ def _lookup(data: Any, keys: tuple[str, ...]) -> Any:
 
 def masked(settings: Settings) -> dict[str, Any]:
     """The effective settings as plain data with secrets masked, for `config check`."""
-    data = settings.model_dump(mode="json")
-    data["database"]["url"] = make_url(settings.database.url).render_as_string(hide_password=True)
+    data: dict[str, Any] = _masked_urls(settings.model_dump(mode="json"))
     for target in data["aws"]["targets"]:
         if target.get("external_id"):
             target["external_id"] = "***"
-    # SecretStr fields (Slack, Jira) already dump as '**********'.
+    # SecretStr fields (SECRET_KEYS) already dump as '**********'.
+    return data
+
+
+def _masked_urls(data: Any) -> Any:
+    """`data` with credentials masked in every URL, wherever it is (database.url, api_url...)."""
+    if isinstance(data, dict):
+        return {key: _masked_urls(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_masked_urls(value) for value in data]
+    if isinstance(data, str) and looks_like_url(data):
+        return mask_url(data)
     return data

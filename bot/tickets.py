@@ -10,25 +10,28 @@ Back from the tracker (webhooks, or a poll of what changed since the last one): 
 by a person resolves its finding pending verification, and a re-check runs; if the resource
 still fails, the finding is open again and so is the ticket, with a comment saying so. A ticket
 reopened by a person reopens its finding. A ticket deleted in the tracker is forgotten, and a
-new one is made only while the finding is still open.
+new one is made only while the finding is still open. What comes back is matched by the ticket
+key the bot recorded, and each change is applied once (`processed_events`), however often the
+tracker delivers it and whether a webhook or a poll brings it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.output import controls_and_remediation
 from bot.scanning import Recheck
 from integrations.tickets import TicketError, TicketFinding, TicketRef, TicketSink
-from ledger import outbox
+from ledger import inbound, outbox
 from ledger import services as ledger
 from ledger.db import transaction
 from ledger.models import (
@@ -50,6 +53,7 @@ Check = Callable[[str, str, str, str], Recheck]  # rule id, account, region, res
 Link = Callable[[Session, Finding], str | None]
 
 TRACKERS = {"jira": "Jira", "trello": "Trello"}
+CHECK_BATCH = 50  # tickets asked after per poll round, whether they still exist
 
 
 @dataclass(frozen=True)
@@ -390,36 +394,97 @@ class TicketSync:
     # ---- back from the tracker ------------------------------------------------------------------
 
     def receive(self, refs: Iterable[TicketRef]) -> dict[str, int]:
-        """Apply what people did in the tracker (from a webhook or a poll); idempotent."""
-        counts = {"closed": 0, "reopened": 0, "deleted": 0, "unchanged": 0, "unknown": 0}
+        """Apply what people did in the tracker (from a webhook or a poll), each change once."""
+        counts = {
+            "closed": 0,
+            "reopened": 0,
+            "deleted": 0,
+            "unchanged": 0,
+            "duplicate": 0,
+            "unknown": 0,
+        }
         for ref in refs:
-            with transaction(self.sessions) as session:
-                counts[self._receive_one(session, ref)] += 1
+            counts[self._receive_ref(ref)] += 1
         if counts["closed"] or counts["reopened"] or counts["deleted"]:
             log.info("tickets.received", sink=self.sink.name, **counts)
         return counts
 
-    def _receive_one(self, session: Session, ref: TicketRef) -> str:
+    def _receive_ref(self, ref: TicketRef) -> str:
+        """One change, matched by the ticket key we recorded; a label or marker never re-binds.
+
+        Anyone can put a finding's `cb-` label on an issue (or copy a card with its marker), so
+        a change to a ticket under another key is not ours. It may be ours moved (Jira: to
+        another project, under a new key): then the tracker is asked about the key we recorded,
+        and only its answer re-keys the ticket, before the change is applied.
+        """
+        outcome = self._apply_once(ref)
+        if outcome != "unknown" or not ref.fingerprint:
+            return outcome
+        with self.sessions() as session:
+            ours = session.scalar(
+                select(Ticket.key)
+                .join(Finding, Finding.id == Ticket.finding_id)
+                .where(Ticket.sink == self.sink.name, Finding.fingerprint == ref.fingerprint)
+            )
+        if ours is None or ours == ref.key:
+            return outcome
+        try:
+            answer = self.sink.lookup([ours])
+        except TicketError as exc:
+            log.warning("tickets.lookup_failed", sink=self.sink.name, key=ours, error=str(exc))
+            answer = {}
+        settled = self._settle(ours, answer[ours]) if ours in answer else "same"
+        moved = answer.get(ours)
+        if settled == "moved" and moved is not None and moved.key == ref.key:
+            return self._apply_once(ref)
+        log.warning(
+            "tickets.foreign_ticket_ignored",
+            sink=self.sink.name,
+            key=ref.key,
+            ours=ours,
+            fingerprint=ref.fingerprint[:80],  # the sender's text: bounded in the log
+            deleted=ref.deleted,
+        )
+        return "deleted" if settled == "deleted" else outcome
+
+    def _apply_once(self, ref: TicketRef) -> str:
+        try:
+            with transaction(self.sessions) as session:
+                return self._receive_one(session, ref)
+        except IntegrityError as exc:
+            if not inbound.is_duplicate(exc):
+                raise
+            # Another replica recorded this change first (its id is a primary key) and applied
+            # it; this transaction, and with it our copy of the change, was rolled back.
+            log.info("tickets.duplicate_change", sink=self.sink.name, key=ref.key)
+            return "duplicate"
+
+    def _change_keys(self, changes: Sequence[str]) -> list[str]:
+        return [inbound.delivery_key(self.sink.name, change) for change in changes]
+
+    def _receive_one(  # noqa: PLR0911 - one answer per way a change can land
+        self, session: Session, ref: TicketRef
+    ) -> str:
         ticket = session.scalar(
             select(Ticket)
             .where(Ticket.sink == self.sink.name, Ticket.key == ref.key)
             .with_for_update()
         )
-        if ticket is None and ref.fingerprint:  # moved to another project: a new key
-            ticket = session.scalar(
-                select(Ticket)
-                .join(Finding, Finding.id == Ticket.finding_id)
-                .where(Ticket.sink == self.sink.name, Finding.fingerprint == ref.fingerprint)
-                .with_for_update()
-            )
-            if ticket is not None and not ref.deleted:
-                ticket.key, ticket.url = ref.key, ref.url or ticket.url
         if ticket is None:
             return "unknown"
+        # Checked under the ticket's lock: a replica applying the same change has committed.
+        if inbound.seen(session=session, keys=self._change_keys(ref.change)):
+            return "duplicate"
         finding = session.get(Finding, ticket.finding_id)
         if finding is None:
             return "unknown"
         now = self.clock()
+        inbound.remember(
+            session=session,
+            keys=self._change_keys([*ref.change, *ref.earlier]),
+            source=self.sink.name,
+            at=now,
+        )
         actor = f"{self.sink.name}:{ref.key}"
         if ref.deleted:
             self._forget(session, finding, now)
@@ -459,30 +524,129 @@ class TicketSync:
             return "reopened"
         return "unchanged"
 
+    def _settle(self, key: str, answer: TicketRef | None) -> str:
+        """Bring the ticket recorded as `key` in step with the tracker's answer about that key.
+
+        None: it no longer exists (forgotten; made again while the finding is open). Another
+        key: Jira moved the issue, and GET on the old key answered with it. Either way this is
+        the tracker's answer to our question, not a claim in a delivery.
+        """
+        with transaction(self.sessions) as session:
+            ticket = session.scalar(
+                select(Ticket)
+                .where(Ticket.sink == self.sink.name, Ticket.key == key)
+                .with_for_update()
+            )
+            finding = session.get(Finding, ticket.finding_id) if ticket is not None else None
+            if ticket is None or finding is None:
+                return "unknown"  # forgotten or re-keyed meanwhile
+            now = self.clock()
+            if answer is None:
+                self._forget(session, finding, now)
+                return "deleted"
+            # Asked and answered: the ticket goes to the back of the existence check's turn.
+            ticket.updated_at = now
+            if answer.key == ticket.key:
+                return "same"
+            ledger.audit(
+                session,
+                now=now,
+                actor=f"{self.sink.name}:{answer.key}",
+                action="ticket.moved",
+                object_type="finding",
+                object_id=str(finding.id),
+                detail={"sink": self.sink.name, "from": ticket.key, "to": answer.key},
+            )
+            log.info("tickets.moved", sink=self.sink.name, key=ticket.key, to=answer.key)
+            ticket.key, ticket.url = answer.key, answer.url or ticket.url
+            return "moved"
+
+    def check_existing(self, limit: int = CHECK_BATCH) -> dict[str, int]:
+        """Ask the tracker about a batch of open findings' tickets: deleted ones are forgotten
+        (and made again by the plan), moved ones re-keyed.
+
+        A poll of what changed cannot see a deletion (JQL finds no deleted issue). Each round
+        asks about the tickets asked about longest ago (`updated_at`), so the batch rotates
+        through all of them however many there are.
+        """
+        with self.sessions() as session:
+            keys = list(
+                session.scalars(
+                    select(Ticket.key)
+                    .join(Finding, Finding.id == Ticket.finding_id)
+                    .where(
+                        Ticket.sink == self.sink.name,
+                        Finding.status.in_([str(s) for s in ACTIVE]),
+                    )
+                    .order_by(Ticket.updated_at, Ticket.id)
+                    .limit(limit)
+                )
+            )
+        if not keys:
+            return {}
+        try:
+            answers = self.sink.lookup(keys)
+        except TicketError as exc:
+            log.warning("tickets.check_failed", sink=self.sink.name, error=str(exc))
+            return {"check_failed": 1}
+        counts = {"checked": len(keys), "gone": 0, "moved": 0}
+        for key in keys:
+            # A key the tracker did not answer for is not taken as gone.
+            settled = self._settle(key, answers[key]) if key in answers else self._tried(key)
+            if settled == "deleted":
+                counts["gone"] += 1
+            elif settled == "moved":
+                counts["moved"] += 1
+        return counts
+
+    def _tried(self, key: str) -> str:
+        with transaction(self.sessions) as session:
+            session.execute(
+                update(Ticket)
+                .where(Ticket.sink == self.sink.name, Ticket.key == key)
+                .values(updated_at=self.clock())
+            )
+        return "same"
+
     def poll(self, *, force: bool = False) -> dict[str, int] | None:
-        """Ask the tracker what changed since the last poll, when one is due; None: not due."""
+        """Ask the tracker what changed since the last poll, when one is due; None: not due.
+
+        The poll starts from the tracker's own mark when it gives one (Trello: the date of the
+        last board action seen), else from the last poll; either way a change seen again is
+        applied once. Then a batch of tickets is checked to still exist.
+        """
         if not self.poll_interval and not force:
             return None
         name = f"tickets:{self.sink.name}"
+        mark_name = f"{name}:mark"
         now = self.clock()
         with self.sessions() as session:
             cursor = session.get(SyncCursor, name)
+            mark = session.get(SyncCursor, mark_name)
             last = cursor.at if cursor else None
+            mark_at = mark.at if mark else None
         if last is not None and not force and now - last < timedelta(seconds=self.poll_interval):
             return None
-        since = last or now - timedelta(seconds=self.poll_interval or 3600)
+        since = mark_at or last or now - timedelta(seconds=self.poll_interval or 3600)
         try:
-            refs = self.sink.changed_since(since, now)
+            changes = self.sink.changed_since(since, now)
         except TicketError as exc:
             log.warning("tickets.poll_failed", sink=self.sink.name, error=str(exc))
             return {"failed": 1}
-        counts = self.receive(refs)
+        counts = self.receive(changes.refs)
         with transaction(self.sessions) as session:
             cursor = session.get(SyncCursor, name)
             if cursor is None:
                 session.add(SyncCursor(name=name, at=now))
             elif cursor.at < now:
                 cursor.at = now
+            if changes.mark is not None:
+                mark = session.get(SyncCursor, mark_name)
+                if mark is None:
+                    session.add(SyncCursor(name=mark_name, at=changes.mark))
+                elif mark.at < changes.mark:
+                    mark.at = changes.mark
+        counts.update(self.check_existing())
         return counts
 
 

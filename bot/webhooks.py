@@ -6,7 +6,8 @@ Center, Cloud automation), or a Cloud admin webhook with that secret, which sign
 HMAC-SHA1 of the body followed by the callback URL, keyed with the app's API secret; Trello
 sends HEAD to the callback when the webhook is created, answered 200.
 
-A delivery is verified, read, and applied in a worker thread (`TicketSync.receive`, which is
+A delivery's size is bounded before it is read (`bot.middleware.BodyLimit`), then it is
+verified, parsed, and applied in a worker thread (`TicketSync.receive`, which is
 idempotent: a tracker's retry of the same event changes nothing). The ticket worker is then
 woken, so a re-check of a ticket closed by a person runs within seconds.
 """
@@ -31,8 +32,6 @@ from bot.tickets import TicketSync
 from integrations.tickets import TicketError, TicketRef
 
 log = structlog.get_logger(__name__)
-
-MAX_BODY = 1024 * 1024  # Jira and Trello deliveries are a few KB
 
 
 def _equal(a: str, b: str) -> bool:
@@ -64,7 +63,7 @@ def tracker_routes(
 ) -> list[Route]:
     """The webhook endpoints; one that is not configured answers 404 saying what to set."""
 
-    async def receive(  # noqa: PLR0911 - one answer per way a delivery can be refused
+    async def receive(
         name: str,
         request: Request,
         verify: Callable[[bytes, str], bool],
@@ -83,9 +82,9 @@ def tracker_routes(
                     f"tickets.{name}.webhook_secret"
                 },
             )
+        # Bounded by server.max_body_bytes (bot.middleware.BodyLimit, around every route of
+        # `serve`): a larger body is refused with 413 before it is buffered.
         body = await request.body()
-        if len(body) > MAX_BODY:
-            return _answer(metrics, name, 413, {"error": f"body over {MAX_BODY} bytes"})
         if not verify(body, secret):
             log.warning("webhook.bad_signature", tracker=name, client=_client(request))
             return _answer(metrics, name, 401, {"error": "the signature or secret is wrong"})
@@ -104,8 +103,13 @@ def tracker_routes(
             wake[name]()
         return _answer(metrics, name, 200, {"ok": True, **counts})
 
-    def read_jira(sync: TicketSync, payload: dict[str, Any]) -> TicketRef | None:
-        return sync.sink.ref_from_event(payload)  # type: ignore[attr-defined, no-any-return]
+    def read_jira(
+        sync: TicketSync, payload: dict[str, Any], delivery: str | None
+    ) -> TicketRef | None:
+        # Jira sends the same X-Atlassian-Webhook-Identifier on every retry of a delivery: the
+        # ref carries it, so a retry is known as one (TicketSync applies each change once).
+        sink: Any = sync.sink
+        return sink.ref_from_event(payload, delivery=delivery)  # type: ignore[no-any-return]
 
     def read_trello(sync: TicketSync, payload: dict[str, Any]) -> TicketRef | None:
         action = payload.get("action")
@@ -114,11 +118,16 @@ def tracker_routes(
         sink: Any = sync.sink
         if action.get("idMemberCreator") == sink.me:
             return None  # our own move, maybe delivered late: not news
+        # The action's id names the change: a redelivery, or the same action polled, is a replay.
         return sink.ref_from_action(action)  # type: ignore[no-any-return]
 
     async def jira_webhook(request: Request) -> Response:
+        delivery = request.headers.get("X-Atlassian-Webhook-Identifier") or None
         return await receive(
-            "jira", request, lambda body, secret: jira_signed(request, body, secret), read_jira
+            "jira",
+            request,
+            lambda body, secret: jira_signed(request, body, secret),
+            lambda sync, payload: read_jira(sync, payload, delivery),
         )
 
     async def trello_webhook(request: Request) -> Response:

@@ -3,29 +3,36 @@
 The `jira` client retries by itself for minutes on a dead server; here it retries nothing
 (`max_retries=0`) and every failure becomes a TicketError, so the caller's outbox decides
 when to try again. Each finding's ticket carries the label `cb-<fingerprint>`, which is how a
-ticket created just before a crash is found again instead of being created twice.
+ticket created just before a crash is found again instead of being created twice. The label
+is only trusted by that search (in the configured project): anyone can add a label to any
+issue, so what comes back from Jira is matched by the issue key the bot recorded.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from jira import JIRA, JIRAError
 from requests.exceptions import RequestException
 
+from integrations.markup import jira_wiki, one_line
 from integrations.ratelimit import pace
 from integrations.tickets import (
     FINGERPRINT_LABEL,
+    Changes,
     TicketError,
     TicketFinding,
     TicketRef,
     describe,
     fingerprint_label,
 )
+from ledger import outbox
 
 DEFAULT_PRIORITIES = {
     "critical": "Highest",
@@ -34,6 +41,11 @@ DEFAULT_PRIORITIES = {
     "low": "Low",
     "info": "Lowest",
 }
+
+# An issue key as Jira makes them (project key, dash, number); anything else in a delivery is
+# not one of ours and is not looked up. 64: the longest key the ledger stores.
+ISSUE_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,40}-[0-9]{1,18}")
+LOOKUP_FIELDS = "status,labels,updated"
 
 
 @dataclass(frozen=True)
@@ -62,8 +74,7 @@ def _error(exc: Exception, doing: str) -> TicketError:
         status = exc.status_code
         response = getattr(exc, "response", None)
         headers = getattr(response, "headers", None) or {}
-        raw_retry = headers.get("Retry-After")
-        retry_after = float(raw_retry) if raw_retry and str(raw_retry).isdigit() else None
+        retry_after = outbox.retry_after(headers, now=datetime.now(UTC))
         text = (exc.text or "").strip()
         if status is None or status == 429 or status >= 500:
             return TicketError(
@@ -117,20 +128,35 @@ class JiraSink:
             self._me = {str(who[k]) for k in ("accountId", "name", "key") if who.get(k)}
         return self._me
 
-    def _ref(self, issue: Any) -> TicketRef:
-        status = issue.fields.status
-        category = getattr(getattr(status, "statusCategory", None), "key", "")
+    def _ref(self, raw: Mapping[str, Any], *, also: Sequence[str] = ()) -> TicketRef:
+        """An issue as Jira's JSON gives it (search, GET, webhook) as a ref of its current state.
+
+        The change is named by key, `updated` and status: a webhook delivery and a poll of the
+        same change name it alike, so it is applied once whichever comes first.
+        """
+        key = str(raw.get("key") or "")
+        fields = _object(raw.get("fields"))
+        status = _object(fields.get("status"))
+        category = _object(status.get("statusCategory")).get("key")
+        labels = fields.get("labels")
         marked = [
-            str(label)[len(FINGERPRINT_LABEL) :]
-            for label in getattr(issue.fields, "labels", None) or []
-            if str(label).startswith(FINGERPRINT_LABEL)
+            label[len(FINGERPRINT_LABEL) :]
+            for label in (labels if isinstance(labels, list) else [])
+            if isinstance(label, str) and label.startswith(FINGERPRINT_LABEL)
         ]
+        updated = fields.get("updated")
+        change = (
+            (f"{key}|{updated}|{status.get('id') or status.get('name')}",)
+            if isinstance(updated, str) and updated
+            else ()
+        )
         return TicketRef(
             sink=self.name,
-            key=str(issue.key),
-            url=f"{self.config.url.rstrip('/')}/browse/{issue.key}",
+            key=key,
+            url=f"{self.config.url.rstrip('/')}/browse/{key}",
             done=category == "done",
             fingerprint=marked[0] if marked else None,
+            change=(*also, *change),
         )
 
     def _call(self, doing: str, fn: Callable[[], Any]) -> Any:
@@ -184,18 +210,22 @@ class JiraSink:
         )
         found = self._call(
             "searching for the finding's ticket",
-            lambda: self.client.search_issues(jql, maxResults=1, fields="status,labels"),
+            lambda: self.client.search_issues(jql, maxResults=1, fields=LOOKUP_FIELDS),
         )
-        return self._ref(found[0]) if found else None
+        return self._ref(found[0].raw) if found else None
 
     def create(self, finding: TicketFinding) -> TicketRef:
         """A new issue with the mapped type, priority, labels, components and extra fields."""
         fields: dict[str, Any] = {
             "project": {"key": self.config.project},
             "issuetype": {"name": self.config.issue_type},
-            "summary": f"[{finding.severity.upper()}] {finding.title}: "
-            f"{finding.resource_name or finding.resource_id}"[:250],
-            "description": describe(finding),
+            # The summary is a plain-text field (Jira renders no markup there) of one line.
+            "summary": one_line(
+                f"[{finding.severity.upper()}] {finding.title}: "
+                f"{finding.resource_name or finding.resource_id}",
+                250,
+            ),
+            "description": describe(finding, jira_wiki),
             "labels": [*self.config.labels, fingerprint_label(finding.fingerprint)],
         }
         priority = self.config.priorities.get(finding.severity)
@@ -226,7 +256,7 @@ class JiraSink:
                     f"Jira {ref.key}: no transition {name!r}; available: {', '.join(names)}",
                     permanent=True,
                 )
-            self.client.transition_issue(ref.key, name, comment=comment)
+            self.client.transition_issue(ref.key, name, comment=jira_wiki(comment))
 
         self._call(f"moving {ref.key} with {name!r}", run)
 
@@ -247,14 +277,17 @@ class JiraSink:
 
     def comment(self, ref: TicketRef, text: str) -> None:
         """Add a comment."""
-        self._call(f"commenting on {ref.key}", lambda: self.client.add_comment(ref.key, text))
+        self._call(
+            f"commenting on {ref.key}", lambda: self.client.add_comment(ref.key, jira_wiki(text))
+        )
 
-    def changed_since(self, since: datetime, now: datetime) -> list[TicketRef]:
+    def changed_since(self, since: datetime, now: datetime) -> Changes:
         """Our issues updated since a time.
 
         JQL reads absolute dates in the Jira user's time zone, which we do not know; a relative
         bound ("-15m") is the same everywhere. It is rounded up to whole minutes and a minute
-        wider, so nothing falls between two polls; seeing a change twice does no harm.
+        wider, so nothing falls between two polls; a change seen twice is named alike both
+        times (`_ref`) and applied once.
         """
         minutes = max(1, math.ceil((now - since).total_seconds() / 60) + 1)
         labels = ", ".join(f'"{label}"' for label in self.config.labels) or '"compliancebot"'
@@ -264,34 +297,91 @@ class JiraSink:
         )
         found = self._call(
             "polling for changed tickets",
-            lambda: self.client.search_issues(jql, maxResults=False, fields="status,labels"),
+            lambda: self.client.search_issues(jql, maxResults=False, fields=LOOKUP_FIELDS),
         )
-        return [self._ref(issue) for issue in found]
+        return Changes(refs=[self._ref(issue.raw) for issue in found])
 
-    def ref_from_event(self, event: Mapping[str, Any]) -> TicketRef | None:
-        """What a Jira webhook delivery says of one of our issues (None: not ours, or no news)."""
+    def lookup(self, keys: Sequence[str]) -> dict[str, TicketRef | None]:
+        """Our issues by the keys we recorded: one JQL search, then a GET for each one missing.
+
+        The GET settles what the search cannot: Jira answers an issue moved to another project
+        under its old key with its new one, and a deleted issue with 404. Only this answer,
+        to a question about a key we recorded, ever re-keys a ticket.
+        """
+        wanted = list(dict.fromkeys(k for k in keys if ISSUE_KEY.fullmatch(k)))
+        out: dict[str, TicketRef | None] = {}
+        if not wanted:
+            return out
+        jql = "key in (" + ", ".join(f'"{key}"' for key in wanted) + ")"
+        try:
+            found = self._call(
+                "looking up tickets",
+                lambda: self.client.search_issues(
+                    jql, maxResults=len(wanted), fields=LOOKUP_FIELDS, validate_query=False
+                ),
+            )
+        except TicketError as exc:
+            if not exc.permanent:
+                raise
+            found = []  # a Jira that refuses a key that no longer exists: ask one by one
+        for issue in found:
+            ref = self._ref(issue.raw)
+            if ref.key in wanted:
+                out[ref.key] = ref
+        for key in wanted:
+            if key in out:
+                continue
+            try:
+                issue = self._call(
+                    f"reading {key}", partial(self.client.issue, key, fields=LOOKUP_FIELDS)
+                )
+            except TicketError as exc:
+                if not exc.gone:
+                    raise
+                out[key] = None
+                continue
+            out[key] = self._ref(issue.raw)
+        return out
+
+    def ref_from_event(
+        self, event: Mapping[str, Any], *, delivery: str | None = None
+    ) -> TicketRef | None:
+        """What a Jira webhook delivery says of an issue (None: our own change, or no news).
+
+        Whether the issue is one of ours is decided by its key, by the caller: the labels an
+        event carries are anyone's to set. `delivery` is Jira's X-Atlassian-Webhook-Identifier,
+        the same on every retry of one delivery.
+        """
         kind = str(event.get("webhookEvent") or "")
         user = event.get("user") or {}
+        if not isinstance(user, Mapping):
+            return None
         if {str(user.get("accountId")), str(user.get("name"))} & self.me:
             return None  # our own change, maybe delivered late: not news
         issue = event.get("issue") or {}
+        if not isinstance(issue, Mapping) or kind not in (
+            "jira:issue_updated",
+            "jira:issue_deleted",
+        ):
+            return None
         key = issue.get("key")
-        if not key or kind not in ("jira:issue_updated", "jira:issue_deleted"):
+        if not isinstance(key, str) or not ISSUE_KEY.fullmatch(key):
             return None
-        fields = issue.get("fields") or {}
-        marked = [
-            str(label)[len(FINGERPRINT_LABEL) :]
-            for label in fields.get("labels") or []
-            if str(label).startswith(FINGERPRINT_LABEL)
-        ]
-        if not marked:
-            return None
-        url = f"{self.config.url.rstrip('/')}/browse/{key}"
+        fields = _object(issue.get("fields"))
+        also = (f"delivery|{delivery}",) if delivery else ()
+        ref = self._ref({"key": key, "fields": fields}, also=also)
         if kind == "jira:issue_deleted":
             return TicketRef(
-                sink=self.name, key=str(key), url=url, fingerprint=marked[0], deleted=True
+                sink=self.name,
+                key=key,
+                url=ref.url,
+                fingerprint=ref.fingerprint,
+                deleted=True,
+                change=(*also, f"{key}|deleted"),
             )
-        category = ((fields.get("status") or {}).get("statusCategory") or {}).get("key")
-        return TicketRef(
-            sink=self.name, key=str(key), url=url, done=category == "done", fingerprint=marked[0]
-        )
+        return ref
+
+
+def _object(value: Any) -> Mapping[str, Any]:
+    """A JSON object from a delivery, or an empty one when it is anything else."""
+    return value if isinstance(value, Mapping) else {}

@@ -9,7 +9,9 @@ try again.
 
 A card carries its finding's fingerprint as the last line of its description
 (`compliancebot: cb-<fingerprint>`): Trello has no free-form labels, and the board's cards are
-how a card created just before a crash is found again instead of being created twice.
+how a card created just before a crash is found again instead of being created twice. Only
+that search trusts the marker (a copied card carries it too): board actions are matched by the
+card id the bot recorded.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
@@ -27,14 +29,17 @@ from requests.exceptions import RequestException
 from trello import TrelloClient
 from trello.exceptions import ResourceUnavailable
 
+from integrations.markup import markdown, one_line
 from integrations.ratelimit import pace
 from integrations.tickets import (
+    Changes,
     TicketError,
     TicketFinding,
     TicketRef,
     describe,
     fingerprint_label,
 )
+from ledger import outbox
 
 TRELLO_API = "https://api.trello.com/1"
 MARKER = "compliancebot: "
@@ -45,6 +50,13 @@ DEFAULT_LISTS = {
     "resolved": "Done",
     "accepted": "Done",
 }
+# Trello's object ids: a card or an action named otherwise in a delivery is not looked up.
+OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
+CARD_FIELDS = "id,desc,closed,idList,shortUrl,url"
+# Trello's `since` is a strict bound at millisecond precision: a poll asks from a second before
+# the last action it saw, re-reading that one (applied once, by its id) rather than missing
+# another made in the same instant.
+OVERLAP = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -139,8 +151,8 @@ class TrelloSink:
         response = self.session.last_response
         text = (response.text if response is not None else str(exc)).strip()[:500]
         if status == 429 or status >= 500:
-            raw = response.headers.get("Retry-After") if response is not None else None
-            retry_after = float(raw) if raw and raw.isdigit() else None
+            headers = response.headers if response is not None else None
+            retry_after = outbox.retry_after(headers, now=datetime.now(UTC))
             return TicketError(
                 f"Trello {doing}: HTTP {status}: {text}", permanent=False, retry_after=retry_after
             )
@@ -242,17 +254,21 @@ class TrelloSink:
         now = self._monotonic()
         if self._index_at is not None and now - self._index_at < self.config.index_seconds:
             return
-        cards = self._call(
-            "listing the board's cards",
-            f"/boards/{self.board['id']}/cards/all",
-            query_params={"fields": "id,desc,closed,idList,shortUrl,url"},
-        )
         index: dict[str, dict[str, Any]] = {}
-        for card in cards:
+        for card in self._board_cards(CARD_FIELDS):
             fp = _fingerprint(str(card.get("desc") or ""))
             if fp and fp not in index:
                 index[fp] = card
         self._index, self._index_at = index, now
+
+    def _board_cards(self, fields: str) -> list[dict[str, Any]]:
+        """Every card of the board, archived ones too, with these fields."""
+        cards = self._call(
+            "listing the board's cards",
+            f"/boards/{self.board['id']}/cards/all",
+            query_params={"fields": fields},
+        )
+        return list(cards)
 
     def find(self, fingerprint: str) -> TicketRef | None:
         """The card carrying the fingerprint, if any (checked to still exist)."""
@@ -279,15 +295,19 @@ class TrelloSink:
                 f"labels: {', '.join(labels) or 'none'}",
                 permanent=True,
             )
-        body = describe(finding) + f"\n\n{MARKER}{fingerprint_label(finding.fingerprint)}"
+        body = describe(finding, markdown) + f"\n\n{MARKER}{fingerprint_label(finding.fingerprint)}"
         card = self._call(
             "creating the card",
             "/cards",
             "POST",
             post_args={
                 "idList": self._list_for(finding.status),
-                "name": f"[{finding.severity.upper()}] {finding.title}: "
-                f"{finding.resource_name or finding.resource_id}"[:500],
+                # A card name is plain text (Trello renders no Markdown there), of one line.
+                "name": one_line(
+                    f"[{finding.severity.upper()}] {finding.title}: "
+                    f"{finding.resource_name or finding.resource_id}",
+                    500,
+                ),
                 "desc": body,
                 "idLabels": labels[label] if label else "",
                 "pos": "bottom",
@@ -333,17 +353,21 @@ class TrelloSink:
             f"commenting on card {ref.key}",
             f"/cards/{ref.key}/actions/comments",
             "POST",
-            post_args={"text": text},
+            post_args={"text": markdown(text)},
         )
 
-    def changed_since(self, since: datetime, now: datetime) -> list[TicketRef]:
-        """Cards people moved, archived or deleted on the board since a time (board actions)."""
+    def changed_since(self, since: datetime, now: datetime) -> Changes:
+        """Cards people moved, archived or deleted on the board since a time (board actions).
+
+        `since` is best the mark of the last poll: the date of the newest action it saw, by
+        Trello's clock. The answer's mark is the newest action seen now, the bot's own included.
+        """
         actions: list[dict[str, Any]] = []
         before: str | None = None
         while True:
             params = {
                 "filter": "updateCard,deleteCard",
-                "since": since.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                "since": _trello_date(since - OVERLAP),
                 "limit": 1000,
             }
             if before:
@@ -357,37 +381,80 @@ class TrelloSink:
             if len(page) < 1000:
                 break
             before = str(page[-1]["id"])
-        return self.refs_from_actions(reversed(actions), ignore_member=self.me)
+        dates = [d for d in (_parse_date(a.get("date")) for a in actions) if d is not None]
+        return Changes(
+            refs=self.refs_from_actions(reversed(actions), ignore_member=self.me),
+            mark=max(dates, default=None),
+        )
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, TicketRef | None]:
+        """Cards by the ids we recorded: the board's cards, then a GET for each one missing.
+
+        A card moved to another board still exists (its id never changes); a deleted one is 404.
+        """
+        wanted = list(dict.fromkeys(k for k in keys if OBJECT_ID.fullmatch(k)))
+        if not wanted:
+            return {}
+        # Without descriptions: a state per card is all this needs, and a board has thousands.
+        cards = self._board_cards("id,closed,idList,shortUrl,url")
+        on_board = {str(card.get("id")): card for card in cards}
+        out: dict[str, TicketRef | None] = {}
+        for key in wanted:
+            card = on_board.get(key)
+            if card is None:
+                try:
+                    card = self._call("reading a card", f"/cards/{key}")
+                except TicketError as exc:
+                    if not exc.gone:
+                        raise
+                    out[key] = None
+                    continue
+            out[key] = self._ref(card)
+        return out
 
     def refs_from_actions(
-        self, actions: Any, *, ignore_member: str | None = None
+        self, actions: Iterable[Mapping[str, Any]], *, ignore_member: str | None = None
     ) -> list[TicketRef]:
-        """What a sequence of board actions (oldest first; polled or from webhooks) says."""
+        """What a sequence of board actions (oldest first; polled or from webhooks) says.
+
+        A card's latest action decides its state; the ones before are named in `earlier`, so
+        a late webhook delivery of one of them is known as already seen.
+        """
         latest: dict[str, TicketRef] = {}
         for action in actions:
             if ignore_member and action.get("idMemberCreator") == ignore_member:
                 continue  # our own moves
             ref = self.ref_from_action(action)
-            if ref is not None:
-                latest[ref.key] = ref
+            if ref is None:
+                continue
+            before = latest.get(ref.key)
+            if before is not None:
+                ref = replace(ref, earlier=(*before.earlier, *before.change))
+            latest[ref.key] = ref
         return list(latest.values())
 
     def ref_from_action(self, action: Mapping[str, Any]) -> TicketRef | None:
         """A card's new state from one action, or None when the action says nothing of it."""
-        data = action.get("data") or {}
-        card = data.get("card") or {}
-        if not card.get("id"):
+        data = action.get("data")
+        card = data.get("card") if isinstance(data, Mapping) else None
+        if not isinstance(data, Mapping) or not isinstance(card, Mapping):
             return None
+        key = card.get("id")
+        if not isinstance(key, str) or not OBJECT_ID.fullmatch(key):
+            return None
+        action_id = action.get("id")
+        change = (str(action_id),) if isinstance(action_id, str) and action_id else ()
         if action.get("type") == "deleteCard":
-            return TicketRef(sink=self.name, key=str(card["id"]), url="", deleted=True)
+            return TicketRef(sink=self.name, key=key, url="", deleted=True, change=change)
         if action.get("type") != "updateCard":
             return None
-        old = data.get("old") or {}
-        if "idList" not in old and "closed" not in old:
+        old = data.get("old")
+        if not isinstance(old, Mapping) or ("idList" not in old and "closed" not in old):
             return None
-        return self._ref(
-            {**card, "idList": (data.get("listAfter") or {}).get("id", card.get("idList"))}
-        )
+        after = data.get("listAfter")
+        list_id = after.get("id") if isinstance(after, Mapping) else None
+        ref = self._ref({**card, "idList": list_id or card.get("idList")})
+        return replace(ref, change=change)
 
 
 def _fingerprint(desc: str) -> str | None:
@@ -403,3 +470,19 @@ def _fingerprint(desc: str) -> str | None:
 def _redact(text: str) -> str:
     """Remove key= and token= values from a message that may quote a URL."""
     return re.sub(r"\b(key|token)=[^&\s]+", r"\1=***", text)
+
+
+def _trello_date(when: datetime) -> str:
+    """A time as Trello writes dates (UTC, milliseconds, Z)."""
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_date(value: Any) -> datetime | None:
+    """A Trello action's date, or None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None

@@ -47,6 +47,26 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
 
 
+# Every id column is an SQL INTEGER: 32 bits on PostgreSQL (64 on SQLite). An id from outside
+# (a button value, modal metadata, a CLI argument) past that range makes the query itself fail
+# (OverflowError, "integer out of range"), so it is refused before any query is built.
+MAX_ID = 2**31 - 1
+
+
+def row_id(value: object) -> int | None:
+    """`value` as a row id: ASCII decimal digits naming 1..MAX_ID; anything else is None.
+
+    int() alone would also take " 7", "+7", "7_0", non-ASCII digits, floats and booleans.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    text = str(value)
+    if not (text.isascii() and text.isdigit() and len(text) <= len(str(MAX_ID))):
+        return None
+    number = int(text)
+    return number if 0 < number <= MAX_ID else None
+
+
 class FindingStatus(enum.StrEnum):
     """Lifecycle: open -> claimed -> resolved; resolved -> reopened; any open state -> accepted."""
 

@@ -7,8 +7,10 @@ and the same intent recorded twice is one item.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, func, select, update
@@ -18,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from ledger.models import OutboxItem, OutboxStatus
 
-# Backoff after the n-th failed attempt, capped; a Retry-After from the far side wins if longer.
+# Backoff after the n-th failed attempt, capped; a Retry-After from the far side replaces it.
 BACKOFF_BASE_SECONDS = 5.0
 BACKOFF_CAP_SECONDS = 15 * 60.0
 
@@ -127,6 +129,41 @@ def take(*, session: Session, item_id: int) -> OutboxItem | None:
     )
 
 
+# The mark an attempt leaves in `result` before its call is made (see `begin`).
+IN_FLIGHT = "in_flight"
+
+
+def begin(
+    *, session: Session, item_id: int, now: datetime, lease: timedelta, token: str
+) -> OutboxItem | None:
+    """Take a due item for one attempt and write down, under `token`, that the attempt began.
+
+    The caller commits this before making the call. After a crash between the far side's answer
+    and the commit of the outcome, the next attempt then knows a call may have landed
+    (`in_doubt`) and looks for it instead of making it again. Until the attempt records its
+    outcome, or `lease` runs out (a crashed worker), the item is not due for anyone else.
+    """
+    item = session.scalar(
+        select(OutboxItem)
+        .where(
+            OutboxItem.id == item_id,
+            OutboxItem.status == OutboxStatus.pending,
+            OutboxItem.next_attempt_at <= now,
+        )
+        .with_for_update(skip_locked=True)
+    )
+    if item is None:
+        return None
+    item.next_attempt_at = now + lease
+    item.result = {**(item.result or {}), IN_FLIGHT: token}
+    return item
+
+
+def in_doubt(item: OutboxItem) -> bool:
+    """An earlier attempt may have reached the far side: it failed unseen, or never finished."""
+    return item.attempts > 0 or IN_FLIGHT in (item.result or {})
+
+
 def delivered(*, item: OutboxItem, now: datetime, result: dict[str, Any]) -> None:
     """The far side has it."""
     item.status = OutboxStatus.delivered
@@ -137,11 +174,49 @@ def delivered(*, item: OutboxItem, now: datetime, result: dict[str, Any]) -> Non
 
 
 def backoff(attempts: int, retry_after: float | None = None) -> timedelta:
-    """How long to wait after `attempts` failed attempts (exponential, capped)."""
-    wait = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1))
-    if retry_after is not None:
-        wait = max(wait, retry_after)
-    return timedelta(seconds=wait)
+    """How long to wait after `attempts` failed attempts: Retry-After if the far side said one,
+    else exponential and capped.
+
+    The far side's Retry-After is exact: waiting longer only delays the work (a 429 with
+    `Retry-After: 3` is due again 3 s after the answer), waiting less earns another 429. It is
+    capped like the backoff: a broken or hostile server cannot park an item for years.
+    """
+    if retry_after is not None and not math.isnan(retry_after):
+        return timedelta(seconds=min(BACKOFF_CAP_SECONDS, max(0.0, retry_after)))
+    return timedelta(
+        seconds=min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1))
+    )
+
+
+def retry_after(headers: Mapping[str, Any] | None, *, now: datetime) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delay-seconds or HTTP-date), or None.
+
+    `headers` may use any case and hold a value or a list of values (slack_sdk, requests and
+    urllib differ). `now` is when the answer came (read after the call), the base an HTTP-date
+    is measured from. A value that is neither form is ignored, not trusted; a wait is capped at
+    the longest backoff, so a hostile or broken server cannot park an item for a year.
+    """
+    raw: Any = None
+    for name, value in (headers or {}).items():
+        if str(name).lower() == "retry-after":
+            raw = value
+            break
+    if isinstance(raw, list | tuple):
+        raw = raw[0] if raw else None
+    if raw is None:
+        return None
+    text = str(raw).strip()
+    if text.isascii() and text.isdigit():
+        seconds = float(text)  # not int(): a 5,000-digit value must not raise
+    else:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # HTTP-dates are GMT; the parser leaves "-0000" naive
+            when = when.replace(tzinfo=now.tzinfo)
+        seconds = max(0.0, (when - now).total_seconds())
+    return min(seconds, BACKOFF_CAP_SECONDS) if math.isfinite(seconds) else None
 
 
 def retry_later(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -31,10 +31,16 @@ SCANNER = "scanner"
 VERIFY_PENDING = "pending"
 _INCREMENT_REOPEN = "_increment_reopen_count"
 _CHUNK = 500
+MAX_ACCEPTANCE_DAYS = 365  # the default of slack.max_acceptance_days
 
 
 class LedgerError(CompliancebotError):
-    """A lifecycle request that cannot be done, with the reason."""
+    """A lifecycle request that cannot be done, with the reason; `field` names the input at fault
+    (e.g. "until"), so a form can show the reason beside it."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def fingerprint(rule_id: str, account: str, region: str, resource_id: str) -> str:
@@ -538,13 +544,31 @@ def resolve(
 
 
 def accept_risk(
-    *, session: Session, finding_id: int, user: str, reason: str, until: datetime, now: datetime
+    *,
+    session: Session,
+    finding_id: int,
+    user: str,
+    reason: str,
+    until: datetime,
+    now: datetime,
+    max_days: int = MAX_ACCEPTANCE_DAYS,
 ) -> Finding:
-    """Accept the risk until a date, with a reason; not reported as failing until then."""
+    """Accept the risk until a date (at most `max_days` days ahead), with a reason; not reported
+    as failing until then."""
     if not reason or not reason.strip():
-        raise LedgerError("a risk acceptance needs a reason")
+        raise LedgerError("a risk acceptance needs a reason", field="reason")
     if until <= now:
-        raise LedgerError(f"the acceptance expiry {until:%Y-%m-%d} must be in the future")
+        raise LedgerError(
+            f"the acceptance expiry {until:%Y-%m-%d} must be in the future", field="until"
+        )
+    # Counted in calendar days, so that "365 days" admits the end of the 365th day.
+    latest = now.astimezone(UTC).date() + timedelta(days=max_days)
+    if until.astimezone(UTC).date() > latest:
+        raise LedgerError(
+            f"a risk acceptance can last at most {max_days} days: pick {latest:%Y-%m-%d} "
+            f"or earlier, not {until:%Y-%m-%d}",
+            field="until",
+        )
     finding = get_finding(session=session, finding_id=finding_id)
     _require(finding, ACTIVE, "risk-accepted")
     finding.accepted_by, finding.accepted_reason = user, reason.strip()
@@ -645,6 +669,29 @@ def snooze(
         note=f"until {until:%Y-%m-%d}",
     )
     return finding
+
+
+def audit_refusal(
+    *,
+    session: Session,
+    now: datetime,
+    actor: str,
+    action: str,
+    object_type: str,
+    object_id: str,
+    reason: str,
+) -> None:
+    """Record an attempt refused for want of permission (`action` + ".refused"): who tried
+    what on which object, and why it was refused."""
+    _audit(
+        session,
+        now=now,
+        actor=actor,
+        action=f"{action}.refused",
+        object_type=object_type,
+        object_id=object_id,
+        detail={"reason": reason},
+    )
 
 
 def audit(

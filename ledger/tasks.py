@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterable, Sequence
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -24,9 +26,11 @@ from sqlalchemy.orm import Session
 
 from ledger.models import OccurrenceStatus, TaskOccurrence
 from ledger.services import LedgerError, audit
-from rules.tasks import Evidence, Task
+from rules.tasks import Evidence, Task, is_user_id
 
 _CHUNK = 500
+MAX_EVIDENCE_BYTES = 50 * 1024 * 1024  # the default of calendar.max_evidence_mb
+_READ = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -121,32 +125,94 @@ class EvidenceFile:
     sha256: str
 
 
+class EvidenceTooLargeError(LedgerError):
+    """An evidence file is over the size limit (found while it streamed in)."""
+
+
+def read_chunks(stream: IO[bytes]) -> Iterator[bytes]:
+    """A binary file as the chunks the evidence stores take."""
+    return iter(lambda: stream.read(_READ), b"")
+
+
+def megabytes(size: int) -> str:
+    """A byte count as people read it in a refusal: '50 MB'."""
+    return f"{size / (1024 * 1024):.0f} MB" if size >= 1024 * 1024 else f"{size} bytes"
+
+
+def _spool(name: str, chunks: Iterable[bytes], into: IO[bytes], max_bytes: int) -> bytes:
+    """Copy chunks into a file and return their SHA-256; stop as soon as they pass `max_bytes`
+    (a sender may announce a small size and send more)."""
+    digest = hashlib.sha256()
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        if total > max_bytes:
+            raise EvidenceTooLargeError(
+                f"{name} is over {megabytes(max_bytes)}, the most an evidence file may be"
+            )
+        digest.update(chunk)
+        into.write(chunk)
+    return digest.digest()
+
+
+def safe_name(name: str) -> str:
+    """A file name that stays inside its folder: no path, no control characters, not '..'."""
+    base = Path(name.replace("\\", "/")).name
+    base = "".join(c for c in base if c.isprintable())
+    while len(base.encode()) > 200:  # file systems take 255 bytes; the end keeps the extension
+        base = base[1:]
+    return base if base.strip(". ") else "evidence"
+
+
 def store_evidence_s3(
-    client: Any, bucket: str, prefix: str, name: str, content: bytes
+    client: Any,
+    bucket: str,
+    prefix: str,
+    name: str,
+    chunks: Iterable[bytes],
+    *,
+    max_bytes: int = MAX_EVIDENCE_BYTES,
 ) -> EvidenceFile:
-    """Keep a file in S3 under `prefix/<sha256>/<name>`, with S3 checking the SHA-256 too."""
-    digest = hashlib.sha256(content).hexdigest()
-    safe = Path(name).name or "evidence"
-    key = "/".join(p for p in (prefix.strip("/"), digest, safe) if p)
-    client.put_object(
-        Bucket=bucket,
-        Key=key,
-        Body=content,
-        ChecksumSHA256=base64.b64encode(hashlib.sha256(content).digest()).decode(),
-        ServerSideEncryption="AES256",
-    )
-    return EvidenceFile(location=f"s3://{bucket}/{key}", sha256=digest)
+    """Keep a file in S3 under `prefix/<sha256>/<name>`, with S3 checking the SHA-256 too.
+
+    The file is spooled to an anonymous temporary file first: the key needs the hash, and
+    memory holds one chunk at a time whatever the file's size.
+    """
+    with tempfile.TemporaryFile() as spool:
+        digest = _spool(name, chunks, spool, max_bytes)
+        spool.seek(0)
+        key = "/".join(p for p in (prefix.strip("/"), digest.hex(), safe_name(name)) if p)
+        client.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=spool,
+            ChecksumSHA256=base64.b64encode(digest).decode(),
+            ServerSideEncryption="AES256",
+        )
+    return EvidenceFile(location=f"s3://{bucket}/{key}", sha256=digest.hex())
 
 
-def store_evidence_file(directory: Path, name: str, content: bytes) -> EvidenceFile:
-    """Keep a file under `directory/<sha256>/<name>`: content-addressed, never overwritten."""
-    digest = hashlib.sha256(content).hexdigest()
-    safe = Path(name).name or "evidence"
-    target = directory / digest / safe
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.exists():
-        target.write_bytes(content)
-    return EvidenceFile(location=str(target), sha256=digest)
+def store_evidence_file(
+    directory: Path, name: str, chunks: Iterable[bytes], *, max_bytes: int = MAX_EVIDENCE_BYTES
+) -> EvidenceFile:
+    """Keep a file under `directory/<sha256>/<name>`: content-addressed, never overwritten.
+
+    It streams into a hidden file beside its final place and is renamed there once complete:
+    an oversized stream, a broken download or a crash never leaves a partial file under a hash
+    (where it would pass for the evidence), and the hidden file is removed on any error.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(dir=directory, prefix=".partial-")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            digest = _spool(name, chunks, out, max_bytes)
+        target = directory / digest.hex() / safe_name(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            Path(partial).replace(target)
+    finally:
+        Path(partial).unlink(missing_ok=True)
+    return EvidenceFile(location=str(target), sha256=digest.hex())
 
 
 def complete(
@@ -243,7 +309,14 @@ def snooze(
 def reassign(
     *, session: Session, occurrence_id: int, user: str, to: str, now: datetime
 ) -> TaskOccurrence:
-    """Give one occurrence to someone else (the task's owner stays for the next ones)."""
+    """Give one occurrence to someone else (the task's owner stays for the next ones): a person,
+    by Slack member ID, never a group or a broadcast such as <!channel>."""
+    if not is_user_id(to):
+        raise LedgerError(
+            f"a task is reassigned to one person, by Slack member ID (like U0123ABCD), "
+            f"not {to[:40]!r}",
+            field="to",
+        )
     occurrence = _open(session, occurrence_id, "reassigned")
     before = occurrence.assignee
     occurrence.assignee = to

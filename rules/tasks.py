@@ -53,6 +53,7 @@ class Evidence(StrEnum):
 _LEAD = re.compile(r"^(?P<n>\d{1,3})(?P<unit>[dhw])$")
 _SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _SLACK_GROUP = re.compile(r"^S[A-Z0-9]{2,}$")
+_MAX_ID = 32
 _ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _CHANNEL = re.compile(r"^[CG][A-Z0-9]{2,}$")
 
@@ -274,6 +275,17 @@ def resolve_owner(task: Task, owners: Mapping[str, str]) -> str:
         f"owner role {task.owner!r} is not in calendar.owners (defined: {known})",
         field="owner",
     )
+
+
+def is_user_id(value: str) -> bool:
+    """A Slack member ID (U... or W...), as people in task owners and assignees are written."""
+    # Slack's IDs are about a dozen characters: a longer one is not an ID, whatever it spells.
+    return len(value) <= _MAX_ID and bool(_SLACK_USER.fullmatch(value))
+
+
+def is_group_id(value: str) -> bool:
+    """A Slack user group ID (S...)."""
+    return len(value) <= _MAX_ID and bool(_SLACK_GROUP.fullmatch(value))
 
 
 def all_leads(tasks: Iterable[Task]) -> timedelta:

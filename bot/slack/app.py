@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -13,12 +14,6 @@ import structlog
 from slack_bolt import App, BoltResponse
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_handlers import (
-    ConnectionErrorRetryHandler,
-    RateLimitErrorRetryHandler,
-    ServerErrorRetryHandler,
-)
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.metrics import Metrics
@@ -26,11 +21,14 @@ from bot.scanning import Recheck, ScanOutcome
 from bot.settings import Settings, SlackSettings
 from bot.slack.cache import LedgerCache
 from bot.slack.delivery import SlackDelivery
+from bot.slack.retries import retry_handlers
 from bot.slack.task_blocks import TaskView, when
 from ledger.db import transaction
-from ledger.models import ProcessedEvent
+from ledger.inbound import first_delivery
+from ledger.services import audit_refusal
 from ledger.tasks import upcoming
 from rules.catalog import Catalog
+from rules.tasks import is_group_id
 
 if TYPE_CHECKING:
     from bot.reminders import TaskBook
@@ -40,16 +38,14 @@ APPROVER_CACHE = timedelta(minutes=1)
 
 
 def make_client(slack: SlackSettings) -> WebClient:
-    """A Web API client on the configured base URL, retrying rate limits and 5xx itself."""
+    """A Web API client on the configured base URL. It retries connection errors, 429s and
+    5xx itself only for calls that are safe to repeat; a post or an upload is never repeated
+    blindly (its owner, the outbox, looks it up first: see `bot.slack.retries`)."""
     return WebClient(
         token=slack.bot_token.get_secret_value() if slack.bot_token else None,
         base_url=slack.api_url,
         timeout=max(1, int(slack.timeout)),
-        retry_handlers=[
-            ConnectionErrorRetryHandler(max_retry_count=slack.max_retries),
-            RateLimitErrorRetryHandler(max_retry_count=slack.max_retries),
-            ServerErrorRetryHandler(max_retry_count=slack.max_retries),
-        ],
+        retry_handlers=retry_handlers(slack.max_retries),
     )
 
 
@@ -73,10 +69,12 @@ class BotServices:
     scan_lock: threading.Lock = field(default_factory=threading.Lock)
     cache: LedgerCache = field(init=False)
 
+    # User group -> (when read, its members): one minute old at most.
+    _groups: dict[str, tuple[datetime, frozenset[str]]] = field(init=False, repr=False)
+
     def __post_init__(self) -> None:
         self.cache = LedgerCache(self.sessions, max_stale=self.settings.slack.cache_seconds)
-
-    _approvers: tuple[datetime, frozenset[str]] | None = None
+        self._groups = {}
 
     @property
     def slack(self) -> SlackSettings:
@@ -98,24 +96,50 @@ class BotServices:
             for v in self.task_views()[:10]
         ]
 
+    def members_of(self, group: str) -> frozenset[str]:
+        """The members of a user group, read again after a minute; nobody while Slack will not
+        say (a permission is never granted on a failed lookup)."""
+        now = self.clock()
+        known = self._groups.get(group)
+        if known is None or now - known[0] > APPROVER_CACHE:
+            try:
+                members = self.client.usergroups_users_list(usergroup=group).get("users") or []
+            except SlackApiError as exc:
+                log.warning("slack.user_group_unreadable", group=group, error=str(exc))
+                return frozenset()
+            known = (now, frozenset(str(m) for m in members))
+            self._groups[group] = known
+        return known[1]
+
     def is_approver(self, user: str) -> bool:
         """In the configured approvers list, or a member of the approver user group."""
         if user in self.slack.approvers:
             return True
         group = self.slack.approver_group
-        if group is None:
-            return False
-        now = self.clock()
-        if self._approvers is None or now - self._approvers[0] > APPROVER_CACHE:
-            try:
-                members: list[str] = (
-                    self.client.usergroups_users_list(usergroup=group).get("users", []) or []
-                )
-            except SlackApiError as exc:
-                log.warning("slack.approver_group_unreadable", group=group, error=str(exc))
-                return False
-            self._approvers = (now, frozenset(str(m) for m in members or []))
-        return user in self._approvers[1]
+        return group is not None and user in self.members_of(group)
+
+    def may_act_for(self, user: str, holders: Iterable[str]) -> bool:
+        """May `user` act on something `holders` (user or group IDs) have: one of them, a member
+        of one of the groups, or an approver. Slack is asked about groups only when needed."""
+        holders = list(holders)
+        if user in holders or user in self.slack.approvers:
+            return True
+        groups = [h for h in holders if is_group_id(h)]
+        return any(user in self.members_of(g) for g in groups) or self.is_approver(user)
+
+    def refuse(self, *, user: str, action: str, object_type: str, object_id: str, why: str) -> None:
+        """Put an attempt refused for want of permission in the audit trail."""
+        with transaction(self.sessions) as session:
+            audit_refusal(
+                session=session,
+                now=self.clock(),
+                actor=user,
+                action=action,
+                object_type=object_type,
+                object_id=object_id,
+                reason=why,
+            )
+        log.info("slack.refused", user=user, action=action, object_id=object_id)
 
     def approvers_text(self) -> str:
         """Who may accept risk, as Slack shows it."""
@@ -132,13 +156,10 @@ def _dedupe_events(services: BotServices) -> Callable[..., Any]:
         event_id = body.get("event_id") if body.get("type") == "event_callback" else None
         if not event_id:
             return next()
-        try:
-            with transaction(services.sessions) as session:
-                session.add(
-                    ProcessedEvent(event_id=str(event_id), source="slack", at=services.clock())
-                )
-        except IntegrityError:
-            log.info("slack.duplicate_event", event_id=event_id)
+        if not first_delivery(
+            sessions=services.sessions, key=str(event_id), source="slack", at=services.clock()
+        ):
+            log.info("slack.duplicate_event", event_id=str(event_id)[:64])
             services.metrics.requests.labels("event", "duplicate").inc()
             return BoltResponse(status=200, body="")
         return next()
@@ -147,16 +168,22 @@ def _dedupe_events(services: BotServices) -> Callable[..., Any]:
 
 
 def build_app(services: BotServices, *, executor: Executor | None = None) -> App:
-    """The Bolt app with every listener registered."""
-    slack = services.slack
-    http = slack.mode == "http"
+    """The Bolt app with every listener registered.
+
+    Over HTTP, `bot.server` verifies Slack's signature on the raw bytes (with the injected
+    clock) and drops replays before a request reaches this app, so Bolt's own check, which
+    parses first and reads the wall clock, is off. Socket Mode needs no signature.
+    """
+    # Bolt copies this logger's level to every logger it makes. Below ERROR it logs request
+    # bodies (debug: every response; info: a forged body; warning: an unhandled payload),
+    # which would put Slack users' text, and anything a sender makes up, in our logs.
+    bolt_logger = logging.getLogger("slack_bolt.compliancebot")
+    bolt_logger.setLevel(logging.ERROR)
     app = App(
         client=services.client,
-        signing_secret=slack.signing_secret.get_secret_value()
-        if http and slack.signing_secret
-        else None,
-        request_verification_enabled=http,
+        request_verification_enabled=False,
         process_before_response=False,
+        logger=bolt_logger,
         listener_executor=executor,
         name="compliancebot",
     )

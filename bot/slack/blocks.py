@@ -54,9 +54,14 @@ def esc(text: str) -> str:
     return text.translate(_MRKDWN_SPECIAL)
 
 
+_TORN_ENTITY = re.compile(r"&[a-z]{0,3}$")
+
+
 def clip(text: str, limit: int) -> str:
-    """At most `limit` characters, cut with an ellipsis."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """At most `limit` characters, cut with an ellipsis (never inside an `&amp;`-like escape)."""
+    if len(text) <= limit:
+        return text
+    return _TORN_ENTITY.sub("", text[: limit - 1]) + "…"
 
 
 def who(user: str | None) -> str:
@@ -138,12 +143,15 @@ class FindingView:
 
 
 def finding_text(f: FindingView) -> str:
-    """The notification text (and the fallback where blocks are not shown)."""
-    return f"[{f.severity.upper()}] {f.title}: {f.resource_name or f.resource_id} ({f.status})"
+    """The notification text (and the fallback where blocks are not shown).
+
+    Slack reads this text as mrkdwn too: a resource named `<!channel>` would ping everyone.
+    """
+    return esc(f"[{f.severity.upper()}] {f.title}: {f.resource_name or f.resource_id} ({f.status})")
 
 
 def _state_line(f: FindingView) -> str:
-    label = STATUS_LABEL.get(f.status, f.status)
+    label = esc(STATUS_LABEL.get(f.status, f.status))
     if f.status == "claimed":
         return f"{label} by {who(f.assignee)}"
     if f.status == "resolved":
@@ -174,7 +182,7 @@ def finding_blocks(f: FindingView) -> list[Block]:
             "fields": [
                 {"type": "mrkdwn", "text": clip(text, MAX_FIELD)}
                 for text in (
-                    f"*Severity*\n{f.severity.capitalize()}",
+                    f"*Severity*\n{esc(f.severity.capitalize())}",
                     f"*Status*\n{_state_line(f)}",
                     f"*Resource*\n{esc(f.resource_type)} {resource}",
                     f"*Account / region*\n{esc(f.account)} / {esc(f.region)}",
@@ -188,7 +196,7 @@ def finding_blocks(f: FindingView) -> list[Block]:
     if f.remediation:
         text = "*Remediation*\n" + esc(f.remediation.strip())
         if f.remediation_cli:
-            text += "\n```" + f.remediation_cli.strip() + "```"
+            text += "\n```" + esc(f.remediation_cli.strip()) + "```"
         blocks.append(section(text))
     notes = []
     if f.status == "accepted" and f.accepted_reason:
@@ -201,7 +209,7 @@ def finding_blocks(f: FindingView) -> list[Block]:
         blocks.append(section("\n".join(notes)))
     blocks.append(
         context(
-            f"Finding #{f.id} · rule `{f.rule_id}` · first seen {_day(f.first_seen)} · "
+            f"Finding #{f.id} · rule `{esc(f.rule_id)}` · first seen {_day(f.first_seen)} · "
             f"last seen {_day(f.last_seen)}"
         )
     )
@@ -278,7 +286,7 @@ def _framework_lines(frameworks: Sequence[FrameworkLine]) -> str:
 def summary_blocks(s: ScanSummary) -> list[Block]:
     """After a scan: what changed, what fails by severity, the posture per framework."""
     state = {"complete": "complete", "partial": "partial (some calls failed)"}.get(
-        s.status, s.status
+        s.status, esc(s.status)
     )
     blocks: list[Block] = [
         header(f"Compliance scan #{s.scan_id}"),
@@ -291,9 +299,13 @@ def summary_blocks(s: ScanSummary) -> list[Block]:
         blocks.append(section("*Posture (controls)*\n" + _framework_lines(s.frameworks)))
     more = []
     if s.threaded:
-        more.append(f"{s.threaded} new or reopened finding(s) at {s.threshold} or above follow.")
+        more.append(
+            f"{s.threaded} new or reopened finding(s) at {esc(s.threshold)} or above follow."
+        )
     if s.below_threshold:
-        more.append(f"{s.below_threshold} more below {s.threshold}: use the button or `findings`.")
+        more.append(
+            f"{s.below_threshold} more below {esc(s.threshold)}: use the button or `findings`."
+        )
     if more:
         blocks.append(section(" ".join(more)))
     blocks.append(
@@ -359,18 +371,20 @@ def findings_page_blocks(p: FindingsPage) -> list[Block]:
                     "text": clip(
                         f"{SEVERITY_EMOJI.get(item.severity, '')} *#{item.id}* {esc(item.title)}\n"
                         f"`{esc(item.resource)}` · {esc(item.account)}/{esc(item.region)} · "
-                        f"{STATUS_LABEL.get(item.status, item.status)}{owner}",
+                        f"{esc(STATUS_LABEL.get(item.status, item.status))}{owner}",
                         MAX_SECTION,
                     ),
                 },
                 "accessory": button("Show", ActionId.show, str(item.id)),
             }
         )
+    # Slack refuses a block holding two elements with one action_id: each button has its own.
     nav = []
     if p.query.page > 1:
-        nav.append(button("Previous", ActionId.page, p.query.with_page(p.query.page - 1).dump()))
+        back = p.query.with_page(p.query.page - 1).dump()
+        nav.append(button("Previous", ActionId.page_previous, back))
     if p.query.page < p.pages:
-        nav.append(button("Next", ActionId.page, p.query.with_page(p.query.page + 1).dump()))
+        nav.append(button("Next", ActionId.page_next, p.query.with_page(p.query.page + 1).dump()))
     if nav:
         blocks.append({"type": "actions", "elements": nav})
     return blocks[:MAX_BLOCKS]
@@ -409,7 +423,7 @@ def status_blocks(s: StatusView) -> list[Block]:
     else:
         blocks.append(
             context(
-                f"Last scan #{s.last_scan_id} {s.last_scan_status} at "
+                f"Last scan #{s.last_scan_id} {esc(s.last_scan_status or '')} at "
                 f"{s.last_scan_at:%Y-%m-%d %H:%M} UTC"
             )
         )
@@ -429,7 +443,8 @@ HELP = [
 
 def help_blocks(command: str, problem: str | None = None) -> list[Block]:
     """What `command` understands; with `problem`, what was wrong first."""
-    lines = [f"`{command} {usage}`: {what}" for usage, what in HELP]
+    # `<id>` in mrkdwn would be a link to "id": the placeholders are escaped like data.
+    lines = [f"`{esc(command)} {esc(usage)}`: {esc(what)}" for usage, what in HELP]
     blocks = []
     if problem:
         blocks.append(section(f":warning: {esc(problem)}"))
@@ -440,6 +455,12 @@ def help_blocks(command: str, problem: str | None = None) -> list[Block]:
 def text_blocks(text: str) -> list[Block]:
     """A plain answer."""
     return [section(esc(text))]
+
+
+def reply_line(text: str, *, mention: str | None = None) -> str:
+    """A thread reply as mrkdwn: `mention` (a Slack user id) first, as a real mention that
+    notifies them; the text, which carries data, escaped."""
+    return f"{who(mention)} {esc(text)}" if mention else esc(text)
 
 
 # ---- App Home ----------------------------------------------------------------------------------

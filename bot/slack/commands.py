@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from bot.slack.ids import FindingsQuery, SlackInputError
+from bot.slack.ids import FindingsQuery, SlackInputError, parse_id
 from rules.catalog import Severity
 
 SUBCOMMANDS = ("status", "findings", "show", "scan", "report", "tasks", "help")
@@ -94,10 +94,7 @@ def parse(text: str, frameworks: Collection[str]) -> Command:  # noqa: PLR0912 -
     if sub == "show":
         if len(args) != 1:
             raise SlackInputError("`show` takes one finding id, e.g. `show 42`")
-        raw = args[0].lstrip("#")
-        if not raw.isdigit() or not 0 < int(raw) < 2**31:
-            raise SlackInputError(f"{args[0]!r} is not a finding id; e.g. `show 42`")
-        return Show(int(raw))
+        return Show(parse_id(args[0].removeprefix("#"), "finding", "`show`:"))
     if sub == "scan":
         if len(args) > 1:
             raise SlackInputError("`scan` takes at most one account (a target name or account id)")

@@ -1,9 +1,11 @@
 """Delivers Slack outbox items and keeps posted finding messages in step with the database.
 
-Posting: an item is delivered once. A retry after an unknown outcome (timeout, 5xx, crash) first
-looks for a message carrying the item's key in its metadata and adopts it instead of posting
-again. A 429 waits for its Retry-After; a permanent refusal (unknown channel, bad blocks) is kept
-as failed with Slack's error, for `compliancebot slack status` and `slack retry`.
+Posting: an item is delivered once. Every attempt is written down before its call is made, and
+a retry after an unknown outcome (timeout, connection reset, 5xx, a crash before the commit)
+first looks for a message carrying the item's key in its metadata and adopts it instead of
+posting again; the SDK never repeats a post itself (see `bot.slack.app.make_client`). A 429 is
+due again Retry-After seconds after Slack's answer; a permanent refusal (unknown channel, bad
+blocks) is kept as failed with Slack's error, for `compliancebot slack status` and `slack retry`.
 
 Re-rendering: every change to a finding bumps its version; a message rendered at an older
 version is updated from the database, whoever changed the finding and from wherever.
@@ -12,8 +14,10 @@ version is updated from the database, whoever changed the finding and from where
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from http.client import HTTPException
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.error import URLError
 
@@ -55,6 +59,9 @@ TRANSIENT = frozenset(
 # chat.update errors after which the message cannot be updated any more.
 GONE = frozenset({"message_not_found", "channel_not_found", "is_archived", "cant_update_message"})
 POSTPONE = timedelta(seconds=2)
+# Failures after which nobody knows whether Slack acted: the connection broke, timed out, or the
+# answer was cut short. The next attempt looks the post up first.
+UNKNOWN_OUTCOME = (SlackRequestError, URLError, TimeoutError, OSError, HTTPException)
 
 
 class _PostponeError(Exception):
@@ -65,15 +72,14 @@ class _PermanentError(Exception):
     """The item can never be delivered as it is."""
 
 
-def _error_of(exc: SlackApiError) -> tuple[str, float | None, bool]:
-    """(error name, Retry-After seconds, transient?) of a Slack API failure."""
+def _error_of(exc: SlackApiError, now: datetime) -> tuple[str, float | None, bool]:
+    """(error name, Retry-After seconds, transient?) of a Slack API failure answered at `now`."""
     response = exc.response
     status = int(getattr(response, "status_code", 200) or 200)
     data = getattr(response, "data", None)
     error = str(data.get("error", "")) if isinstance(data, dict) else ""
-    headers = getattr(response, "headers", None) or {}
-    raw_retry = headers.get("Retry-After") or headers.get("retry-after")
-    retry_after = float(raw_retry) if raw_retry and str(raw_retry).isdigit() else None
+    headers = getattr(response, "headers", None)
+    retry_after = outbox.retry_after(headers if isinstance(headers, dict) else None, now=now)
     if status == 429 or error == "ratelimited":
         return "ratelimited", retry_after, True
     if status >= 500:
@@ -104,6 +110,9 @@ class SlackDelivery:
         self.slack = slack
         self.clock = clock
         self.metrics = metrics
+        # How long an attempt keeps its item from other replicas: longer than its slowest run
+        # (a DM to open, a few history pages, the post), so only a dead worker's item is retaken.
+        self.lease = timedelta(seconds=max(120.0, 10 * slack.timeout))
         self._lock = threading.Lock()
 
     # ---- the loop body --------------------------------------------------------------------------
@@ -121,15 +130,27 @@ class SlackDelivery:
             ids = outbox.due_ids(session=session, sink=SINK, now=self.clock(), limit=limit)
         done = 0
         for item_id in ids:
+            token = uuid.uuid4().hex
+            # Committed before Slack is called: a crash after Slack's answer cannot erase the
+            # fact that a post may exist, so the next attempt looks for it first.
+            with transaction(self.sessions) as session:
+                begun = outbox.begin(
+                    session=session,
+                    item_id=item_id,
+                    now=self.clock(),
+                    lease=self.lease,
+                    token=token,
+                )
+            if begun is None:  # delivered meanwhile, or another replica's attempt holds it
+                continue
             with transaction(self.sessions) as session:
                 item = outbox.take(session=session, item_id=item_id)
-                if item is None:  # delivered meanwhile by another replica
-                    continue
+                if item is None or (item.result or {}).get(outbox.IN_FLIGHT) != token:
+                    continue  # our lease ran out and another replica took the item over
                 done += self._deliver_one(session, item)
         return done
 
     def _deliver_one(self, session: Session, item: OutboxItem) -> int:
-        now = self.clock()
         handler = {
             "summary": self._summary,
             "finding": self._finding,
@@ -142,14 +163,17 @@ class SlackDelivery:
                 raise _PermanentError(f"unknown outbox kind {item.kind!r}")
             result = handler(session, item)
         except _PostponeError:
-            outbox.postpone(item=item, until=now + POSTPONE)
+            outbox.postpone(item=item, until=self.clock() + POSTPONE)
             return 0
         except _PermanentError as exc:
-            outbox.failed(item=item, now=now, error=str(exc))
+            outbox.failed(item=item, now=self.clock(), error=str(exc))
             log.warning("slack.undeliverable", key=item.key, error=str(exc))
             return 0
         except SlackApiError as exc:
-            error, retry_after, transient = _error_of(exc)
+            # The clock is read after the call: Retry-After counts from Slack's answer, and the
+            # call itself may have taken seconds.
+            now = self.clock()
+            error, retry_after, transient = _error_of(exc, now)
             self.metrics.outbound_errors.labels("slack", item.kind, error).inc()
             if transient:
                 outbox.retry_later(item=item, now=now, error=error, retry_after=retry_after)
@@ -158,12 +182,12 @@ class SlackDelivery:
                 outbox.failed(item=item, now=now, error=f"Slack refused it: {error}")
                 log.warning("slack.refused", key=item.key, error=error)
             return 0
-        except (SlackRequestError, URLError, TimeoutError, OSError) as exc:
+        except UNKNOWN_OUTCOME as exc:
             self.metrics.outbound_errors.labels("slack", item.kind, type(exc).__name__).inc()
-            outbox.retry_later(item=item, now=now, error=f"{type(exc).__name__}: {exc}")
+            outbox.retry_later(item=item, now=self.clock(), error=f"{type(exc).__name__}: {exc}")
             log.info("slack.retry_later", key=item.key, error=str(exc), attempts=item.attempts)
             return 0
-        outbox.delivered(item=item, now=now, result=result)
+        outbox.delivered(item=item, now=self.clock(), result=result)
         self.metrics.delivered.labels(SINK, item.kind).inc()
         return 1
 
@@ -172,7 +196,7 @@ class SlackDelivery:
     def _post(
         self, item: OutboxItem, *, channel: str, text: str, blocks: list[Any], thread: str | None
     ) -> dict[str, Any]:
-        if item.attempts > 0:
+        if outbox.in_doubt(item):
             found = self._already_posted(item, channel=channel, thread=thread)
             if found is not None:
                 log.info("slack.adopted", key=item.key, ts=found)
@@ -274,12 +298,11 @@ class SlackDelivery:
         )
         channel = message.channel if message else str(p["channel"])
         thread = (message.thread_ts or message.ts) if message else None
+        # The text is data (a re-check's detail names AWS resources) and is escaped; the person
+        # it is for is a real mention, so Slack notifies them.
+        line = kit.reply_line(str(p["text"]), mention=p.get("mention"))
         return self._post(
-            item,
-            channel=channel,
-            text=str(p["text"]),
-            blocks=kit.text_blocks(p["text"]),
-            thread=thread,
+            item, channel=channel, text=line, blocks=[kit.section(line)], thread=thread
         )
 
     def _task(self, session: Session, item: OutboxItem) -> dict[str, Any]:
@@ -373,13 +396,13 @@ class SlackDelivery:
                         channel=message.channel, ts=message.ts, text=text, blocks=blocks
                     )
                 except SlackApiError as exc:
-                    error, _, transient = _error_of(exc)
+                    error, _, transient = _error_of(exc, self.clock())
                     self.metrics.outbound_errors.labels("slack", "chat.update", error).inc()
                     if transient:
                         log.info("slack.update_later", finding_id=finding_id, error=error)
                         continue
                     log.warning("slack.update_gone", finding_id=finding_id, error=error)
-                except (SlackRequestError, URLError, TimeoutError, OSError) as exc:
+                except UNKNOWN_OUTCOME as exc:
                     self.metrics.outbound_errors.labels(
                         "slack", "chat.update", type(exc).__name__
                     ).inc()

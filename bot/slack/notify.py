@@ -84,17 +84,24 @@ def enqueue_scan(
 
 
 def enqueue_reply(
-    *, session: Session, key: str, channel: str, finding_id: int, text: str, now: datetime
+    *,
+    session: Session,
+    key: str,
+    channel: str,
+    finding_id: int,
+    text: str,
+    now: datetime,
+    mention: str | None = None,
 ) -> None:
-    """A reply in the thread of a finding's message (posted top-level if it has none)."""
-    outbox.enqueue(
-        session=session,
-        sink=SINK,
-        kind="reply",
-        key=key,
-        payload={"channel": channel, "finding_id": finding_id, "text": text},
-        now=now,
-    )
+    """A reply in the thread of a finding's message (posted top-level if it has none).
+
+    `text` is plain text (it is escaped when posted); `mention`, a Slack user id, is put first
+    as a real mention.
+    """
+    payload: dict[str, object] = {"channel": channel, "finding_id": finding_id, "text": text}
+    if mention:
+        payload["mention"] = mention
+    outbox.enqueue(session=session, sink=SINK, kind="reply", key=key, payload=payload, now=now)
 
 
 def scan_notifier(settings: Settings) -> Callable[[Session, Scan, ScanCounts], None] | None:

@@ -23,8 +23,7 @@ from bot.slack.ids import (
     TaskRef,
     ViewId,
 )
-
-_SUBTEAM = "S"
+from rules.tasks import is_group_id, is_user_id
 
 
 @dataclass(frozen=True)
@@ -44,13 +43,15 @@ class TaskView:
     status: str = "open"
     completed_by: str | None = None
     on_time: bool | None = None
+    # Who may act on it besides approvers: the reassignee and the task's owner (user or group).
+    holders: tuple[str, ...] = ()
 
 
 def mention(owner: str) -> str:
     """A user, a user group, or a plain role name."""
-    if owner.startswith(("U", "W")) and owner.isalnum() and owner.isupper():
+    if is_user_id(owner):
         return f"<@{owner}>"
-    if owner.startswith(_SUBTEAM) and owner.isalnum() and owner.isupper():
+    if is_group_id(owner):
         return f"<!subteam^{owner}>"
     return esc(owner)
 
@@ -65,8 +66,8 @@ def when(days_left: int) -> str:
 
 
 def task_text(t: TaskView) -> str:
-    """The notification text (and what screen readers say)."""
-    return f"{t.title}: {when(t.days_left)} ({t.due_on:%Y-%m-%d})"
+    """The notification text (and what screen readers say); Slack reads it as mrkdwn too."""
+    return f"{esc(t.title)}: {when(t.days_left)} ({t.due_on:%Y-%m-%d})"
 
 
 def task_blocks(t: TaskView, *, escalation: bool = False) -> list[Block]:
@@ -100,7 +101,7 @@ def task_blocks(t: TaskView, *, escalation: bool = False) -> list[Block]:
         blocks.append(
             section(f":white_check_mark: Done by {mention(t.completed_by or '')}, {timing}")
         )
-    blocks.append(context(f"Task `{t.task_id}` · occurrence #{t.occurrence_id}"))
+    blocks.append(context(f"Task `{esc(t.task_id)}` · occurrence #{t.occurrence_id}"))
     if t.status != "done":
         value = str(t.occurrence_id)
         blocks.append(
@@ -123,7 +124,7 @@ def _evidence(kind: str) -> str:
         "note": "a note",
         "link": "a link",
         "file": "a file",
-    }.get(kind, kind)
+    }.get(kind, esc(kind))
 
 
 def tasks_list_blocks(views: Sequence[TaskView], *, horizon_days: int) -> list[Block]:

@@ -6,13 +6,16 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
 import pytest
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from bot.cli import app
+from tests.fakes.hostile_files import HOSTILE, hostile_cases, limit_memory
 
 JSON_FIELDS = {
     "rule_id",
@@ -129,7 +132,8 @@ def test_findings_lifecycle_from_the_cli(cli: CliRunner) -> None:
         "--reason",
         "legacy volume, retiring",
         "--until",
-        "2099-01-01",
+        # Within slack.max_acceptance_days (365) of today: the CLI's clock is the real one.
+        f"{datetime.now(UTC).date() + timedelta(days=90):%Y-%m-%d}",
     )
     status = json.loads(invoke(cli, "status", "-o", "json"))
     assert status["accepted"] == 1
@@ -185,3 +189,95 @@ def test_rules_validate_reports_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "broken_rule.yaml:3: severity" in result.stderr
+
+
+# ---- hostile files and leaked secrets ---------------------------------------------------------
+
+
+def _bounded_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The CLI in a process capped at 2 GB: a regression fails instead of swapping the host."""
+    return subprocess.run(
+        [sys.executable, "-c", "from bot.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in env.items() if k != "COLUMNS"},  # rich's default 80 columns
+        cwd=cwd,
+        check=False,
+        timeout=120,
+        preexec_fn=limit_memory,  # only setrlimit: safe between fork and exec
+    )
+
+
+@hostile_cases
+def test_a_hostile_config_file_exits_2_with_one_line(tmp_path: Path, case: str) -> None:
+    """`--config` naming a bomb, /dev/zero, a pipe or binary exits 2 with one line: file:line."""
+    path = tmp_path / "compliancebot.yaml"
+    HOSTILE[case].make(path)
+
+    result = _bounded_cli(
+        "--config", str(path), "config", "check", env={**os.environ}, cwd=tmp_path
+    )
+
+    assert result.returncode == 2, result.stderr
+    where = f"{path}:{HOSTILE[case].line}: " if HOSTILE[case].line else f"{path}: "
+    assert result.stderr.startswith(f"error: {where}"), result.stderr
+    assert HOSTILE[case].says in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr  # long paths are not wrapped
+    assert result.stdout == ""
+
+
+def test_a_database_password_from_the_environment_is_masked_in_every_db_command(
+    tmp_path: Path, db_url: str
+) -> None:
+    """`config check`, `db upgrade` and `db current` show the URL with every password as ***."""
+    url = make_url(db_url)
+    if url.get_backend_name() == "postgresql":  # trust auth on loopback: the password is unused
+        url = url.set(password="hunter1")
+    secret_url = url.update_query_dict({"password": "hunter2", "sslpassword": "hunter3"})
+    env = {
+        **os.environ,
+        "COMPLIANCEBOT_DATABASE__URL": secret_url.render_as_string(hide_password=False),
+    }
+
+    results = [
+        _bounded_cli(*command, env=env, cwd=tmp_path)
+        for command in (("config", "check"), ("db", "upgrade"), ("db", "current"))
+    ]
+
+    for result in results:
+        assert result.returncode == 0, result.stderr
+        assert "hunter" not in result.stdout + result.stderr
+        assert "?password=***" in result.stdout
+        assert "sslpassword=***" in result.stdout
+    assert "this version needs" in results[2].stdout
+
+
+def test_an_unreachable_database_is_named_without_its_passwords(tmp_path: Path) -> None:
+    """When the database cannot be reached, the error names it with its passwords masked."""
+    env = {
+        **os.environ,
+        # Port 1 of loopback: nothing listens, the connection is refused at once.
+        "COMPLIANCEBOT_DATABASE__URL": "postgresql://bot:hunter1@127.0.0.1:1/c?password=hunter2",
+    }
+
+    result = _bounded_cli("db", "current", env=env, cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "cannot connect to the database postgresql+psycopg://bot:***@127.0.0.1:1/c" in (
+        result.stderr
+    )
+    assert "password=***" in result.stderr
+    assert "hunter" not in result.stdout + result.stderr
+
+
+def test_a_database_url_with_an_unknown_driver_is_one_masked_error(tmp_path: Path) -> None:
+    """A URL naming a driver that is not installed exits 2 naming the URL, password masked."""
+    env = {**os.environ, "COMPLIANCEBOT_DATABASE__URL": "mysqlx://bot:hunter1@db/c"}
+
+    result = _bounded_cli("db", "current", env=env, cwd=tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(
+        "error: database.url is not a valid SQLAlchemy URL: mysqlx://bot:***@db/c (Can't load"
+    )
+    assert "hunter" not in result.stderr

@@ -4,6 +4,7 @@ completion with evidence, delivery to Slack and the ICS feed. The clock is injec
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from icalendar import Calendar
 from pydantic import ValidationError
 from sqlalchemy import event, select
@@ -27,7 +30,7 @@ from ledger import tasks as occurrences
 from ledger.db import transaction
 from ledger.models import Finding, OutboxItem, TaskOccurrence
 from ledger.services import LedgerError
-from ledger.tasks import store_evidence_file
+from ledger.tasks import EvidenceTooLargeError, store_evidence_file
 from rules.catalog import load_catalog
 from rules.tasks import load_tasks
 from tests.conftest import FakeClock
@@ -297,7 +300,7 @@ def test_completion_records_who_when_evidence_and_timeliness(
     sweep.run_once()
     task = sweep.tasks.tasks["firewall_review"]
     occ = occurrence(sessions, "2026-12-15").id
-    kept = store_evidence_file(tmp_path / "evidence", "export.csv", b"user,access\n")
+    kept = store_evidence_file(tmp_path / "evidence", "export.csv", [b"user,access\n"])
     clock.now = datetime(2026, 12, 15, 9, 0, tzinfo=UTC)  # an hour late
 
     with transaction(sessions) as session:
@@ -445,7 +448,7 @@ def test_evidence_can_be_kept_in_s3_with_its_checksum(moto_world: None) -> None:
     )
     content = b"training completion report"
 
-    kept = evidence_store(settings)("report.pdf", content)
+    kept = evidence_store(settings)("report.pdf", [content[:8], content[8:]])
 
     digest = hashlib.sha256(content).hexdigest()
     assert kept.location == f"s3://acme-evidence/compliance/{digest}/report.pdf"
@@ -454,6 +457,81 @@ def test_evidence_can_be_kept_in_s3_with_its_checksum(moto_world: None) -> None:
     )
     assert stored["Body"].read() == content
     assert stored["ServerSideEncryption"] == "AES256"
+
+
+MB = 1024 * 1024
+
+
+def chunks(total: int, *, fail_after: int | None = None) -> Iterator[bytes]:
+    """`total` bytes in 256 KB chunks, as a download arrives; a broken connection after
+    `fail_after` bytes."""
+    sent = 0
+    while sent < total:
+        if fail_after is not None and sent >= fail_after:
+            raise httpx.ReadError("connection reset")
+        piece = min(256 * 1024, total - sent)
+        sent += piece
+        yield b"e" * piece
+
+
+@pytest.mark.parametrize(
+    ("stream", "error"),
+    [
+        (lambda: chunks(3 * MB), "report.bin is over 1 MB, the most an evidence file may be"),
+        (lambda: chunks(MB, fail_after=512 * 1024), "connection reset"),
+    ],
+    ids=["oversized", "broken"],
+)
+def test_an_oversized_or_broken_evidence_stream_leaves_no_file(
+    tmp_path: Path, stream: Any, error: str
+) -> None:
+    """calendar.max_evidence_mb 1: a 3 MB stream stops past 1 MB, a broken one stops where it
+    broke; either way evidence_dir holds nothing, not even a partial file."""
+    settings = Settings.model_validate(
+        {"calendar": {"evidence_dir": str(tmp_path / "evidence"), "max_evidence_mb": 1}}
+    )
+
+    with pytest.raises((EvidenceTooLargeError, httpx.ReadError)) as caught:
+        evidence_store(settings)("report.bin", stream())
+
+    assert error in str(caught.value)
+    assert [p for p in (tmp_path / "evidence").rglob("*") if p.is_file()] == []
+
+
+def test_an_oversized_evidence_stream_puts_nothing_in_s3(moto_world: None) -> None:
+    """calendar.evidence_bucket with max_evidence_mb 1: a 3 MB stream is refused, the bucket
+    stays empty."""
+    import boto3
+
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="acme-evidence")
+    settings = Settings.model_validate(
+        {"calendar": {"evidence_bucket": "s3://acme-evidence/c", "max_evidence_mb": 1}}
+    )
+
+    with pytest.raises(EvidenceTooLargeError):
+        evidence_store(settings)("big.bin", chunks(3 * MB))
+
+    assert s3.list_objects_v2(Bucket="acme-evidence").get("KeyCount") == 0
+
+
+@given(name=st.text(max_size=300), content=st.binary(max_size=64))
+@example(name="\U0001f600" * 120 + ".pdf", content=b"wide")
+@example(name="../../..", content=b"up")
+def test_any_evidence_file_name_stays_inside_its_hash_folder(name: str, content: bytes) -> None:
+    """Whatever an uploader calls the file ('..', '/etc/passwd', 'a\\b', control characters,
+    300 wide characters), it is kept as evidence_dir/<sha256>/<one short name> with its bytes."""
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch) / "evidence"
+
+        kept = store_evidence_file(root, name, [content])
+
+        where = Path(kept.location)
+        assert where.parent == root / hashlib.sha256(content).hexdigest()
+        assert where.read_bytes() == content
+        assert where.name not in ("", ".", "..")
+        assert len(where.name.encode()) <= 200
+        assert sorted(p for p in root.rglob("*") if p.is_file()) == [where]
 
 
 def test_an_evidence_bucket_that_is_not_an_s3_url_is_refused() -> None:

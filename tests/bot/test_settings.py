@@ -9,7 +9,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.settings import ConfigError, load_settings, masked
+from bot.settings import SECRET_KEYS, ConfigError, load_settings, masked
+from tests.fakes.hostile_files import HOSTILE, hostile_cases
+
+SIGNING_SECRET = "8f742231b10e8888abcd99edabcd85a5"  # as Slack issues them: 32 hex characters
 
 
 def write(tmp_path: Path, text: str, name: str = "compliancebot.yaml") -> Path:
@@ -159,14 +162,14 @@ def test_slack_secrets_from_the_environment_are_masked(tmp_path: Path) -> None:
         path,
         environ={
             "COMPLIANCEBOT_SLACK__BOT_TOKEN": "xoxb-very-secret",
-            "COMPLIANCEBOT_SLACK__SIGNING_SECRET": "shh-secret",
+            "COMPLIANCEBOT_SLACK__SIGNING_SECRET": SIGNING_SECRET,
         },
     )
     assert s.slack.bot_token is not None
     assert s.slack.bot_token.get_secret_value() == "xoxb-very-secret"
     shown = yaml.safe_dump(masked(s))
     assert "xoxb-very-secret" not in shown
-    assert "shh-secret" not in shown
+    assert SIGNING_SECRET not in shown
 
 
 def test_slack_channel_must_be_an_id(tmp_path: Path) -> None:
@@ -192,3 +195,170 @@ def test_slack_routes_pick_the_first_matching_channel() -> None:
     assert route(account="111", severity="critical", rule_id="r") == "C0PROD"
     assert route(account="222", severity="critical", rule_id="r") == "C0CRIT"
     assert route(account="222", severity="low", rule_id="r") == "C0DEFAULT"
+
+
+# ---- hostile files --------------------------------------------------------------------------
+
+yaml_ish = st.text(alphabet="ab1.:-[]{}&*!|>'\"#%@,?~<= \n\t\x00\x85é", max_size=300)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=300)
+@given(content=st.one_of(st.binary(max_size=600), yaml_ish.map(str.encode)))
+def test_any_bytes_as_a_config_file_give_settings_or_a_config_error(
+    tmp_path: Path, content: bytes
+) -> None:
+    """Whatever bytes the config file holds, it loads or gives a ConfigError naming the file."""
+    path = tmp_path / "compliancebot.yaml"
+    path.write_bytes(content)
+    try:
+        load_settings(path, environ={})
+    except ConfigError as exc:
+        assert str(path) in str(exc)  # noqa: PT017 - valid or this error, both fine
+
+
+@hostile_cases
+def test_a_hostile_config_file_is_one_located_error(tmp_path: Path, case: str) -> None:
+    """A config file built to hang, crash or exhaust memory is one ConfigError at file:line."""
+    path = tmp_path / "compliancebot.yaml"
+    HOSTILE[case].make(path)
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+
+    where = f"{path}:{HOSTILE[case].line}: " if HOSTILE[case].line else f"{path}: "
+    assert str(caught.value).startswith(where)
+    assert HOSTILE[case].says in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_hostile_secrets_file_is_refused_the_same_way(tmp_path: Path) -> None:
+    """The secrets file goes through the same bounded loader: /dev/zero is refused at once."""
+    with pytest.raises(ConfigError, match="is a character device, not a YAML file"):
+        load_settings(None, environ={"COMPLIANCEBOT_SECRETS_FILE": "/dev/zero"})
+
+
+def test_anchors_and_merge_keys_share_settings_between_targets(tmp_path: Path) -> None:
+    """`<<: *base` still works in a config file: aliases are bounded, not banned."""
+    path = write(
+        tmp_path,
+        "aws:\n  targets:\n"
+        "    - &base {name: prod, regions: [us-east-1, eu-west-1], profile: audit}\n"
+        "    - {<<: *base, name: staging}\n",
+    )
+    s = load_settings(path, environ={})
+    assert [(t.name, t.regions, t.profile) for t in s.aws.targets] == [
+        ("prod", ["us-east-1", "eu-west-1"], "audit"),
+        ("staging", ["us-east-1", "eu-west-1"], "audit"),
+    ]
+
+
+# ---- weak and leaked secrets ----------------------------------------------------------------
+
+MINIMUMS = {s.name: s for s in SECRET_KEYS if s.min_length}
+
+
+def test_the_secrets_people_choose_or_copy_have_minimums() -> None:
+    """The secrets that authenticate callers of `serve` all have a minimum length of 32."""
+    assert {name: s.min_length for name, s in MINIMUMS.items()} == {
+        "slack.signing_secret": 32,
+        "tickets.jira.webhook_secret": 32,
+        "tickets.trello.webhook_secret": 32,
+        "calendar.feed_token": 32,
+    }
+
+
+@pytest.mark.parametrize("name", list(MINIMUMS))
+@pytest.mark.parametrize("value", ["¤", "¤" * 31])
+def test_a_short_secret_is_refused_naming_the_variable_and_the_minimum(
+    name: str, value: str
+) -> None:
+    """A 1-character (or 31-character) secret is refused: which variable, how long, how to fix."""
+    secret = MINIMUMS[name]
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, environ={secret.variable: value})
+    message = str(caught.value)
+    assert f"environment variable {secret.variable}: {name}: too short ({len(value)} " in message
+    assert "at least 32 needed" in message
+    assert "¤" not in message  # the value itself is never echoed
+    hint = "Basic Information" if name == "slack.signing_secret" else "secret"
+    assert hint in message
+
+
+def test_every_short_secret_is_listed_at_once_and_32_characters_pass(tmp_path: Path) -> None:
+    """All weak secrets are reported together (secrets file with its lines); 32 characters pass."""
+    secrets = write(
+        tmp_path,
+        "calendar:\n  feed_token: short\ntickets:\n  jira:\n    webhook_secret: also-short\n",
+        name="secrets.yaml",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, environ={"COMPLIANCEBOT_SECRETS_FILE": str(secrets)})
+    message = str(caught.value)
+    assert f"{secrets}:2: calendar.feed_token: too short (5 characters" in message
+    assert f"{secrets}:5: tickets.jira.webhook_secret: too short (10 characters" in message
+    assert "secrets.token_urlsafe(32)" in message
+
+    strong = {s.variable: "k" * 32 for s in MINIMUMS.values()}
+    s = load_settings(None, environ=strong)
+    assert s.calendar.feed_token is not None
+    assert s.calendar.feed_token.get_secret_value() == "k" * 32
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "found"),
+    [
+        ("database:\n  url: postgresql://u@h/db?password=X\n", "database.url", "'password'"),
+        (
+            "database:\n  url: postgresql://u@h/db?sslmode=require&SSLPassword=X\n",
+            "database.url",
+            "'SSLPassword'",
+        ),
+        ("database:\n  url: postgresql://u@h/db?PASS%57ORD=X\n", "database.url", "'PASSWORD'"),
+        ("database:\n  url: postgresql://u:X@h/db\n", "database.url", "a password after"),
+        ("tickets:\n  jira:\n    url: https://bot:X@jira.acme.com\n", "tickets.jira.url", "a pass"),
+        ("slack:\n  api_url: https://slack.example/api/?token=X\n", "slack.api_url", "'token'"),
+        (
+            "aws:\n  targets:\n    - name: p\n      endpoint_url: https://T0KEN@vpce.example\n",
+            "aws.targets[0].endpoint_url",
+            "a user name that works as a token",
+        ),
+    ],
+)
+def test_a_credential_in_any_url_of_the_config_file_is_refused(
+    tmp_path: Path, text: str, key: str, found: str
+) -> None:
+    """A password or token inside a URL in the config file is refused like any other secret."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    message = str(caught.value)
+    line = text.count("\n", 0, text.index("://"))
+    assert message.startswith(f"{path}:{line + 1}: {key}")
+    assert found in message
+    assert "a password does not belong in the config file" in message
+    assert "COMPLIANCEBOT_SECRETS_FILE" in message
+    assert "=X" not in message
+    assert ":X@" not in message
+
+
+def test_urls_without_credentials_are_accepted(tmp_path: Path) -> None:
+    """TLS options that name files (sslkey, passfile) are not secrets: such a URL loads."""
+    url = "postgresql://bot@db:5432/compliance?sslmode=verify-full&sslkey=/k.pem&passfile=/p"
+    s = load_settings(write(tmp_path, f"database:\n  url: {url}\n"), environ={})
+    assert s.database.url == url
+
+
+def test_a_database_url_from_the_environment_is_masked_everywhere_it_is_shown() -> None:
+    """A password in the URL's user info or query (any case) never reaches `config check`."""
+    url = "postgresql://bot:hunter1@db/compliance?sslpassword=hunter2&Password=hunter3"
+    s = load_settings(
+        None,
+        environ={
+            "COMPLIANCEBOT_DATABASE__URL": url,
+            "COMPLIANCEBOT_TICKETS__JIRA__URL": "https://bot:hunter4@jira.acme.com",
+        },
+    )
+    shown = yaml.safe_dump(masked(s))
+    assert "hunter" not in shown
+    assert "postgresql://bot:***@db/compliance?sslpassword=***&Password=***" in shown
+    assert "https://bot:***@jira.acme.com" in shown

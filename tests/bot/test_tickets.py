@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from rules.errors import CompliancebotError
 from tests.conftest import FakeClock
 from tests.fakes.jira import FakeJira
 from tests.fakes.trello import KEY, TOKEN, FakeTrello
+from tests.integrations.rendered import jira_text
 from tests.ledger.helpers import RULE, events, findings, obs, only_finding, scan
 
 CATALOG = load_catalog()
@@ -153,7 +155,8 @@ def test_claim_resolve_and_reopen_follow_the_finding(
     assert assigned["name"] == "alice"  # type: ignore[index]
     assert closed == "Done"
     assert issue["status"]["name"] == "To Do"  # type: ignore[index]
-    comments = [c["body"] for c in issue["comment"]["comments"]]  # type: ignore[index]
+    # As Jira shows them: the sink escapes comments for wiki markup.
+    comments = [jira_text(c["body"]) for c in issue["comment"]["comments"]]  # type: ignore[index]
     assert comments == [
         "compliancebot: resolved by UALICE: fixed",
         "compliancebot: reopened again (the finding fails again)",
@@ -321,7 +324,7 @@ def test_a_ticket_closed_in_jira_that_still_fails_is_reopened_with_the_reason(
         ("verification_failed", "scanner"),
     ]
     assert issue["status"]["name"] == "To Do"  # type: ignore[index]
-    assert [c["body"] for c in issue["comment"]["comments"]] == [  # type: ignore[index]
+    assert [jira_text(c["body"]) for c in issue["comment"]["comments"]] == [  # type: ignore[index]
         "compliancebot: open again: re-check still fails: vol-1 is still unencrypted"
     ]
 
@@ -621,3 +624,107 @@ def test_a_sync_process_killed_after_jira_created_the_issue_adopts_it_on_restart
     assert ticket.key == "SEC-1"
     assert item is not None
     assert item.result == {"key": "SEC-1", "adopted": True}
+
+
+# ---- polling: each change once, deletions noticed ----------------------------------------------
+
+
+def writes(trello: FakeTrello) -> int:
+    """Requests that change something on the fake Trello."""
+    return sum(1 for c in trello.calls if c.method != "GET")
+
+
+def test_three_trello_poll_rounds_with_nothing_new_write_nothing(
+    trello: FakeTrello, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """A person's archive is applied once; three more rounds make 0 writes and 0 comments."""
+    scan(sessions, clock, [obs("vol-1")])
+    check, asked = rechecks("fail", "still unencrypted")
+    tickets = trello_sync(trello, sessions, clock, check=check)
+    tickets.run_once()
+    (card_id,) = trello.cards
+    trello.archive(card_id)
+    clock.advance(minutes=2)
+    tickets.run_once()  # applied: re-checked, unarchived with a comment
+    before = (writes(trello), len(trello.comments(card_id)))
+
+    for _ in range(3):
+        clock.advance(minutes=2)
+        tickets.run_once()
+
+    assert before[1] == 1
+    assert (writes(trello), len(trello.comments(card_id))) == before
+    assert asked == ["vol-1"]
+    assert only_finding(sessions).status == "open"
+
+
+def test_a_trello_poll_asks_from_the_last_action_it_saw_not_from_our_clock(
+    trello: FakeTrello, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """Our clock a month behind Trello's: the next poll asks from the last action it saw."""
+    scan(sessions, clock, [obs("vol-1")])
+    tickets = trello_sync(trello, sessions, clock)
+    tickets.run_once()
+    (card_id,) = trello.cards
+    trello.move(card_id, "Doing")
+    clock.advance(minutes=2)
+    tickets.run_once()
+    newest = trello.actions[0]["date"]
+    clock.advance(minutes=2)
+
+    tickets.run_once()
+
+    asked = [c.params["since"] for c in trello.calls if c.path.endswith("/actions")]
+    # A second before the newest action (another may share its instant), whatever our clock says.
+    assert datetime.fromisoformat(asked[-1]) == datetime.fromisoformat(newest) - timedelta(
+        seconds=1
+    )
+
+
+def test_a_jira_issue_deleted_with_webhooks_off_is_made_again_by_polling(
+    jira: FakeJira, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """No webhook: a poll round notices the deleted issue and the open finding gets a new one."""
+    scan(sessions, clock, [obs("vol-1"), obs("vol-2")])
+    tickets = sync(jira, sessions, clock, poll_interval=60)
+    tickets.run_once()
+    open_id, resolved_id = (f.id for f in findings(sessions))
+    with transaction(sessions) as session:
+        ledger.resolve(session=session, finding_id=resolved_id, user="bob", now=clock())
+    clock.advance(minutes=2)
+    tickets.run_once()
+    jira.delete(str(issue_of(jira, open_id)["key"]))
+
+    clock.advance(minutes=2)
+    got = tickets.run_once()
+
+    assert got["polled_gone"] == 1
+    assert issue_of(jira, open_id)["key"] == "SEC-3"
+    assert sorted(jira.issues) == ["SEC-2", "SEC-3"]
+    with sessions() as session:
+        gone = session.scalars(
+            select(AuditEntry.object_id).where(AuditEntry.action == "ticket.deleted")
+        ).all()
+    assert gone == [str(open_id)]
+
+
+def test_the_existence_check_rotates_through_more_tickets_than_one_batch(
+    jira: FakeJira, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """Two tickets asked about per round: a deletion among five is found within three rounds."""
+    scan(sessions, clock, [obs(f"vol-{n}") for n in range(1, 6)])
+    tickets = sync(jira, sessions, clock)
+    tickets.run_once()
+    jira.delete("SEC-5")
+    searches = len(jira.calls_to("GET", "search"))
+
+    rounds = []
+    for _ in range(3):
+        clock.advance(minutes=1)
+        rounds.append(tickets.check_existing(limit=2))
+
+    assert [r["checked"] for r in rounds] == [2, 2, 2]
+    assert [r["gone"] for r in rounds] == [0, 0, 1]
+    assert len(jira.calls_to("GET", "search")) - searches == 3  # one JQL search per round
+    tickets.run_once()
+    assert sorted(jira.issues) == ["SEC-1", "SEC-2", "SEC-3", "SEC-4", "SEC-6"]

@@ -8,16 +8,23 @@ clauses joined by AND over project, key, labels, status, statusCategory, issuety
 with =, !=, >=, <=, >, <, IN (dates absolute or relative, "-15m"), and ORDER BY. Failures can
 be injected per method and path prefix: 429 with Retry-After, 5xx, 400 with Jira's error body,
 malformed JSON, delays. `rate_limit` answers 429 past that many requests per second, as Jira
-Cloud does; `webhook` builds the body Jira POSTs for an issue event.
+Cloud does; `webhook` builds the body Jira POSTs for an issue event, and `delivery` the body and
+headers (`X-Atlassian-Webhook-Identifier`, the same on each retry; `X-Hub-Signature`). A person
+can create issues of their own (`add_issue`) and move one to another project (`move`): the old
+key then answers GET with the moved issue, as Jira does. A JQL `key` clause naming an issue
+that does not exist is refused (400) unless `validateQuery` is false, as Jira Server does.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import json
 import re
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -130,6 +137,7 @@ class FakeJira:
             },
         ]
         self.add_project("SEC", "Security")
+        self.moved: dict[str, str] = {}  # old key -> the key an issue moved to
         self.limited = 0  # requests answered 429 by the rate limit
         self._bucket = (0.0, 0.0)  # (tokens, at)
         self._arrivals: deque[float] = deque()  # with sliding_window
@@ -217,6 +225,42 @@ class FakeJira:
         """Delete an issue as a person would."""
         with self._lock:
             self.issues.pop(key)
+
+    def add_issue(self, project: str, summary: str, labels: list[str]) -> str:
+        """An issue a person makes (any labels they like); returns its key."""
+        with self._lock:
+            fields = {"project": {"key": project}, "issuetype": {"name": "Task"}}
+            made = self._create({"fields": {**fields, "summary": summary, "labels": labels}})
+            return str(made["key"])
+
+    def move(self, key: str, project: str) -> str:
+        """Move an issue to another project as a person would; returns its new key."""
+        with self._lock:
+            issue = self.issues.pop(key)
+            target = self.projects[project]
+            target["_last"] = number = int(target.get("_last", 0)) + 1
+            issue["key"] = new = f"{project}-{number}"
+            issue["fields"]["project"] = target
+            issue["fields"]["updated"] = _now()
+            self.issues[new] = issue
+            self.moved[key] = new
+            for old, to in self.moved.items():
+                if to == key:
+                    self.moved[old] = new
+            return new
+
+    def delivery(
+        self, event: str, key: str, *, secret: str, identifier: str | None = None
+    ) -> tuple[bytes, dict[str, str]]:
+        """The body and headers Jira POSTs for an issue event: a fresh delivery identifier
+        (Jira sends the same one again on each retry) and the Cloud signature."""
+        body = json.dumps(self.webhook(event, key)).encode()
+        digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        return body, {
+            "Content-Type": "application/json",
+            "X-Atlassian-Webhook-Identifier": identifier or str(uuid.uuid4()),
+            "X-Hub-Signature": f"sha256={digest}",
+        }
 
     def webhook(self, event: str, key: str) -> dict[str, Any]:
         """The JSON body Jira POSTs to a webhook for an issue event (jira:issue_updated, ...)."""
@@ -416,6 +460,7 @@ class FakeJira:
         issue["fields"]["updated"] = _now()
 
     def _find(self, ref: str) -> dict[str, Any]:
+        ref = self.moved.get(ref, ref)  # an old key answers with the moved issue
         for issue in self.issues.values():
             if ref in (issue["key"], issue["id"]):
                 return issue
@@ -564,6 +609,13 @@ class FakeJira:
 
     def _search(self, query: dict[str, Any], *, paged: bool) -> dict[str, Any]:
         jql = str(query.get("jql") or "")
+        if str(query.get("validateQuery", "true")).lower() not in ("false", "none", "warn"):
+            for clause in re.findall(r"\bkey\s*(?:=|in)\s*(\([^)]*\)|\S+)", jql, re.I):
+                for wanted in _values(clause):
+                    if wanted not in self.issues:
+                        raise _JiraError(
+                            400, [f"An issue with key '{wanted}' does not exist for field 'key'."]
+                        )
         issues: Any = self.issues.values()
         label = re.search(r'labels\s*=\s*"([^"]+)"', jql, re.IGNORECASE)
         if label:  # what Jira's index does: only issues carrying the label are looked at

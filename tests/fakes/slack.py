@@ -3,7 +3,9 @@
 Requests arrive form-encoded or as JSON (slack_sdk sends JSON for chat.* and views.*), with the
 token in `Authorization: Bearer`. Answers are `{"ok": true, ...}` or `{"ok": false, "error": ...}`
 with HTTP 200, as Slack answers. Failures can be injected per method: 429 with Retry-After, 5xx,
-`ok: false` errors, malformed bodies and delays.
+`ok: false` errors, malformed bodies, delays, and a reset after acting (the call takes effect,
+then the connection closes unanswered). Blocks are checked as Slack checks them: two elements
+with one action_id in a block, or two blocks with one block_id, are refused (`invalid_blocks`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -38,9 +42,40 @@ class Call:
 class _Failure:
     status: int = 200
     error: str | None = None
-    retry_after: int | None = None
+    retry_after: int | str | None = None  # seconds, or an HTTP-date
     body: str | None = None
     delay: float | None = None
+    reset: bool = False
+
+
+def block_errors(blocks: Any, where: str = "blocks") -> list[str]:
+    """What Slack would refuse in a list of blocks: duplicate action_ids in one block, duplicate
+    block_ids in the list. Empty when Slack would take it."""
+    if not blocks:
+        return []
+    if not isinstance(blocks, list):
+        return [f"{where} must be a list"]
+    errors = []
+    block_ids: set[str] = set()
+    for i, block in enumerate(blocks):
+        if not isinstance(block, dict):
+            errors.append(f"{where}[{i}] must be an object")
+            continue
+        block_id = block.get("block_id")
+        if block_id is not None:
+            if block_id in block_ids:
+                errors.append(f"duplicate block_id {block_id!r} [json-pointer:/{where}/{i}]")
+            block_ids.add(block_id)
+        elements = [block.get("accessory"), block.get("element"), *(block.get("elements") or [])]
+        action_ids: set[str] = set()
+        for element in elements:
+            action_id = element.get("action_id") if isinstance(element, dict) else None
+            if action_id is None:
+                continue
+            if action_id in action_ids:
+                errors.append(f"duplicate action_id {action_id!r} [json-pointer:/{where}/{i}]")
+            action_ids.add(action_id)
+    return errors
 
 
 @dataclass
@@ -62,6 +97,15 @@ class FakeSlack:
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     usergroups: dict[str, list[str]] = field(default_factory=dict)
     socket_url: str | None = None
+    # Shared files: what files.info answers per ID (a test may make it lie), where a download
+    # redirects to, which downloads are sent without Content-Length, and every download asked.
+    file_infos: dict[str, dict[str, Any]] = field(default_factory=dict)
+    file_redirects: dict[str, str] = field(default_factory=dict)
+    unsized_downloads: set[str] = field(default_factory=set)
+    downloads: list[dict[str, Any]] = field(default_factory=list)
+    # Called with each Web API call as it arrives, before it is answered (a test moves its
+    # clock here to make a call "take" time).
+    on_call: Callable[[Call], None] | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Condition()
@@ -125,15 +169,20 @@ class FakeSlack:
         *,
         status: int = 200,
         error: str | None = None,
-        retry_after: int | None = None,
+        retry_after: int | str | None = None,
         body: str | None = None,
         delay: float | None = None,
         times: int = 1,
+        reset: bool = False,
     ) -> None:
-        """Answer the next `times` calls of `method` with a failure (the call is still recorded)."""
+        """Answer the next `times` calls of `method` with a failure (the call is still recorded).
+
+        `reset=True`: the call takes effect (a post is posted), then the connection is reset
+        without an answer, as when a connection drops after Slack accepted a request.
+        """
         with self._lock:
             self._failures.setdefault(method, []).extend(
-                _Failure(status, error, retry_after, body, delay) for _ in range(times)
+                _Failure(status, error, retry_after, body, delay, reset) for _ in range(times)
             )
 
     def calls_to(self, method: str) -> list[Call]:
@@ -191,24 +240,44 @@ class FakeSlack:
         auth = request.headers.get("Authorization", "")
         if auth.startswith("Bearer "):
             token = auth[len("Bearer ") :]
+        call = Call(method, params, token, 0)
         with self._lock:
-            self.calls.append(Call(method, params, token, len(self.calls)))
+            call.at = len(self.calls)
+            self.calls.append(call)
             queued = self._failures.get(method) or []
             failure = queued.pop(0) if queued else None
             self._lock.notify_all()
-        if failure is not None:
+        if self.on_call is not None:
+            self.on_call(call)
+        if failure is not None and not failure.reset:
             self._answer_failure(request, failure)
             return
         answer = self._dispatch(method, params, token)
         with self._lock:
             self._lock.notify_all()
+        if failure is not None:  # acted, then the connection drops before the answer
+            self._reset(request)
+            return
         self._send(request, 200, json.dumps(answer))
+
+    @staticmethod
+    def _reset(request: BaseHTTPRequestHandler) -> None:
+        # SO_LINGER 0: closing sends RST, so the client sees a reset, not an orderly end.
+        request.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        request.close_connection = True
+        request.connection.close()
 
     def _record_response(self, request: BaseHTTPRequestHandler, path: str, raw: bytes) -> None:
         try:
             body = json.loads(raw or b"{}")
         except ValueError:
             body = {"raw": raw.decode(errors="replace")}
+        errors = block_errors(body.get("blocks")) if isinstance(body, dict) else []
+        if errors:  # Slack answers a response_url with bad blocks 400 and shows nothing
+            with self._lock:
+                self._lock.notify_all()
+            self._send(request, 400, "invalid_blocks", content_type="text/plain")
+            return
         with self._lock:
             self.responses.append({**body, "url": path})
             self._lock.notify_all()
@@ -283,9 +352,32 @@ class FakeSlack:
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
         if handler is None:
             return {"ok": False, "error": "unknown_method"}
+        refused = self._refuse_blocks(method, p)
+        if refused is not None:
+            return refused
         with self._lock:
             result: dict[str, Any] = handler(p)
             return result
+
+    @staticmethod
+    def _refuse_blocks(method: str, p: dict[str, Any]) -> dict[str, Any] | None:
+        """Slack's answer to a message or view whose blocks it would not take, else None."""
+        if method.startswith("views."):
+            view = p.get("view")
+            blocks = view.get("blocks") if isinstance(view, dict) else None
+            errors = block_errors(blocks, "view/blocks")
+            if errors:
+                return {
+                    "ok": False,
+                    "error": "invalid_arguments",
+                    "response_metadata": {"messages": [f"[ERROR] {e}" for e in errors]},
+                }
+            return None
+        if method.startswith("chat."):
+            errors = block_errors(p.get("blocks"))
+            if errors:
+                return {"ok": False, "error": "invalid_blocks", "errors": errors}
+        return None
 
     def _next_ts(self) -> str:
         # Real seconds, as Slack's ts are: history's `oldest` filter compares them with times.
@@ -444,17 +536,32 @@ class FakeSlack:
             self._uploads[file_id] = content
             self._names[file_id] = name
         url = f"{self.root_url}/files-pri/{self.team_id}-{file_id}/{name}"
-        return {
+        info = {
             "id": file_id,
             "name": name,
             "size": len(content),
             "url_private": url,
             "url_private_download": url + "?download=1",
         }
+        with self._lock:
+            self.file_infos[file_id] = dict(info)
+        return info
+
+    def _m_files_info(self, p: dict[str, Any]) -> dict[str, Any]:
+        info = self.file_infos.get(str(p.get("file")))
+        if info is None:
+            return {"ok": False, "error": "file_not_found"}
+        return {"ok": True, "file": dict(info)}
 
     def _download(self, request: BaseHTTPRequestHandler, path: str) -> None:
         file_id = path.split("/")[2].split("-", 1)[-1]
         auth = request.headers.get("Authorization", "")
+        with self._lock:
+            self.downloads.append({"path": path, "authorization": auth})
+            redirect = self.file_redirects.get(file_id)
+        if redirect is not None:
+            self._send(request, 302, "", content_type="text/plain", headers={"Location": redirect})
+            return
         if auth != f"Bearer {self.bot_token}":
             # Slack answers a sign-in page, not an error, to a request without the token.
             self._send(request, 200, "<html>sign in</html>", content_type="text/html")
@@ -467,9 +574,12 @@ class FakeSlack:
         try:
             request.send_response(200)
             request.send_header("Content-Type", "application/octet-stream")
-            request.send_header("Content-Length", str(len(content)))
+            if file_id not in self.unsized_downloads:
+                request.send_header("Content-Length", str(len(content)))
             request.end_headers()
-            request.wfile.write(content)
+            # In pieces, as a large file arrives; without a length the body ends at the close.
+            for start in range(0, len(content), 256 * 1024):
+                request.wfile.write(content[start : start + 256 * 1024])
         except (BrokenPipeError, ConnectionResetError):
             pass
 

@@ -10,6 +10,7 @@ import pytest
 from integrations.jira_sink import JiraConfig, JiraSink
 from integrations.tickets import TicketError, TicketFinding, fingerprint_label
 from tests.fakes.jira import FakeJira
+from tests.integrations.rendered import jira_text
 
 FINDING = TicketFinding(
     fingerprint="a" * 64,
@@ -62,7 +63,7 @@ def test_create_maps_the_finding_and_find_recognises_it(fake: FakeJira) -> None:
     assert issue["priority"] == {"name": "Highest"}
     assert issue["labels"] == ["compliancebot", fingerprint_label(FINDING.fingerprint)]
     assert issue["customfield_10050"] == "CC6.1"
-    assert "164.312(a)(1)" in issue["description"]
+    assert "164.312(a)(1)" in jira_text(issue["description"])  # escaped in the markup
     assert "Turn on Block Public Access" in issue["description"]
     assert "https://example.slack.com/archives/C1/p1" in issue["description"]
     assert again is not None
@@ -166,10 +167,51 @@ def test_changed_since_finds_tickets_closed_in_the_tracker(fake: FakeJira) -> No
     fake.set_status(ref.key, "Done")
 
     now = datetime.now(UTC)
-    changed = jira.changed_since(now - timedelta(minutes=5), now)
+    changed = jira.changed_since(now - timedelta(minutes=5), now).refs
     jql = fake.calls_to("GET", "search")[-1].params["jql"]
 
     assert [(r.key, r.done, r.fingerprint) for r in changed] == [
         ("SEC-1", True, FINDING.fingerprint)
     ]
     assert 'updated >= "-6m"' in jql  # relative: Jira reads absolute dates in its user's zone
+
+
+def test_lookup_answers_each_key_asked_moved_and_deleted_ones_too(fake: FakeJira) -> None:
+    """By the keys we recorded: one still there, one moved (new key), one deleted (None)."""
+    jira = sink(fake)
+    kept = jira.create(FINDING)
+    moved = jira.create(FINDING)
+    deleted = jira.create(FINDING)
+    fake.add_project("OPS", "Operations")
+    fake.move(moved.key, "OPS")
+    fake.delete(deleted.key)
+
+    found = jira.lookup([kept.key, moved.key, deleted.key, "not a key", "x" * 500])
+
+    # What is not an issue key is not asked about.
+    assert {key: ref.key if ref else None for key, ref in found.items()} == {
+        kept.key: "SEC-1",
+        moved.key: "OPS-1",
+        deleted.key: None,
+    }
+
+
+def test_a_webhook_event_is_read_by_its_key_and_names_its_change(fake: FakeJira) -> None:
+    """The delivery id and the change (key, updated, status) name the event; junk keys are None."""
+    jira = sink(fake)
+    ref = jira.create(FINDING)
+    fake.set_status(ref.key, "Done")
+    event = fake.webhook("jira:issue_updated", ref.key)
+    polled = jira.changed_since(datetime.now(UTC) - timedelta(minutes=5), datetime.now(UTC))
+
+    got = jira.ref_from_event(event, delivery="d-1")
+    junk = [
+        jira.ref_from_event({**event, "issue": {**event["issue"], "key": key}})
+        for key in ("SEC-1 OR 1=1", "", None, ["SEC-1"], "S" * 100 + "-1")
+    ]
+
+    assert got is not None
+    assert got.done
+    assert got.change[0] == "delivery|d-1"
+    assert got.change[1:] == polled.refs[0].change  # a poll of the same change names it alike
+    assert junk == [None] * 5

@@ -202,7 +202,7 @@ def test_changed_since_reports_moves_archives_and_deletions_by_people(fake: Fake
     fake.delete(deleted.key)
     trello.close(mine, "by the bot")
 
-    changed = {r.key: r for r in trello.changed_since(since, datetime.now(UTC))}
+    changed = {r.key: r for r in trello.changed_since(since, datetime.now(UTC)).refs}
 
     assert set(changed) == {moved.key, archived.key, deleted.key}
     assert changed[moved.key].done
@@ -240,4 +240,22 @@ def test_a_webhook_action_reads_like_a_polled_one(fake: FakeTrello) -> None:
 
     got = trello.ref_from_action(action)
 
-    assert got == TicketRef(sink="trello", key=ref.key, url="", done=True)
+    assert got == TicketRef(sink="trello", key=ref.key, url="", done=True, change=(action["id"],))
+
+
+def test_lookup_answers_cards_on_the_board_and_deleted_ones(fake: FakeTrello) -> None:
+    """By the card ids we recorded: present (archived too), deleted (None); junk ids not asked."""
+    trello = sink(fake)
+    kept = trello.create(FINDING)
+    archived = trello.create(replace(FINDING, fingerprint="c" * 64))
+    deleted = trello.create(replace(FINDING, fingerprint="d" * 64))
+    fake.archive(archived.key)
+    fake.delete(deleted.key)
+
+    found = trello.lookup([kept.key, archived.key, deleted.key, "../members/me", "f" * 25])
+
+    assert {key: ref.done if ref else None for key, ref in found.items()} == {
+        kept.key: False,
+        archived.key: True,
+        deleted.key: None,
+    }

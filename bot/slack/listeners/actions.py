@@ -11,7 +11,13 @@ from slack_sdk import WebClient
 from bot.slack import blocks as kit
 from bot.slack.app import BotServices
 from bot.slack.ids import ActionId, FindingsQuery, ModalRef, SlackInputError
-from bot.slack.listeners.common import after_change, finding_ref, render_finding, user_of
+from bot.slack.listeners.common import (
+    after_change,
+    finding_ref,
+    refused_acceptance,
+    render_finding,
+    user_of,
+)
 from bot.slack.render import findings_page
 from ledger import services as ledger
 from ledger.db import transaction
@@ -88,11 +94,10 @@ def register(app: App, services: BotServices) -> None:
         respond: Respond,
     ) -> None:
         ack()
-        if not services.is_approver(user_of(body)):
+        refused = refused_acceptance(services, user_of(body), context["finding_id"])
+        if refused is not None:
             respond(
-                text=f":no_entry: Only approvers may accept a risk: {services.approvers_text()}.",
-                response_type="ephemeral",
-                replace_original=False,
+                text=f":no_entry: {refused}.", response_type="ephemeral", replace_original=False
             )
             return
         default = (services.clock() + timedelta(days=90)).date()
@@ -135,7 +140,6 @@ def register(app: App, services: BotServices) -> None:
             return
         respond(text=text, blocks=found, response_type="ephemeral", replace_original=False)
 
-    @app.action(str(ActionId.page))
     def page(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         ack()
         action = (body.get("actions") or [{}])[0]
@@ -162,3 +166,7 @@ def register(app: App, services: BotServices) -> None:
             response_type="ephemeral",
             replace_original=in_place,
         )
+
+    # Every page button carries its page in its value, so one handler serves them all.
+    for action in (ActionId.page, ActionId.page_previous, ActionId.page_next):
+        app.action(str(action))(page)

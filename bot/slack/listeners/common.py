@@ -25,7 +25,12 @@ def finding_ref(body: dict[str, Any], context: dict[str, Any], next: Callable[[]
     except SlackInputError as exc:
         respond = context.get("respond")
         if respond is not None:
-            respond(text=f":warning: {exc}", response_type="ephemeral", replace_original=False)
+            # The message quotes the forged value: mrkdwn-escaped like any data.
+            respond(
+                text=f":warning: {kit.esc(str(exc))}",
+                response_type="ephemeral",
+                replace_original=False,
+            )
         log.warning("slack.bad_button", error=str(exc))
         return BoltResponse(status=200, body="")
     return next()
@@ -54,3 +59,17 @@ def user_of(body: dict[str, Any]) -> str:
     """The Slack user id behind a payload."""
     user = body.get("user") or {}
     return str(user.get("id") or body.get("user_id") or "unknown")
+
+
+def refused_acceptance(services: BotServices, user: str, finding_id: int) -> str | None:
+    """None when `user` may accept risk; else the refusal, audited, as the text to show them."""
+    if services.is_approver(user):
+        return None
+    services.refuse(
+        user=user,
+        action="finding.accept",
+        object_type="finding",
+        object_id=str(finding_id),
+        why="not an approver",
+    )
+    return f"Only approvers may accept a risk: {services.approvers_text()}"

@@ -1,13 +1,14 @@
 """The compliance calendar in Slack: Done, Snooze and Reassign on task reminders, and their
-modals. Done checks the evidence the task requires before it closes the modal; an uploaded
-file is fetched from Slack and kept (with its SHA-256) after the acknowledgement."""
+modals. Only the task's owner, its assignee, a member of an owning group or an approver may use
+them; anyone else is told so and the attempt is audited. Done checks the evidence the task
+requires before it closes the modal; an uploaded file is fetched from Slack by its ID and kept
+(with its SHA-256) after the acknowledgement."""
 
 from __future__ import annotations
 
 from datetime import date, timedelta
 from typing import Any
 
-import httpx
 import structlog
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
@@ -16,6 +17,8 @@ from sqlalchemy import select
 
 from bot.reminders import evidence_store
 from bot.slack.app import BotServices
+from bot.slack.blocks import clip, esc
+from bot.slack.files import FILE_ID, EvidenceError, SlackFiles, too_large
 from bot.slack.ids import (
     DATE_BLOCK,
     DATE_INPUT,
@@ -31,11 +34,13 @@ from bot.slack.ids import (
     SlackInputError,
     TaskRef,
     ViewId,
+    parse_id,
 )
 from bot.slack.listeners.common import user_of
 from bot.slack.task_blocks import (
     TaskView,
     done_modal,
+    mention,
     reassign_modal,
     task_blocks,
     task_snooze_modal,
@@ -50,8 +55,6 @@ from ledger.tasks import EvidenceFile
 
 log = structlog.get_logger(__name__)
 
-MAX_EVIDENCE_BYTES = 50 * 1024 * 1024
-
 
 def _state(view: dict[str, Any], block: str, action: str) -> dict[str, Any]:
     values = ((view.get("state") or {}).get("values") or {}).get(block) or {}
@@ -60,13 +63,7 @@ def _state(view: dict[str, Any], block: str, action: str) -> dict[str, Any]:
 
 def _occurrence_id(body: dict[str, Any]) -> int:
     action = (body.get("actions") or [{}])[0]
-    try:
-        value = int(str(action.get("value")))
-    except ValueError:
-        raise SlackInputError(f"button value {action.get('value')!r} is not a task") from None
-    if value <= 0:
-        raise SlackInputError(f"button value {value!r} is not a task")
-    return value
+    return parse_id(action.get("value"), "task occurrence")
 
 
 def register(app: App, services: BotServices) -> None:
@@ -89,8 +86,26 @@ def register(app: App, services: BotServices) -> None:
             return TaskRef(occurrence_id)
         return TaskRef(occurrence_id, container.get("channel_id"), container.get("message_ts"))
 
+    def refused(user: str, view: TaskView, verb: str) -> str | None:
+        """None when `user` may `verb` the occurrence; else the attempt is audited and the
+        answer says who may."""
+        if services.may_act_for(user, view.holders):
+            return None
+        who = " or ".join(mention(h) for h in view.holders) or "its owner"
+        services.refuse(
+            user=user,
+            action=f"task.{verb}",
+            object_type="task_occurrence",
+            object_id=str(view.occurrence_id),
+            why=f"not {', '.join(view.holders) or 'the owner'}, a member, or an approver",
+        )
+        return (
+            f"Only {who} or an approver ({services.approvers_text()}) may {verb} this task "
+            f"(occurrence #{view.occurrence_id})."
+        )
+
     def open_modal(
-        ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond, build: Any
+        ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond, build: Any, verb: str
     ) -> None:
         ack()
         try:
@@ -102,10 +117,14 @@ def register(app: App, services: BotServices) -> None:
         if view.status == OccurrenceStatus.done:
             respond(
                 text=f":white_check_mark: {view.title} due {view.due_on} is already done "
-                f"(by {view.completed_by}).",
+                f"(by {mention(view.completed_by or '')}).",
                 response_type="ephemeral",
                 replace_original=False,
             )
+            return
+        refusal = refused(user_of(body), view, verb)
+        if refusal is not None:
+            respond(text=f":no_entry: {refusal}", response_type="ephemeral", replace_original=False)
             return
         # trigger_id lives 3 seconds: the modal opens before anything slow happens.
         client.views_open(
@@ -114,7 +133,7 @@ def register(app: App, services: BotServices) -> None:
 
     @app.action(str(ActionId.task_done))
     def done(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
-        open_modal(ack, body, client, respond, done_modal)
+        open_modal(ack, body, client, respond, done_modal, "complete")
 
     @app.action(str(ActionId.task_snooze))
     def snooze(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
@@ -126,19 +145,30 @@ def register(app: App, services: BotServices) -> None:
             client,
             respond,
             lambda ref, view: task_snooze_modal(ref, view, default, max_days),
+            "snooze",
         )
 
     @app.action(str(ActionId.task_reassign))
     def reassign(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
-        open_modal(ack, body, client, respond, reassign_modal)
+        open_modal(ack, body, client, respond, reassign_modal, "reassign")
 
-    def load_ref(ack: Ack, view: dict[str, Any], block: str) -> TaskRef | None:
+    def authorized(
+        ack: Ack, body: dict[str, Any], view: dict[str, Any], block: str, verb: str
+    ) -> tuple[TaskRef, TaskView] | None:
+        """The submitted modal's occurrence, when its submitter may `verb` it; else the modal
+        shows why on `block` (the submission is checked again: a modal can be forged)."""
         try:
-            return TaskRef.load(view.get("private_metadata"))
-        except SlackInputError as exc:
+            ref = TaskRef.load(view.get("private_metadata"))
+            shown = view_of(ref.occurrence_id)
+        except (SlackInputError, LedgerError) as exc:
             log.warning("slack.bad_modal", error=str(exc))
             ack(response_action="errors", errors={block: str(exc)})
             return None
+        refusal = refused(user_of(body), shown, verb)
+        if refusal is not None:
+            ack(response_action="errors", errors={block: refusal})
+            return None
+        return ref, shown
 
     def refresh(occurrence_id: int, client: WebClient) -> None:
         """Show the occurrence's new state on every reminder posted about it."""
@@ -159,28 +189,42 @@ def register(app: App, services: BotServices) -> None:
             except SlackApiError as exc:
                 log.warning("slack.task_update_failed", channel=channel, ts=ts, error=str(exc))
 
+    max_bytes = services.settings.calendar.max_evidence_mb * 1024 * 1024
+
+    def evidence_file(files: Any) -> tuple[str | None, str | None]:
+        """(the uploaded file's ID, or None; what is wrong with the upload, or None). Only the
+        ID is taken: the URLs in a submission are the sender's to choose."""
+        if not files:
+            return None, None
+        first = files[0] if isinstance(files, list) else None
+        if not isinstance(first, dict) or not FILE_ID.fullmatch(str(first.get("id") or "")):
+            return None, "That is not a file uploaded to Slack: upload it again."
+        file_id, size = str(first["id"]), first.get("size")
+        if isinstance(size, int) and size > max_bytes:
+            # Said by the sender, so only ever a reason to refuse; files.info is asked anyway.
+            return None, too_large(clip(str(first.get("name") or file_id), 80), size, max_bytes)
+        return file_id, None
+
     @app.view(str(ViewId.task_done))
     def done_submitted(
         ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient
     ) -> None:
-        ref = load_ref(ack, view, NOTE_BLOCK)
-        if ref is None:
+        found = authorized(ack, body, view, NOTE_BLOCK, "complete")
+        if found is None:
             return
+        ref, shown = found
         note = (_state(view, NOTE_BLOCK, NOTE_INPUT).get("value") or "").strip() or None
         link = (_state(view, LINK_BLOCK, LINK_INPUT).get("value") or "").strip() or None
-        files = _state(view, FILE_BLOCK, FILE_INPUT).get("files") or []
-        try:
-            shown = view_of(ref.occurrence_id)
-        except LedgerError as exc:
-            ack(response_action="errors", errors={NOTE_BLOCK: str(exc)})
-            return
+        file_id, file_error = evidence_file(_state(view, FILE_BLOCK, FILE_INPUT).get("files"))
         errors = {}
         if shown.evidence == "note" and note is None:
             errors[NOTE_BLOCK] = "This task needs a note saying what was done."
         if shown.evidence == "link" and link is None:
             errors[LINK_BLOCK] = "This task needs a link to the evidence."
-        if shown.evidence == "file" and not files:
+        if shown.evidence == "file" and file_id is None:
             errors[FILE_BLOCK] = "This task needs a file as evidence."
+        if file_error is not None:
+            errors[FILE_BLOCK] = file_error
         if link is not None and not link.startswith(("https://", "http://")):
             errors[LINK_BLOCK] = "The link must start with https:// or http://."
         if errors:
@@ -190,7 +234,7 @@ def register(app: App, services: BotServices) -> None:
         user = user_of(body)
         # After the ack: fetching a file from Slack may take longer than Slack waits.
         try:
-            kept = fetch_evidence(files[0]) if files else None
+            kept = fetch_evidence(client, file_id) if file_id else None
             book = services.book
             assert book is not None
             task = book.tasks.tasks[shown.task_id]
@@ -206,36 +250,22 @@ def register(app: App, services: BotServices) -> None:
                     file=kept,
                 )
         except (LedgerError, EvidenceError) as exc:
-            tell(client, user, ref, f":warning: {shown.title} is not marked done: {exc}")
+            text = f":warning: {esc(shown.title)} is not marked done: {esc(str(exc))}"
+            tell(client, user, ref, text)
             return
         refresh(ref.occurrence_id, client)
 
-    def fetch_evidence(file: dict[str, Any]) -> EvidenceFile:
-        url = str(file.get("url_private_download") or file.get("url_private") or "")
-        name = str(file.get("name") or file.get("id") or "evidence")
-        if not url:
-            raise EvidenceError(f"Slack gave no download URL for {name}")
-        token = services.settings.slack.bot_token
-        headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
-        try:
-            with httpx.Client(
-                timeout=services.settings.slack.timeout, follow_redirects=True
-            ) as http:
-                response = http.get(url, headers=headers)
-        except httpx.HTTPError as exc:
-            raise EvidenceError(f"could not fetch {name} from Slack: {exc}") from exc
-        kind = response.headers.get("content-type", "")
-        if response.status_code != 200 or kind.startswith("text/html"):
-            raise EvidenceError(
-                f"could not fetch {name} from Slack (HTTP {response.status_code}); "
-                "the app needs the files:read scope"
-            )
-        if len(response.content) > MAX_EVIDENCE_BYTES:
-            raise EvidenceError(f"{name} is over {MAX_EVIDENCE_BYTES // (1024 * 1024)} MB")
-        try:
-            return evidence_store(services.settings)(name, response.content)
-        except Exception as exc:
-            raise EvidenceError(f"could not keep {name}: {type(exc).__name__}: {exc}") from exc
+    def fetch_evidence(client: WebClient, file_id: str) -> EvidenceFile:
+        """The file, looked up by ID and downloaded from Slack's file host only, kept."""
+        slack = services.settings.slack
+        files = SlackFiles(
+            client=client,
+            files_url=slack.files_url,
+            token=slack.bot_token.get_secret_value() if slack.bot_token else None,
+            timeout=slack.timeout,
+            max_bytes=max_bytes,
+        )
+        return files.fetch(file_id, evidence_store(services.settings))
 
     def tell(client: WebClient, user: str, ref: TaskRef, text: str) -> None:
         try:
@@ -249,9 +279,10 @@ def register(app: App, services: BotServices) -> None:
 
     @app.view(str(ViewId.task_snooze))
     def snooze_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
-        ref = load_ref(ack, view, DATE_BLOCK)
-        if ref is None or services.book is None:
+        found = authorized(ack, body, view, DATE_BLOCK, "snooze")
+        if found is None or services.book is None:
             return
+        ref, _ = found
         raw = _state(view, DATE_BLOCK, DATE_INPUT).get("selected_date")
         try:
             day = date.fromisoformat(str(raw))
@@ -276,9 +307,10 @@ def register(app: App, services: BotServices) -> None:
 
     @app.view(str(ViewId.task_reassign))
     def reassign_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
-        ref = load_ref(ack, view, USER_BLOCK)
-        if ref is None:
+        found = authorized(ack, body, view, USER_BLOCK, "reassign")
+        if found is None:
             return
+        ref, _ = found
         to = str(_state(view, USER_BLOCK, USER_INPUT).get("selected_user") or "")
         if not to:
             ack(response_action="errors", errors={USER_BLOCK: "Pick someone."})
@@ -307,7 +339,3 @@ def register(app: App, services: BotServices) -> None:
             return
         ack()
         services.wake()
-
-
-class EvidenceError(Exception):
-    """An evidence file could not be fetched or kept."""

@@ -20,7 +20,7 @@ from bot.slack.ids import (
     SlackInputError,
     ViewId,
 )
-from bot.slack.listeners.common import user_of
+from bot.slack.listeners.common import refused_acceptance, user_of
 from bot.slack.notify import enqueue_reply
 from ledger import services as ledger
 from ledger.db import transaction
@@ -103,8 +103,9 @@ def register(app: App, services: BotServices) -> None:
                     key=f"slack:recheck:{ref.finding_id}:{finding.version}",
                     channel=ref.channel or services.slack.channel or "",
                     finding_id=ref.finding_id,
-                    text=f"<@{user}> the re-check of #{ref.finding_id} still fails ({detail}); "
+                    text=f"the re-check of #{ref.finding_id} still fails ({detail}); "
                     f"the finding stays {finding.status}.",
+                    mention=user,
                     now=services.clock(),
                 )
         services.delivery.refresh_finding(ref.finding_id)
@@ -116,6 +117,10 @@ def register(app: App, services: BotServices) -> None:
         if ref is None:
             return
         user = user_of(body)
+        refused = refused_acceptance(services, user, ref.finding_id)
+        if refused is not None:
+            ack(response_action="errors", errors={REASON_BLOCK: refused})
+            return
         reason = (_value(view, REASON_BLOCK, REASON_INPUT) or "").strip()
         day = _date(view)
         now = services.clock()
@@ -126,8 +131,6 @@ def register(app: App, services: BotServices) -> None:
             errors[DATE_BLOCK] = "Pick the date the acceptance ends."
         elif _end_of(day) <= now:
             errors[DATE_BLOCK] = "The acceptance must end in the future."
-        if not services.is_approver(user):
-            errors[REASON_BLOCK] = f"Only approvers may accept a risk: {services.approvers_text()}"
         if errors:
             ack(response_action="errors", errors=errors)
             return
@@ -141,9 +144,11 @@ def register(app: App, services: BotServices) -> None:
                     reason=reason,
                     until=_end_of(day),
                     now=now,
+                    max_days=services.slack.max_acceptance_days,
                 )
         except LedgerError as exc:
-            ack(response_action="errors", errors={REASON_BLOCK: str(exc)})
+            block = DATE_BLOCK if exc.field == "until" else REASON_BLOCK
+            ack(response_action="errors", errors={block: str(exc)})
             return
         ack()
         services.delivery.refresh_finding(ref.finding_id)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ from bot.slack.app import BotServices, build_app
 from rules.catalog import load_catalog
 from tests.conftest import FakeClock
 from tests.fakes.asgi import running
-from tests.fakes.slack import FakeSlack
+from tests.fakes.slack import FakeSlack, block_errors
 
 SECRET = "test-signing-secret"
 CHANNEL = "C0COMPLY"
@@ -84,8 +83,8 @@ class Bot:
         headers: dict[str, str] | None = None,
         signed: bool = True,
     ) -> httpx.Response:
-        """POST to /slack/events, signed as Slack signs (real time: it is Slack's protocol)."""
-        ts = str(timestamp if timestamp is not None else int(time.time()))
+        """POST to /slack/events, signed as Slack signs, at the bot's (injected) clock."""
+        ts = str(timestamp if timestamp is not None else int(self.clock().timestamp()))
         sent = {"Content-Type": content_type, **(headers or {})}
         if signed:
             sent["X-Slack-Request-Timestamp"] = ts
@@ -111,7 +110,10 @@ class Bot:
         )
         response = self.post(body)
         assert response.status_code == 200, response.text
-        return response.json() if response.content else None
+        answer = response.json() if response.content else None
+        # Slack checks an acknowledgement's blocks as it checks a post's: so does this test.
+        assert block_errors((answer or {}).get("blocks")) == [], answer
+        return answer
 
     def click(
         self,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import boto3
@@ -90,7 +89,7 @@ def test_unsigned_forged_and_stale_requests_get_401_and_change_nothing(bot: Bot)
 
     assert bot.post(body, signed=False).status_code == 401
     assert bot.post(body, secret="not-the-secret").status_code == 401
-    assert bot.post(body, timestamp=int(time.time()) - 3600).status_code == 401
+    assert bot.post(body, timestamp=int(bot.clock().timestamp()) - 3600).status_code == 401
     bot.executor.drain()
     assert only_finding(bot.sessions).status == "open"
     assert bot.slack.calls_to("chat.update") == []

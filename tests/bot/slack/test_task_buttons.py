@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +30,17 @@ from bot.slack.ids import (
     USER_INPUT,
     TaskRef,
 )
-from ledger.models import OutboxItem, TaskOccurrence
+from ledger.models import AuditEntry, OutboxItem, TaskOccurrence
 from rules.catalog import load_catalog
 from rules.tasks import load_tasks
-from tests.bot.slack.conftest import Bot, serving, slack_settings
+from tests.bot.slack.conftest import APPROVER, Bot, serving, slack_settings
 from tests.conftest import FakeClock
+from tests.fakes.loopback import LoopbackServer
 from tests.fakes.slack import FakeSlack
 
 OWNER, CHANNEL = "U0OWNER", "C0TASKS"
+GROUP, MEMBER = "S0OPS", "U0CAROL"  # a user group and one of its members
+STRANGER = "UALICE"  # in the workspace, neither owner, assignee, member nor approver
 
 TASK = """\
 id: restore_test
@@ -59,15 +64,18 @@ def task_bot(
     clock: FakeClock,
     tmp_path: Path,
     evidence: str,
+    owner: str = OWNER,
+    max_evidence_mb: int = 50,
 ) -> Any:
-    """The bot with the calendar on and one monthly task requiring `evidence`."""
+    """The bot with the calendar on and one monthly task of `owner` requiring `evidence`;
+    files are fetched from the fake Slack's file host."""
     root = tmp_path / "tasks-root"
     (root / "tasks").mkdir(parents=True)
     (root / "tasks" / "restore_test.yaml").write_text(
-        TASK.format(owner=OWNER, channel=CHANNEL, evidence=evidence)
+        TASK.format(owner=owner, channel=CHANNEL, evidence=evidence)
     )
     builtin = sorted(load_tasks(frameworks=load_catalog().frameworks).tasks)
-    base = slack_settings(fake_slack)
+    base = slack_settings(fake_slack, files_url=fake_slack.root_url)
     settings = base.model_copy(
         update={
             "calendar": base.calendar.model_copy(
@@ -77,6 +85,7 @@ def task_bot(
                     "disabled": builtin,
                     "evidence_dir": tmp_path / "evidence",
                     "max_snooze_days": 7,
+                    "max_evidence_mb": max_evidence_mb,
                 }
             )
         }
@@ -91,16 +100,31 @@ def evidence() -> str:
 
 
 @pytest.fixture
+def owner() -> str:
+    """Who owns the task (parametrized by tests): a user or a user group ID."""
+    return OWNER
+
+
+@pytest.fixture
+def max_evidence_mb() -> int:
+    """calendar.max_evidence_mb (parametrized by tests)."""
+    return 50
+
+
+@pytest.fixture
 def tbot(
     sessions: sessionmaker[Session],
     fake_slack: FakeSlack,
     clock: FakeClock,
     tmp_path: Path,
     evidence: str,
+    owner: str,
+    max_evidence_mb: int,
 ) -> Iterator[Bot]:
     """Serving, with the reminder for the 2026-12-15 occurrence posted to the channel."""
     clock.now = datetime(2026, 12, 8, 9, 0, tzinfo=UTC)
-    with task_bot(sessions, fake_slack, clock, tmp_path, evidence) as bot:
+    fake_slack.usergroups[GROUP] = [MEMBER]
+    with task_bot(sessions, fake_slack, clock, tmp_path, evidence, owner, max_evidence_mb) as bot:
         book = bot.services.book
         assert book is not None
         ReminderSweep(
@@ -145,7 +169,7 @@ def test_done_opens_a_modal_where_the_required_note_is_not_optional(tbot: Bot) -
     """Clicking Done opens the modal; the note (required here) is not optional."""
     occ = occurrence_id(tbot)
 
-    answer = tbot.click("task.done", str(occ), message=reminder(tbot))
+    answer = tbot.click("task.done", str(occ), user=OWNER, message=reminder(tbot))
     tbot.executor.drain()
 
     assert answer.status_code == 200
@@ -162,7 +186,7 @@ def test_done_without_the_required_note_keeps_the_modal_open_with_the_reason(
     occ = occurrence_id(tbot)
     ref = TaskRef(occ, CHANNEL, reminder(tbot)["ts"]).dump()
 
-    answer = tbot.submit("task.done.modal", ref, done_values(), "UALICE")
+    answer = tbot.submit("task.done.modal", ref, done_values(), OWNER)
 
     assert answer.json() == {
         "response_action": "errors",
@@ -176,16 +200,16 @@ def test_done_with_a_note_completes_and_updates_the_reminder(tbot: Bot) -> None:
     occ = occurrence_id(tbot)
     ref = TaskRef(occ, CHANNEL, reminder(tbot)["ts"]).dump()
 
-    answer = tbot.submit("task.done.modal", ref, done_values(note="restored db-1: ok"), "UALICE")
+    answer = tbot.submit("task.done.modal", ref, done_values(note="restored db-1: ok"), OWNER)
     tbot.executor.drain()
 
     done = stored(tbot, occ)
     assert answer.status_code == 200
-    assert (done.status, done.completed_by, done.on_time) == ("done", "UALICE", True)
+    assert (done.status, done.completed_by, done.on_time) == ("done", OWNER, True)
     assert done.evidence_note == "restored db-1: ok"
     message = reminder(tbot)
     assert not [b for b in message["blocks"] if b["type"] == "actions"]
-    assert "Done by <@UALICE>, on time" in json.dumps(message["blocks"])
+    assert f"Done by <@{OWNER}>, on time" in json.dumps(message["blocks"])
 
 
 @pytest.mark.parametrize("evidence", ["file"])
@@ -197,7 +221,7 @@ def test_an_uploaded_file_is_fetched_from_slack_and_kept_with_its_hash(
     content = b"restore report: 1,204,331 rows match"
     shared = tbot.slack.shared_file("restore.txt", content)
 
-    tbot.submit("task.done.modal", TaskRef(occ).dump(), done_values(files=[shared]), "UALICE")
+    tbot.submit("task.done.modal", TaskRef(occ).dump(), done_values(files=[shared]), OWNER)
     tbot.executor.drain()
 
     done = stored(tbot, occ)
@@ -214,7 +238,7 @@ def test_a_link_that_is_not_a_url_is_refused_in_the_modal(tbot: Bot) -> None:
     occ = occurrence_id(tbot)
 
     answer = tbot.submit(
-        "task.done.modal", TaskRef(occ).dump(), done_values(link="see drive"), "UALICE"
+        "task.done.modal", TaskRef(occ).dump(), done_values(link="see drive"), OWNER
     )
 
     assert answer.json()["errors"] == {LINK_BLOCK: "The link must start with https:// or http://."}
@@ -228,8 +252,8 @@ def test_snooze_past_the_limit_is_refused_and_within_it_recorded(tbot: Bot) -> N
     def pick(day: str) -> dict[str, Any]:
         return {DATE_BLOCK: {DATE_INPUT: {"type": "datepicker", "selected_date": day}}}
 
-    too_far = tbot.submit("task.snooze.modal", ref, pick("2026-12-18"), "UALICE")
-    fine = tbot.submit("task.snooze.modal", ref, pick("2026-12-13"), "UALICE")
+    too_far = tbot.submit("task.snooze.modal", ref, pick("2026-12-18"), OWNER)
+    fine = tbot.submit("task.snooze.modal", ref, pick("2026-12-13"), OWNER)
     tbot.executor.drain()
 
     assert too_far.json()["errors"] == {DATE_BLOCK: "a task can be snoozed for at most 7 days"}
@@ -242,7 +266,7 @@ def test_reassign_gives_the_occurrence_away_and_tells_the_new_owner(tbot: Bot) -
     occ = occurrence_id(tbot)
     values = {USER_BLOCK: {USER_INPUT: {"type": "users_select", "selected_user": "U0BOB"}}}
 
-    answer = tbot.submit("task.reassign.modal", TaskRef(occ).dump(), values, "UALICE")
+    answer = tbot.submit("task.reassign.modal", TaskRef(occ).dump(), values, OWNER)
     tbot.executor.drain()
     tbot.deliver()
 
@@ -263,3 +287,327 @@ def test_compliance_tasks_lists_what_is_due(tbot: Bot) -> None:
     assert "Test a backup restore" in text
     assert "2026-12-15 (due in 7 days)" in text
     assert f"<@{OWNER}>" in text
+
+
+# ---- who may act on a task ---------------------------------------------------------------------
+
+
+def refusals(bot: Bot, occ: int) -> list[tuple[str, str]]:
+    """(action, actor) of the audit trail's refused attempts on the occurrence."""
+    with bot.sessions() as session:
+        rows = session.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.object_type == "task_occurrence", AuditEntry.object_id == str(occ))
+            .order_by(AuditEntry.id)
+        ).all()
+        return [(r.action, r.actor) for r in rows if r.action.endswith(".refused")]
+
+
+def pick_user(user: str) -> dict[str, Any]:
+    """The Reassign modal's state with `user` picked."""
+    return {USER_BLOCK: {USER_INPUT: {"type": "users_select", "selected_user": user}}}
+
+
+def pick_day(day: str) -> dict[str, Any]:
+    """The Snooze modal's state with `day` picked."""
+    return {DATE_BLOCK: {DATE_INPUT: {"type": "datepicker", "selected_date": day}}}
+
+
+def test_a_strangers_buttons_open_no_modal_and_are_audited(tbot: Bot) -> None:
+    """Done, Snooze, Reassign by someone else: an ephemeral refusal naming the owner, no modal,
+    and one refused attempt per click in the audit trail."""
+    occ = occurrence_id(tbot)
+
+    for action in ("task.done", "task.snooze", "task.reassign"):
+        tbot.click(action, str(occ), user=STRANGER, message=reminder(tbot))
+    tbot.executor.drain()
+
+    assert tbot.slack.views_opened == []
+    told = [r["text"] for r in tbot.slack.responses[-3:]]
+    assert all(t.startswith(":no_entry: Only <@U0OWNER> or an approver") for t in told), told
+    assert refusals(tbot, occ) == [
+        ("task.complete.refused", STRANGER),
+        ("task.snooze.refused", STRANGER),
+        ("task.reassign.refused", STRANGER),
+    ]
+
+
+def test_a_strangers_forged_submissions_change_nothing_and_are_audited(tbot: Bot) -> None:
+    """Modals submitted without the button (forged): each shows the refusal on its field, the
+    occurrence stays open, unsnoozed and unassigned, and each attempt is audited."""
+    occ = occurrence_id(tbot)
+    ref = TaskRef(occ, CHANNEL, reminder(tbot)["ts"]).dump()
+
+    done = tbot.submit("task.done.modal", ref, done_values(note="done, trust me"), STRANGER)
+    snoozed = tbot.submit("task.snooze.modal", ref, pick_day("2026-12-12"), STRANGER)
+    moved = tbot.submit("task.reassign.modal", ref, pick_user(STRANGER), STRANGER)
+    tbot.executor.drain()
+
+    assert list(done.json()["errors"]) == [NOTE_BLOCK]
+    assert list(snoozed.json()["errors"]) == [DATE_BLOCK]
+    assert list(moved.json()["errors"]) == [USER_BLOCK]
+    assert "Only <@U0OWNER> or an approver" in moved.json()["errors"][USER_BLOCK]
+    after = stored(tbot, occ)
+    assert (after.status, after.snoozed_until, after.assignee) == ("open", None, None)
+    assert [a for a, _ in refusals(tbot, occ)] == [
+        "task.complete.refused",
+        "task.snooze.refused",
+        "task.reassign.refused",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("owner", "who"),
+    [(OWNER, OWNER), (OWNER, "U0BOB"), (GROUP, MEMBER), (OWNER, APPROVER)],
+    ids=["owner", "assignee", "group-member", "approver"],
+)
+def test_owner_assignee_group_member_and_approver_may_complete(tbot: Bot, who: str) -> None:
+    """Each of them gets the Done modal and completes the task; nothing is refused."""
+    occ = occurrence_id(tbot)
+    if who == "U0BOB":  # the owner gave this occurrence to Bob first
+        tbot.submit("task.reassign.modal", TaskRef(occ).dump(), pick_user(who), OWNER)
+
+    tbot.click("task.done", str(occ), user=who, message=reminder(tbot))
+    tbot.executor.drain()
+    modal = tbot.slack.views_opened[-1]["view"]
+    answer = tbot.submit(
+        "task.done.modal", modal["private_metadata"], done_values(note="restored"), who
+    )
+    tbot.executor.drain()
+
+    assert answer.status_code == 200
+    assert not answer.content or "errors" not in answer.json()
+    assert (stored(tbot, occ).status, stored(tbot, occ).completed_by) == ("done", who)
+    assert refusals(tbot, occ) == []
+
+
+@pytest.mark.parametrize("owner", [GROUP])
+def test_a_group_owned_task_refuses_a_non_member(tbot: Bot) -> None:
+    """A task owned by a user group: someone outside the group is refused."""
+    occ = occurrence_id(tbot)
+
+    answer = tbot.submit("task.done.modal", TaskRef(occ).dump(), done_values(note="x"), STRANGER)
+
+    assert "Only <!subteam^S0OPS> or an approver" in answer.json()["errors"][NOTE_BLOCK]
+    assert stored(tbot, occ).status == "open"
+
+
+@pytest.mark.parametrize(
+    "target", ["<!channel>", "<!here>", GROUP, "U0BOB\n", "here", "U" + "0" * 200, ""]
+)
+def test_reassign_only_to_one_real_user(tbot: Bot, target: str) -> None:
+    """The owner cannot hand a task to a broadcast, a group or a made-up ID; nobody is told."""
+    occ = occurrence_id(tbot)
+
+    answer = tbot.submit("task.reassign.modal", TaskRef(occ).dump(), pick_user(target), OWNER)
+    tbot.executor.drain()
+
+    assert list(answer.json()["errors"]) == [USER_BLOCK]
+    assert stored(tbot, occ).assignee is None
+    with tbot.sessions() as session:
+        assert not session.scalars(
+            select(OutboxItem).where(OutboxItem.key.like("%reassigned%"))
+        ).all()
+
+
+# ---- evidence files: fetched by ID, from Slack's file host only, bounded -------------------------
+
+
+@dataclass
+class Thief:
+    """A server on 127.0.0.1 that records what it is sent (a stolen token would show here)."""
+
+    url: str
+    seen: list[dict[str, str]] = field(default_factory=list)
+
+
+@pytest.fixture
+def thief() -> Iterator[Thief]:
+    """A listening thief."""
+    seen: list[dict[str, str]] = []
+
+    def handle(request: BaseHTTPRequestHandler, method: str) -> None:
+        seen.append({"method": method, "path": request.path, **dict(request.headers.items())})
+        body = b"stolen"
+        request.send_response(200)
+        request.send_header("Content-Type", "application/octet-stream")
+        request.send_header("Content-Length", str(len(body)))
+        request.end_headers()
+        request.wfile.write(body)
+
+    server = LoopbackServer(handle)
+    try:
+        yield Thief(server.url, seen)
+    finally:
+        server.stop()
+
+
+def told(bot: Bot) -> str:
+    """The last thing the bot told the user privately."""
+    return str(bot.slack.ephemerals[-1]["text"])
+
+
+def evidence_files(tmp_path: Path) -> list[Path]:
+    """Every file under evidence_dir, hidden ones included."""
+    root = tmp_path / "evidence"
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+@pytest.mark.parametrize("evidence", ["file"])
+def test_a_payload_pointing_at_another_host_never_gets_the_token(
+    tbot: Bot, thief: Thief, tmp_path: Path
+) -> None:
+    """The modal's url_private is ignored: the file is looked up by ID and fetched from
+    Slack; the other server never hears from the bot."""
+    occ = occurrence_id(tbot)
+    content = b"the real report"
+    shared = tbot.slack.shared_file("report.txt", content)
+    forged = {**shared, "url_private": thief.url + "/x", "url_private_download": thief.url + "/x"}
+
+    tbot.submit("task.done.modal", TaskRef(occ).dump(), done_values(files=[forged]), OWNER)
+    tbot.executor.drain()
+
+    assert thief.seen == []
+    assert [c.params["file"] for c in tbot.slack.calls_to("files.info")] == [shared["id"]]
+    done = stored(tbot, occ)
+    assert done.status == "done"
+    assert done.evidence_sha256 == hashlib.sha256(content).hexdigest()
+
+
+@pytest.mark.parametrize("evidence", ["file"])
+@pytest.mark.parametrize("where", ["thief", "http-files.slack.com", "user-info"])
+def test_a_files_info_answer_pointing_elsewhere_is_refused(
+    tbot: Bot, thief: Thief, tmp_path: Path, where: str
+) -> None:
+    """Slack's answer names a download URL off the configured file host: nothing is fetched,
+    the user is told, the task stays open."""
+    occ = occurrence_id(tbot)
+    shared = tbot.slack.shared_file("report.txt", b"report")
+    host = tbot.slack.root_url.removeprefix("http://")
+    url = {
+        "thief": thief.url + "/files-pri/x",
+        "http-files.slack.com": "http://files.slack.com/files-pri/x",
+        "user-info": f"http://{host}@{thief.url.removeprefix('http://')}/files-pri/x",
+    }[where]
+    tbot.slack.file_infos[shared["id"]]["url_private_download"] = url
+
+    tbot.submit(
+        "task.done.modal",
+        TaskRef(occ, CHANNEL, reminder(tbot)["ts"]).dump(),
+        done_values(files=[shared]),
+        OWNER,
+    )
+    tbot.executor.drain()
+
+    assert thief.seen == []
+    assert tbot.slack.downloads == []
+    assert "is not stored on Slack's file host" in told(tbot)
+    assert stored(tbot, occ).status == "open"
+
+
+@pytest.mark.parametrize("evidence", ["file"])
+def test_a_redirect_off_the_file_host_is_not_followed(tbot: Bot, thief: Thief) -> None:
+    """Slack's file host answers 302 to another server: not followed, the token stays home."""
+    occ = occurrence_id(tbot)
+    shared = tbot.slack.shared_file("report.txt", b"report")
+    tbot.slack.file_redirects[shared["id"]] = thief.url + "/collect"
+
+    tbot.submit(
+        "task.done.modal",
+        TaskRef(occ, CHANNEL, reminder(tbot)["ts"]).dump(),
+        done_values(files=[shared]),
+        OWNER,
+    )
+    tbot.executor.drain()
+
+    assert thief.seen == []
+    assert len(tbot.slack.downloads) == 1
+    assert "not followed" in told(tbot)
+    assert stored(tbot, occ).status == "open"
+
+
+@pytest.mark.parametrize("evidence", ["file"])
+def test_a_redirect_within_the_file_host_is_followed(tbot: Bot) -> None:
+    """A 302 to another path of the same file host is followed, with the token."""
+    occ = occurrence_id(tbot)
+    moved = tbot.slack.shared_file("report.txt", b"report v2")
+    shared = tbot.slack.shared_file("report.txt", b"ignored")
+    tbot.slack.file_redirects[shared["id"]] = moved["url_private_download"]
+
+    tbot.submit("task.done.modal", TaskRef(occ).dump(), done_values(files=[shared]), OWNER)
+    tbot.executor.drain()
+
+    assert len(tbot.slack.downloads) == 2
+    assert stored(tbot, occ).evidence_sha256 == hashlib.sha256(b"report v2").hexdigest()
+
+
+@pytest.mark.parametrize("evidence", ["file"])
+def test_an_oversized_file_is_refused_before_it_is_downloaded(tbot: Bot, tmp_path: Path) -> None:
+    """files.info says 400 MB (the modal said little): refused with the sizes, nothing
+    downloaded or recorded, nothing in evidence_dir."""
+    occ = occurrence_id(tbot)
+    shared = tbot.slack.shared_file("dump.bin", b"small in the payload")
+    tbot.slack.file_infos[shared["id"]]["size"] = 400 * 1024 * 1024
+
+    tbot.submit(
+        "task.done.modal",
+        TaskRef(occ, CHANNEL, reminder(tbot)["ts"]).dump(),
+        done_values(files=[shared]),
+        OWNER,
+    )
+    tbot.executor.drain()
+
+    assert "dump.bin is 400 MB; an evidence file may be at most 50 MB" in told(tbot)
+    assert tbot.slack.downloads == []
+    assert stored(tbot, occ).status == "open"
+    assert evidence_files(tmp_path) == []
+
+
+@pytest.mark.parametrize(("evidence", "max_evidence_mb"), [("file", 1)])
+def test_a_download_longer_than_announced_stops_at_the_cap_and_leaves_nothing(
+    tbot: Bot, tmp_path: Path
+) -> None:
+    """files.info says 10 bytes and the body (no Content-Length) runs on for 3 MB: the
+    download stops past 1 MB, the user is told, no partial file is left, nothing recorded."""
+    occ = occurrence_id(tbot)
+    shared = tbot.slack.shared_file("dump.bin", b"x" * (3 * 1024 * 1024))
+    tbot.slack.file_infos[shared["id"]]["size"] = 10
+    tbot.slack.unsized_downloads.add(shared["id"])
+
+    tbot.submit(
+        "task.done.modal",
+        TaskRef(occ, CHANNEL, reminder(tbot)["ts"]).dump(),
+        done_values(files=[{**shared, "size": 10}]),
+        OWNER,
+    )
+    tbot.executor.drain()
+
+    assert "dump.bin is over 1 MB, the most an evidence file may be" in told(tbot)
+    assert evidence_files(tmp_path) == []
+    done = stored(tbot, occ)
+    assert (done.status, done.evidence_file) == ("open", None)
+
+
+@pytest.mark.parametrize("evidence", ["file"])
+@pytest.mark.parametrize(
+    ("upload", "error"),
+    [
+        ({"id": "F1", "size": 1}, "That is not a file uploaded to Slack"),
+        ({"id": "../../etc/passwd"}, "That is not a file uploaded to Slack"),
+        ({"id": "F0" + "A" * 5000}, "That is not a file uploaded to Slack"),
+        ("F0ABC", "That is not a file uploaded to Slack"),
+        ({"id": "F0ABC", "name": "big.iso", "size": 4 * 1024**3}, "big.iso is 4096 MB"),
+    ],
+    ids=["short-id", "path", "huge-id", "not-an-object", "oversized"],
+)
+def test_a_malformed_or_oversized_upload_is_refused_in_the_modal(
+    tbot: Bot, upload: Any, error: str
+) -> None:
+    """What the modal submits about the file is checked before the ack: the file field says
+    what is wrong, and Slack is not even asked about the file."""
+    occ = occurrence_id(tbot)
+
+    answer = tbot.submit("task.done.modal", TaskRef(occ).dump(), done_values(files=[upload]), OWNER)
+
+    assert error in answer.json()["errors"][FILE_BLOCK]
+    assert tbot.slack.calls_to("files.info") == []
