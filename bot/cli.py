@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
 from importlib.metadata import version as dist_version
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
+from zoneinfo import ZoneInfo
 
 import typer
 import yaml
@@ -19,13 +23,24 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot import output
 from bot.logging import configure as configure_logging
 from bot.scanning import collector_for, run_scan, utcnow
-from bot.settings import ConfigError, Settings, load_settings, masked
+from bot.settings import (
+    ConfigError,
+    Settings,
+    load_settings,
+    masked,
+    missing_secrets,
+    require_secrets,
+)
 from bot.slack.notify import scan_notifier
+from integrations.tickets import TicketError, TicketSink
 from ledger import db, services
 from ledger.models import MAX_ID, FindingStatus, row_id
 from ledger.queries import list_findings, posture
 from rules.catalog import Catalog, Severity, load_catalog, validate_paths
 from rules.errors import CompliancebotError
+
+if TYPE_CHECKING:
+    from ledger.tasks import Completion
 
 app = typer.Typer(
     help="Continuous compliance for AWS: scan, map to controls, track findings.",
@@ -554,31 +569,38 @@ def rules_validate(
 
 @config_app.command("check")
 def config_check(ctx: typer.Context) -> None:
-    """Validate the configuration and print the effective values, secrets masked."""
+    """Validate the configuration and print the effective values, secrets masked.
+
+    Then ask each enabled tracker whether every name the mapping gives exists there, and
+    report every problem found (missing secrets too) at once.
+    """
     app_ctx = _ctx(ctx)
     settings = app_ctx.settings
     catalog = app_ctx.catalog
     sys.stdout.write(yaml.safe_dump(masked(settings), sort_keys=False))
+    from bot.server import integration_problems, problems_error
     from bot.tickets import SINKS, Route
-    from integrations.tickets import TicketError
 
+    problems = missing_secrets(settings)
+    sinks = []
     for name, build in SINKS.items():
         section = getattr(settings.tickets, name)
         if not section.enabled:
             continue
-        Route.of(section, catalog, name)  # an unknown framework names the known ones
         try:
-            problems = build(settings).validate()
-        except TicketError as exc:
-            raise ConfigError(f"tickets.{name}: cannot check the mapping: {exc}") from exc
-        if problems:
-            raise ConfigError(f"tickets.{name} mapping:\n  " + "\n  ".join(problems))
-    if settings.calendar.enabled:
-        from bot.reminders import check_calendar
-
-        problems = check_calendar(app_ctx.book.tasks, settings.calendar)
-        if problems:
-            raise ConfigError("calendar:\n  " + "\n  ".join(problems))
+            Route.of(section, catalog, name)  # an unknown framework names the known ones
+        except CompliancebotError as exc:
+            problems.append(str(exc))
+        if not section.missing_secrets():  # without them it cannot be asked (named above)
+            sinks.append(build(settings))
+    problems += integration_problems(
+        settings=settings,
+        sinks=sinks,
+        book=app_ctx.book if settings.calendar.enabled else None,
+        unreachable=_cannot_check,
+    )
+    if problems:
+        raise problems_error(problems)
     out.print(
         output.styled(
             ("Configuration valid", "green"),
@@ -586,6 +608,10 @@ def config_check(ctx: typer.Context) -> None:
             f"{len(settings.aws.targets)} AWS target(s).",
         )
     )
+
+
+def _cannot_check(sink: TicketSink, exc: TicketError) -> str:
+    return f"tickets.{sink.name}: cannot check the mapping: {exc}"
 
 
 @db_app.command("upgrade")
@@ -665,6 +691,7 @@ def serve(ctx: typer.Context) -> None:
             "nothing to serve: set slack.enabled (and the Slack secrets) to run the bot, or "
             "enable a tracker (tickets.jira / tickets.trello) or the calendar; see the README"
         )
+    require_secrets(missing_secrets(settings))  # serve uses them all: name every one missing
     engine = app_ctx.engine()
     if engine.dialect.name == "sqlite":
         import structlog
@@ -737,12 +764,29 @@ def slack_flush(ctx: typer.Context) -> None:
     out.print(f"{done['delivered']} delivered, {done['refreshed']} message(s) re-rendered.")
 
 
-def _syncs(app_ctx: Context, tracker: str | None) -> list[Any]:
-    from bot.tickets import SINKS, ticket_syncs
+def _trackers(app_ctx: Context, tracker: str | None) -> list[str]:
+    """The enabled trackers (`--tracker`: that one), or an error saying how to enable one."""
+    from bot.tickets import SINKS
 
     if tracker is not None and tracker not in SINKS:
         raise ConfigError(f"--tracker: unknown tracker {tracker!r}; known: {', '.join(SINKS)}")
+    chosen = [
+        name
+        for name in SINKS
+        if tracker in (None, name) and getattr(app_ctx.settings.tickets, name).enabled
+    ]
+    if not chosen:
+        wanted = f"tickets.{tracker}.enabled is false" if tracker else "no tracker is enabled"
+        raise ConfigError(f"{wanted}: set tickets.jira.enabled or tickets.trello.enabled")
+    return chosen
+
+
+def _syncs(app_ctx: Context, tracker: str | None) -> list[Any]:
+    """The chosen trackers' syncs: these need the trackers' credentials, no other."""
     from bot.scanning import Recheck, recheck
+    from bot.tickets import ticket_syncs
+
+    chosen = _trackers(app_ctx, tracker)
 
     def check(rule_id: str, account: str, region: str, resource_id: str) -> Recheck:
         # A ticket a person closed: re-check the resource now, as `serve` does.
@@ -755,18 +799,14 @@ def _syncs(app_ctx: Context, tracker: str | None) -> list[Any]:
             resource_id=resource_id,
         )
 
-    syncs = ticket_syncs(
+    return ticket_syncs(
         settings=app_ctx.settings,
         catalog=app_ctx.catalog,
         sessions=app_ctx.sessions(),
         clock=utcnow,
         check=check,
+        only=chosen,
     )
-    chosen = [s for s in syncs if tracker in (None, s.sink.name)]
-    if not chosen:
-        wanted = f"tickets.{tracker}.enabled is false" if tracker else "no tracker is enabled"
-        raise ConfigError(f"{wanted}: set tickets.jira.enabled or tickets.trello.enabled")
-    return chosen
 
 
 Tracker = Annotated[str | None, typer.Option("--tracker", help="Only this tracker (jira, trello).")]
@@ -796,25 +836,72 @@ def tickets_sync(
 @tickets_app.command("status")
 def tickets_status(ctx: typer.Context, tracker: Tracker = None) -> None:
     """Pending, delivered and failed ticket work per tracker, with the tracker's last error."""
-    for sync in _syncs(_ctx(ctx), tracker):
-        _outbox_status(ctx, sync.sink.name, sync.tracker)
+    from bot.tickets import TRACKERS
+
+    for name in _trackers(_ctx(ctx), tracker):  # from the database: no tracker credentials
+        _outbox_status(ctx, name, TRACKERS[name])
 
 
 @tickets_app.command("retry")
 def tickets_retry(ctx: typer.Context, tracker: Tracker = None) -> None:
     """Queue refused ticket work again (after fixing the mapping in the config)."""
-    for sync in _syncs(_ctx(ctx), tracker):
-        _outbox_retry(ctx, sync.sink.name, f"{sync.tracker} ticket")
+    from bot.tickets import TRACKERS
+
+    for name in _trackers(_ctx(ctx), tracker):  # the next sync delivers it, with credentials
+        _outbox_retry(ctx, name, f"{TRACKERS[name]} ticket")
 
 
-def _sweep(app_ctx: Context) -> dict[str, int]:
+def _sweep(
+    app_ctx: Context,
+    *,
+    sessions: sessionmaker[Session] | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> dict[str, int]:
     from bot.reminders import ReminderSweep
 
     book = app_ctx.book
     sweep = ReminderSweep(
-        tasks=book.tasks, calendar=book.calendar, sessions=app_ctx.sessions(), clock=utcnow
+        tasks=book.tasks,
+        calendar=book.calendar,
+        sessions=sessions or app_ctx.sessions(),
+        clock=clock or utcnow,
     )
     return sweep.run_once()
+
+
+def _not_made(app_ctx: Context, session: Session, now: datetime, until: datetime) -> list[str]:
+    """Why a read of the calendar may miss occurrences: `tasks list` and `export-ics` only read
+    (a read that swept would send reminders as a side effect), so they say what is not made."""
+    from ledger.tasks import unmade
+    from rules.tasks import all_leads
+
+    book = app_ctx.book
+    tasks = list(book.tasks.tasks.values())
+    clock = book.calendar_clock
+    # How far the sweep makes occurrences (bot.reminders.ReminderSweep.run_once).
+    made_until = now + max(timedelta(days=book.calendar.horizon_days), all_leads(tasks))
+    notes = []
+    missing = unmade(
+        session=session, tasks=tasks, clock=clock, now=now, until=min(until, made_until)
+    )
+    if missing:
+        first = min(missing.values())
+        ids = ", ".join(sorted(missing)[:5]) + (", …" if len(missing) > 5 else "")
+        notes.append(
+            f"Not shown: {len(missing)} task(s) have occurrences due from {first} that are not "
+            f"made yet ({ids}). The reminder sweep makes them: `compliancebot serve` runs it "
+            f"every calendar.sweep_interval, `compliancebot tasks sweep` once."
+        )
+    edge = clock.today(made_until)  # the last day a sweep now makes
+    beyond = (
+        d for t in tasks for d in t.due_dates(edge, clock.today(until)) if clock.due_at(d) <= until
+    )
+    if next(beyond, None) is not None:
+        notes.append(
+            f"Not shown: occurrences after {edge}: they are made "
+            f"calendar.horizon_days ({book.calendar.horizon_days}) days ahead."
+        )
+    return notes
 
 
 @tasks_app.command("list")
@@ -829,11 +916,11 @@ def tasks_list(
     from ledger.tasks import upcoming
 
     app_ctx = _ctx(ctx)
-    _sweep(app_ctx)
     book = app_ctx.book
     now = utcnow()
     with app_ctx.sessions()() as session:
         rows = upcoming(session=session, now=now, until=now + timedelta(days=days))
+        notes = _not_made(app_ctx, session, now, now + timedelta(days=days))
         table = Table(title=f"Compliance tasks (next {days} days)")
         for name in ("ID", "Due", "When", "Task", "Policy", "Owner", "Evidence"):
             table.add_column(name, overflow="fold")
@@ -843,11 +930,11 @@ def tasks_list(
             if view is None:
                 continue
             shown += 1
-            style = "red" if view.days_left < 0 else ""
+            style = "red" if view.overdue else ""
             table.add_row(
                 str(view.occurrence_id),
                 f"{view.due_on:%Y-%m-%d}",
-                output.styled((when(view.days_left), style)),
+                output.styled((when(view), style)),
                 view.title,
                 view.policy,
                 view.owner,
@@ -857,6 +944,8 @@ def tasks_list(
         out.print(table)
     else:
         out.print(f"No compliance tasks are due in the next {days} days.")
+    for note in notes:
+        out.print(note, style="yellow")
 
 
 @tasks_app.command("done")
@@ -892,7 +981,12 @@ def tasks_done(
         if file is not None:
             if not file.is_file():
                 raise ConfigError(f"--file: {file} is not a readable file")
-            with file.open("rb") as stream:
+            try:
+                stream = file.open("rb")
+            except OSError as exc:
+                raise ConfigError(f"--file: {file} cannot be read: {exc.strerror}") from exc
+            # Kept before the completion is recorded: a done occurrence always has its file.
+            with stream:
                 kept = evidence_store(app_ctx.settings)(file.name, occurrences.read_chunks(stream))
         done = occurrences.complete(
             session=session,
@@ -920,16 +1014,19 @@ def tasks_export_ics(
     from bot.ics import feed
 
     app_ctx = _ctx(ctx)
-    _sweep(app_ctx)
     book = app_ctx.book
+    now = utcnow()
     with app_ctx.sessions()() as session:
         data = feed(
             session=session,
             book=book,
             sla_days={str(k): v for k, v in book.calendar.sla_days.items()},
-            now=utcnow(),
+            now=now,
             horizon_days=days,
         )
+        notes = _not_made(app_ctx, session, now, now + timedelta(days=days))
+    for note in notes:  # on stderr: stdout may be the feed itself
+        err.print(note, style="yellow")
     if str(path) == "-":
         sys.stdout.buffer.write(data)
     else:
@@ -970,14 +1067,294 @@ def tasks_feed_url(
     sys.stdout.write(feed_url(base, secret.get_secret_value(), user) + "\n")  # never wrapped
 
 
+class HistoryFormat(StrEnum):
+    """What `tasks history` prints."""
+
+    table = "table"
+    json = "json"
+
+
+def _task_id(value: str) -> str:
+    """--task: written like a task id (rules.tasks.TASK_ID_PATTERN), else a message saying so."""
+    from rules.tasks import is_task_id
+
+    if not is_task_id(value):
+        shown = repr(value) if len(value) <= 40 else repr(value[:40]) + "…"
+        raise typer.BadParameter(
+            f"{shown} is not a task id: lower case letters, digits and _, 3 to 80 characters "
+            "(`compliancebot tasks list` shows them)"
+        )
+    return value
+
+
+def _day(value: str) -> date:
+    """--since: an ISO date."""
+    try:
+        if len(value) > 10:
+            raise ValueError
+        return date.fromisoformat(value)
+    except ValueError:
+        shown = repr(value) if len(value) <= 40 else repr(value[:40]) + "…"
+        raise typer.BadParameter(f"{shown} is not a date: write YYYY-MM-DD") from None
+
+
+@tasks_app.command("history")
+def tasks_history(
+    ctx: typer.Context,
+    task: Annotated[
+        str | None, typer.Option("--task", parser=_task_id, help="Only this task (its id).")
+    ] = None,
+    since: Annotated[
+        date | None,
+        typer.Option(
+            parser=_day,
+            metavar="YYYY-MM-DD",
+            help="Only what was completed on or after this day (in calendar.timezone).",
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many.")] = 100,
+    output_format: Annotated[
+        HistoryFormat, typer.Option("--output", "-o", help="table or json.")
+    ] = HistoryFormat.table,
+) -> None:
+    """Completed occurrences, the latest first: who, when, on time or late, and the evidence."""
+    from ledger.tasks import completions, count_completions
+
+    app_ctx = _ctx(ctx)
+    book = app_ctx.book
+    zone = book.calendar_clock.zone
+    after = None if since is None else datetime.combine(since, time(), zone).astimezone(UTC)
+    with app_ctx.sessions()() as session:
+        rows = completions(session=session, task_id=task, since=after, limit=limit)
+        total = count_completions(session=session, task_id=task, since=after)
+    titles = {t.id: t.title for t in book.tasks.tasks.values()}
+    if task is not None and task not in titles and not total:
+        raise typer.BadParameter(
+            f"no task has the id {task!r} and nothing was completed under it "
+            "(`compliancebot tasks list` shows the tasks)",
+            param_hint="--task",
+        )
+    if output_format == HistoryFormat.json:
+        document = {
+            "schema_version": output.JSON_SCHEMA_VERSION,
+            "total": total,
+            "completions": [_completion_json(c, titles.get(c.task_id)) for c in rows],
+        }
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        return
+    _history_table(rows, titles, total=total, zone=zone)
+
+
+def _utc_iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _completion_json(c: Completion, title: str | None) -> dict[str, Any]:
+    """One completion in `tasks history --output json`."""
+    late = c.late_by
+    return {
+        "occurrence_id": c.occurrence_id,
+        "task_id": c.task_id,
+        "title": title,  # null: the task is no longer in the catalog
+        "due_on": c.due_on.isoformat(),
+        "due_at": _utc_iso(c.due_at),
+        "completed_at": _utc_iso(c.completed_at),
+        "completed_by": c.completed_by,
+        "on_time": c.on_time,
+        "late_seconds": None if late is None else int(late.total_seconds()),
+        "note": c.note,
+        "link": c.link,
+        "evidence_file": None
+        if c.file is None
+        else {"name": c.file_name, "sha256": c.sha256, "location": c.file},
+    }
+
+
+def _history_table(
+    rows: list[Completion], titles: dict[str, str], *, total: int, zone: ZoneInfo
+) -> None:
+    from rich.table import Table
+
+    from bot.slack.task_blocks import local_time, timeliness
+
+    if not rows:
+        out.print("No completed compliance tasks match.")
+        return
+    table = Table(title=f"Completed compliance tasks ({len(rows)} of {total}, latest first)")
+    for name in ("ID", "Task", "Due", "Completed", "By", "Timing", "Note", "Link", "Evidence"):
+        table.add_column(name, overflow="fold")
+    for c in rows:
+        title = titles.get(c.task_id)
+        evidence = ""
+        if c.file is not None:
+            evidence = f"{c.file_name}\nsha256 {c.sha256}\nkept at {c.file}"
+        table.add_row(
+            str(c.occurrence_id),
+            f"{title}\n({c.task_id})" if title else f"{c.task_id} (no longer in the catalog)",
+            f"{c.due_on:%Y-%m-%d}",
+            local_time(c.completed_at, zone),
+            c.completed_by,
+            output.styled((timeliness(c), "green" if c.on_time else "red")),
+            c.note or "",
+            c.link or "",
+            evidence,
+        )
+    out.print(table)
+    if total > len(rows):
+        out.print(f"{total - len(rows)} more: raise --limit or narrow with --since/--task.")
+
+
+MAX_DRY_RUN_SHIFT = timedelta(days=366)
+
+
+def _instant(value: str) -> datetime:
+    """--now: an ISO date or date and time (local to calendar.timezone unless it has an offset)."""
+    try:
+        if len(value) > 40:
+            raise ValueError
+        return datetime.fromisoformat(value)
+    except ValueError:
+        shown = repr(value) if len(value) <= 40 else repr(value[:40]) + "…"
+        raise typer.BadParameter(
+            f"{shown} is not a date and time: write e.g. 2027-01-20T09:30 (in calendar.timezone) "
+            "or 2027-01-20T08:30Z"
+        ) from None
+
+
 @tasks_app.command("sweep")
-def tasks_sweep(ctx: typer.Context) -> None:
+def tasks_sweep(
+    ctx: typer.Context,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Show the reminders and escalations a sweep would send, and record nothing.",
+        ),
+    ] = False,
+    now: Annotated[
+        datetime | None,
+        typer.Option(
+            "--now",
+            parser=_instant,
+            metavar="ISO-DATETIME",
+            help="With --dry-run: sweep as if it were this moment (within a year of now), "
+            "e.g. 2027-01-20T09:30 (calendar.timezone) or 2027-01-20T08:30Z.",
+        ),
+    ] = None,
+) -> None:
     """Make upcoming occurrences and record due reminders (what `serve` does on a schedule)."""
-    done = _sweep(_ctx(ctx))
+    app_ctx = _ctx(ctx)
+    if not dry_run:
+        if now is not None:
+            raise typer.BadParameter(
+                "only with --dry-run: a sweep that records reminders runs at the real time "
+                "(recorded for another moment, they would be posted now and the real ones "
+                "held back)",
+                param_hint="--now",
+            )
+        done = _sweep(app_ctx)
+        out.print(
+            f"{done['occurrences']} new occurrence(s); {done['reminders']} reminder(s) and "
+            f"{done['escalations']} escalation(s) recorded for Slack."
+        )
+        return
+    real = utcnow()
+    at = real
+    if now is not None:
+        at = now if now.tzinfo else now.replace(tzinfo=app_ctx.book.calendar_clock.zone)
+        at = at.astimezone(UTC)
+        if abs(at - real) > MAX_DRY_RUN_SHIFT:
+            raise typer.BadParameter(
+                f"{now.isoformat()} is more than a year from now ({real:%Y-%m-%d}): a dry run "
+                "looks at most a year ahead or back",
+                param_hint="--now",
+            )
+    _dry_run(app_ctx, at)
+
+
+@contextmanager
+def _rolled_back(engine: Engine) -> Iterator[sessionmaker[Session]]:
+    """Sessions on one connection whose commits never reach the database: a dry run runs the
+    real sweep (so it shows what a sweep decides, not a copy of its rules), reads what it
+    wrote, and everything is rolled back at the end."""
+    with engine.connect() as connection:
+        outer = connection.begin()
+        try:
+            yield sessionmaker(
+                bind=connection, join_transaction_mode="rollback_only", expire_on_commit=False
+            )
+        finally:
+            outer.rollback()
+
+
+def _dry_run(app_ctx: Context, at: datetime) -> None:
+    from rich.table import Table
+    from structlog.contextvars import bound_contextvars
+
+    from bot.reminders import SINK
+    from bot.slack.task_blocks import duration, local_time
+    from ledger.tasks import last_outbox_id, notices_recorded
+
+    book = app_ctx.book
+    zone = book.calendar_clock.zone
+    # The sweep logs what it recorded: each of its lines says it was rolled back.
+    with _rolled_back(app_ctx.engine()) as sandbox, bound_contextvars(dry_run=True):
+        with sandbox() as session:
+            before = last_outbox_id(session=session)
+        done = _sweep(app_ctx, sessions=sandbox, clock=lambda: at)
+        with sandbox() as session:
+            notices = notices_recorded(
+                session=session,
+                after_id=before,
+                at=at,
+                kinds=("task_remind", "task_escalate"),
+            )
+            table = Table(title=f"What a sweep at {local_time(at, zone)} would send ({SINK})")
+            for name in ("Kind", "To", "Task", "Due", "ID", "Why"):
+                table.add_column(name, overflow="fold")
+            for notice in notices:
+                occurrence = notice.occurrence
+                task = book.tasks.tasks.get(occurrence.task_id)
+                if notice.kind == "task_escalate":
+                    kind, style = "escalation", "red"
+                    why = f"round {notice.detail}: overdue by {duration(at - occurrence.due_at)}"
+                else:
+                    kind, style = "reminder", ""
+                    why = _reminder_why(str(notice.detail), zone)
+                table.add_row(
+                    output.styled((kind, style)),
+                    notice.to,
+                    task.title if task else occurrence.task_id,
+                    f"{occurrence.due_on:%Y-%m-%d}",
+                    # Made by this dry run: its id is rolled back with it.
+                    "(not made yet)" if occurrence.created_at == at else str(occurrence.id),
+                    why,
+                )
     out.print(
-        f"{done['occurrences']} new occurrence(s); {done['reminders']} reminder(s) and "
-        f"{done['escalations']} escalation(s) recorded for Slack."
+        f"Dry run at {local_time(at, zone)}: nothing was recorded and nothing is sent.",
+        style="bold",
     )
+    out.print(
+        f"A sweep then would make {done['occurrences']} occurrence(s) and record "
+        f"{done['reminders']} reminder(s) and {done['escalations']} escalation(s), as if no "
+        "sweep ran before it (after downtime only the latest reminder of each occurrence goes "
+        "out)."
+    )
+    if notices:
+        out.print(table)
+
+
+def _reminder_why(tag: str, zone: ZoneInfo) -> str:
+    """A reminder's tag (bot.reminders.ReminderSweep._tag) as people say it."""
+    from bot.slack.task_blocks import duration, local_time
+
+    if tag.startswith("snooze") and tag[6:].isdigit():
+        until = datetime.fromtimestamp(int(tag[6:]), UTC)
+        return f"the snooze until {local_time(until, zone)} ended"
+    if tag.startswith("lead") and tag[4:].isdigit():
+        lead = timedelta(seconds=int(tag[4:]))
+        return f"{duration(lead)} before the due time" if lead else "at the due time"
+    return tag
 
 
 @app.command()

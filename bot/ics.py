@@ -57,7 +57,7 @@ def feed(
         task = book.tasks.tasks.get(occurrence.task_id)
         if view is None or task is None or (user is not None and view.owner != user):
             continue
-        lines = [f"{view.policy}: {when(view.days_left)}", "", task.description]
+        lines = [f"{view.policy}: {when(view)}", "", task.description]
         if task.procedure:
             lines += ["", task.procedure]
         lines += ["", f"Evidence: {view.evidence}", f"Occurrence #{occurrence.id} ({task.id})"]

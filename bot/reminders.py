@@ -24,10 +24,13 @@ from bot.slack.task_blocks import TaskView
 from ledger import outbox
 from ledger.db import transaction
 from ledger.models import OccurrenceStatus, TaskOccurrence
+from ledger.services import LedgerError
 from ledger.tasks import (
     CalendarClock,
     EvidenceFile,
+    is_overdue,
     materialize,
+    past_due,
     store_evidence_file,
     store_evidence_s3,
 )
@@ -42,7 +45,8 @@ SINK = "slack"  # delivered by the Slack worker, with its retries and crash adop
 
 def check_calendar(tasks: TaskCatalog, calendar: Any) -> list[str]:
     """What stops reminders reaching anyone: an owner role not in calendar.owners, a task
-    whose reminders have nowhere to go (no user owner, no channel), escalation without `to`."""
+    whose reminders have nowhere to go (a user group owner and no channel). Each problem is
+    one line, `file:line: field: message`, like every other task error."""
     problems = []
     for task in sorted(tasks.tasks.values(), key=lambda t: t.id):
         try:
@@ -51,9 +55,15 @@ def check_calendar(tasks: TaskCatalog, calendar: Any) -> list[str]:
             problems.append(str(exc))
             continue
         if not owner.startswith(("U", "W")) and not (task.channel or calendar.channel):
+            # The task has no `channel:` line to point at: the owner's line is the cause.
             problems.append(
-                f"{task.source}: channel: the owner {owner} is a user group, and neither the "
-                "task nor calendar.channel names a channel to remind it in"
+                str(
+                    task.error(
+                        "owner",
+                        f"the owner {owner} is a user group, and neither the task (channel) nor "
+                        "calendar.channel names a channel to remind it in",
+                    )
+                )
             )
     return problems
 
@@ -184,7 +194,7 @@ class ReminderSweep:
         escalation = self.calendar.escalation
         over = now - due_at
         after = timedelta(days=escalation.after_days)
-        if escalation.to is None or over < after or over <= timedelta(0):
+        if escalation.to is None or not past_due(due_at, now) or over < after:
             return -1
         return int((over - after) / timedelta(days=escalation.every_days))
 
@@ -225,7 +235,9 @@ class TaskBook:
         task = self.tasks.tasks.get(occurrence.task_id)
         if task is None:
             return None
-        today = self.calendar_clock.today(now)
+        clock = self.calendar_clock
+        today = clock.today(now)
+        snoozed = occurrence.snoozed_until
         return TaskView(
             occurrence_id=occurrence.id,
             task_id=task.id,
@@ -241,6 +253,10 @@ class TaskBook:
             completed_by=occurrence.completed_by,
             on_time=occurrence.on_time,
             holders=self.holders(task, occurrence),
+            overdue=is_overdue(occurrence, now),
+            due_local=occurrence.due_at.astimezone(clock.zone),
+            snoozed_until=clock.today(snoozed) if snoozed and snoozed > now else None,
+            snoozed_by=occurrence.snoozed_by,
         )
 
 
@@ -249,21 +265,38 @@ EvidenceStore = Callable[[str, Iterable[bytes]], EvidenceFile]
 
 def evidence_store(settings: Any) -> EvidenceStore:
     """Where evidence files go: calendar.evidence_bucket (S3) if set, else evidence_dir; a file
-    over calendar.max_evidence_mb is refused as it streams in."""
+    over calendar.max_evidence_mb is refused as it streams in. A store that fails (a full
+    disk, an evidence_dir that is a file, S3 refusing) is a LedgerError naming the setting, so
+    the CLI and Slack say why the task is not done instead of failing with a traceback."""
     calendar = settings.calendar
     cap = calendar.max_evidence_mb * 1024 * 1024
     if calendar.evidence_bucket:
         import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
 
         bucket, _, prefix = calendar.evidence_bucket.removeprefix("s3://").partition("/")
         client = boto3.client("s3", endpoint_url=settings.aws.endpoint_url)
 
         def to_s3(name: str, chunks: Iterable[bytes]) -> EvidenceFile:
-            return store_evidence_s3(client, bucket, prefix, name, chunks, max_bytes=cap)
+            try:
+                return store_evidence_s3(client, bucket, prefix, name, chunks, max_bytes=cap)
+            except (BotoCoreError, ClientError, OSError) as exc:
+                where = f"calendar.evidence_bucket ({calendar.evidence_bucket})"
+                raise _not_kept(name, where, exc) from exc
 
         return to_s3
 
     def to_dir(name: str, chunks: Iterable[bytes]) -> EvidenceFile:
-        return store_evidence_file(calendar.evidence_dir, name, chunks, max_bytes=cap)
+        try:
+            return store_evidence_file(calendar.evidence_dir, name, chunks, max_bytes=cap)
+        except OSError as exc:
+            where = f"calendar.evidence_dir ({calendar.evidence_dir})"
+            raise _not_kept(name, where, exc) from exc
 
     return to_dir
+
+
+def _not_kept(name: str, where: str, exc: Exception) -> LedgerError:
+    reason = getattr(exc, "strerror", None) or f"{type(exc).__name__}: {exc}"
+    # One line whatever the uploader called the file.
+    return LedgerError(f"{' '.join(name.split())[:80]} could not be kept in {where}: {reason}")

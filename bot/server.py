@@ -3,17 +3,21 @@
 One ASGI app (uvicorn) serves POST /slack/events, GET /healthz, GET /readyz and GET /metrics.
 Bolt's dispatch is synchronous and may wait up to 3 s for an ack, so it runs in a thread pool,
 never on the event loop. SIGTERM (uvicorn) stops accepting requests, lets in-flight ones finish,
-then drains the listener threads and the delivery worker: nothing is left half-written.
+then drains the listener threads and the delivery worker: nothing is left half-written, and
+the process exits 0.
 """
 
 from __future__ import annotations
 
 import functools
+import signal
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
+from types import FrameType
 from typing import Any
 
 import structlog
@@ -38,13 +42,13 @@ from bot.middleware import AccessLog, BodyLimit
 from bot.reminders import ReminderSweep, TaskBook, check_calendar
 from bot.scanning import Recheck, ScanOutcome, collector_for, recheck, run_scan, utcnow
 from bot.scheduler import ComplianceScheduler, JobSpec, cron, every, retention
-from bot.settings import ENV_PREFIX, ConfigError, Settings
+from bot.settings import ENV_PREFIX, ConfigError, Settings, require_secrets
 from bot.slack.app import BotServices, build_app, make_client
 from bot.slack.delivery import DeliveryWorker, SlackDelivery
 from bot.slack.notify import enqueue_scan
 from bot.slack.signing import RefusedError, SignedRequest
 from bot.slack.signing import check as check_slack_request
-from integrations.tickets import TicketError
+from integrations.tickets import TicketError, TicketSink
 from ledger import db
 from ledger.inbound import first_delivery
 from ledger.models import Scan
@@ -73,6 +77,8 @@ def build_services(
     metrics: Metrics | None = None,
 ) -> BotServices:
     """Wire the ledger, the scanner and the Slack client together."""
+    if settings.slack.enabled:  # the client is Slack's only with its token
+        require_secrets(settings.slack.missing_secrets())
     sessions = db.session_factory(engine)
     metrics = metrics or Metrics(sessions)
     client = make_client(settings.slack)
@@ -332,29 +338,64 @@ def _nothing() -> None:
     return None
 
 
-def check_integrations(syncs: Sequence[Any], services: BotServices, settings: Settings) -> None:
-    """Refuse to start on a tracker mapping or a calendar that cannot work, naming why."""
-    for sync in syncs:
+def integration_problems(
+    *,
+    settings: Settings,
+    sinks: Sequence[TicketSink],
+    book: TaskBook | None,
+    unreachable: Callable[[TicketSink, TicketError], str | None],
+) -> list[str]:
+    """Every reason an enabled integration cannot work, all of them at once: each tracker's
+    mapping against what the tracker has (every name it maps, users included) and the
+    calendar's owners. `unreachable` says what a tracker that could not be asked amounts to
+    (a problem, or None when it is only logged). Shared by `config check` and `serve`."""
+    problems = []
+    for sink in sinks:
         try:
-            problems = sync.sink.validate()
-        except TicketError as exc:  # down for now: the outbox waits for it
-            log.warning("tickets.mapping_unchecked", tracker=sync.tracker, error=str(exc))
+            found = sink.validate()
+        except TicketError as exc:
+            problem = unreachable(sink, exc)
+            if problem is not None:
+                problems.append(problem)
             continue
-        if problems:
-            raise ConfigError(
-                f"the {sync.tracker} mapping does not match the tracker:\n  "
-                + "\n  ".join(problems)
-            )
-    if services.book is not None:
-        problems = check_calendar(services.book.tasks, settings.calendar)
-        if problems:
-            raise ConfigError("calendar:\n  " + "\n  ".join(problems))
-        if not settings.slack.enabled:
-            log.warning(
-                "calendar.without_slack",
-                note="reminders are recorded but not sent until slack.enabled; the feed and "
-                "`compliancebot tasks` work",
-            )
+        # A sink names its keys within its own section (`jira.project`).
+        problems += [f"tickets.{problem}" for problem in found]
+    if book is not None:
+        # Each already reads `file:line: field: message`, naming its task file.
+        problems += check_calendar(book.tasks, settings.calendar)
+    return problems
+
+
+def problems_error(problems: Sequence[str]) -> ConfigError:
+    """One error listing every problem found, one a line (a lone problem is that one line)."""
+    if len(problems) == 1:
+        return ConfigError(problems[0])
+    return ConfigError(
+        f"{len(problems)} problems in the configuration:\n  " + "\n  ".join(problems)
+    )
+
+
+def _logged(sink: TicketSink, exc: TicketError) -> None:
+    # Down for now: the outbox waits for it, and serve starts without the check.
+    log.warning("tickets.mapping_unchecked", tracker=sink.name, error=str(exc))
+
+
+def check_integrations(syncs: Sequence[Any], services: BotServices, settings: Settings) -> None:
+    """Refuse to start on a tracker mapping or a calendar that cannot work, naming every why."""
+    problems = integration_problems(
+        settings=settings,
+        sinks=[sync.sink for sync in syncs],
+        book=services.book,
+        unreachable=_logged,
+    )
+    if problems:
+        raise problems_error(problems)
+    if services.book is not None and not settings.slack.enabled:
+        log.warning(
+            "calendar.without_slack",
+            note="reminders are recorded but not sent until slack.enabled; the feed and "
+            "`compliancebot tasks` work",
+        )
 
 
 def scheduled_jobs(
@@ -397,7 +438,7 @@ def scheduled_jobs(
 
 
 def serve(*, settings: Settings, catalog: Catalog, engine: Engine) -> None:
-    """Run until SIGTERM/SIGINT."""
+    """Run until SIGTERM/SIGINT, then shut down gracefully and exit 0."""
     import uvicorn
 
     from bot.tickets import ticket_syncs
@@ -488,11 +529,37 @@ def serve(*, settings: Settings, catalog: Catalog, engine: Engine) -> None:
             wake=wakers,
         ),
     )
-    uvicorn.run(
-        asgi,
-        host=settings.server.host,
-        port=settings.server.port,
-        log_config=None,  # bot.logging's handlers render uvicorn's lines too
-        access_log=False,  # uvicorn's line has the query string (secrets): AccessLog replaces it
-        timeout_graceful_shutdown=30,
-    )
+    with _signals_end_cleanly():
+        uvicorn.run(
+            asgi,
+            host=settings.server.host,
+            port=settings.server.port,
+            log_config=None,  # bot.logging's handlers render uvicorn's lines too
+            access_log=False,  # uvicorn's line has the query string (secrets): AccessLog does
+            timeout_graceful_shutdown=30,
+        )
+
+
+def _exit_zero(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+@contextmanager
+def _signals_end_cleanly() -> Iterator[None]:
+    """SIGTERM and SIGINT end `serve` with status 0 once uvicorn's graceful shutdown is done.
+
+    uvicorn handles both while it serves, then raises the signal again to the handlers that
+    were there before it: Python's defaults would end the process "killed by SIGTERM" (143) or
+    with a KeyboardInterrupt (130), which a supervisor or an orchestrator reads as a crash.
+    The handlers set here take that re-raised signal and exit 0; before uvicorn has set its
+    own (start-up), a signal stops the process at once, as it did before, but with status 0.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only; whoever runs us there decides
+        return
+    before = {sig: signal.signal(sig, _exit_zero) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)

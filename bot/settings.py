@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
@@ -221,20 +221,20 @@ class SlackSettings(_Section):
         return value if value.endswith("/") else value + "/"
 
     @model_validator(mode="after")
-    def _secrets_when_enabled(self) -> SlackSettings:
-        if not self.enabled:
-            return self
-        needed = ["bot_token", "signing_secret" if self.mode == "http" else "app_token"]
-        missing = [name for name in needed if getattr(self, name) is None]
-        if missing:
-            names = " and ".join(f"{ENV_PREFIX}SLACK__{m.upper()}" for m in missing)
-            raise ValueError(
-                f"slack is enabled in {self.mode} mode but {', '.join(missing)} is not set: "
-                f"set {names} or put it in the secrets file"
-            )
-        if self.channel is None:
+    def _channel_when_enabled(self) -> SlackSettings:
+        # The secrets are asked for where they are used (missing_secrets), not here: every
+        # command loads the settings, and `findings list` has no use for a bot token.
+        if self.enabled and self.channel is None:
             raise ValueError("slack is enabled but slack.channel (a channel ID) is not set")
         return self
+
+    def missing_secrets(self) -> list[str]:
+        """The secrets Slack needs and lacks in its mode, naming their variables ([]: none)."""
+        if not self.enabled:
+            return []
+        needed = ["bot_token", "signing_secret" if self.mode == "http" else "app_token"]
+        missing = [("slack", name) for name in needed if getattr(self, name) is None]
+        return [_unset(missing, f"Slack in {self.mode} mode needs")] if missing else []
 
     def channel_for(self, *, account: str, severity: str, rule_id: str) -> str | None:
         """The first matching route's channel, else the default channel."""
@@ -252,12 +252,14 @@ class _SinkSettings(_Section):
     # Only findings of these accounts (target names) / citing these frameworks; empty: all.
     accounts: list[str] = []
     frameworks: list[str] = []
-    # Who claimed it (a Slack user id, a CLI name) -> the tracker's user (Jira accountId or
-    # name, Trello member id).
+    # Who claimed it (a Slack user id, a CLI name) -> the tracker's user: for Jira, what its
+    # user search finds the person by when assigning (Cloud: an email; Server / Data Center:
+    # the user name); for Trello, a board member's id. `config check` looks each one up.
     users: dict[str, str] = {}
     timeout: Annotated[float, Field(gt=0, le=120)] = 10.0
     interval: Annotated[float, Field(gt=0, le=3600)] = 30.0
-    # Pace requests to the tracker below its rate limit (0: no pacing; 429s are waited out).
+    # Requests per second at most, in any one-second window: set it to the tracker's rate
+    # limit (0: no pacing; 429s are waited out).
     requests_per_second: Annotated[float, Field(ge=0, le=1000)] = 0.0
     # Ask the tracker what people changed every this many seconds (0: rely on webhooks).
     poll_interval: Annotated[float, Field(ge=0, le=86400)] = 300.0
@@ -299,17 +301,22 @@ class JiraSettings(_SinkSettings):
 
     @model_validator(mode="after")
     def _complete_when_enabled(self) -> JiraSettings:
-        if not self.enabled:
-            return self
-        if not self.url or not self.url.startswith(("http://", "https://")):
+        if self.enabled and (not self.url or not self.url.startswith(("http://", "https://"))):
             raise ValueError("jira is enabled but tickets.jira.url is not an http(s) URL")
-        if self.token is None and (self.email is None or self.api_token is None):
-            raise ValueError(
-                "jira is enabled but has no credentials: set tickets.jira.email and "
-                f"{ENV_PREFIX}TICKETS__JIRA__API_TOKEN (Cloud), or "
-                f"{ENV_PREFIX}TICKETS__JIRA__TOKEN (Server / Data Center)"
-            )
         return self
+
+    def missing_secrets(self) -> list[str]:
+        """The credentials Jira needs and lacks, naming both ways to give them ([]: none)."""
+        if not self.enabled or self.token is not None:
+            return []
+        if self.email is not None and self.api_token is not None:
+            return []
+        return [
+            "tickets.jira is enabled but has no credentials: set tickets.jira.email and "
+            f"{ENV_PREFIX}TICKETS__JIRA__API_TOKEN (Cloud), or "
+            f"{ENV_PREFIX}TICKETS__JIRA__TOKEN (Server / Data Center), in the environment or "
+            "the secrets file"
+        ]
 
 
 class TrelloSettings(_SinkSettings):
@@ -341,10 +348,6 @@ class TrelloSettings(_SinkSettings):
     def _complete_when_enabled(self) -> TrelloSettings:
         if not self.enabled:
             return self
-        missing = [n for n in ("api_key", "token") if getattr(self, n) is None]
-        if missing:
-            names = " and ".join(f"{ENV_PREFIX}TICKETS__TRELLO__{m.upper()}" for m in missing)
-            raise ValueError(f"trello is enabled but {', '.join(missing)} is not set: set {names}")
         if not self.board:
             raise ValueError("trello is enabled but tickets.trello.board is not set")
         if self.webhook_secret is not None and not self.webhook_url:
@@ -353,6 +356,15 @@ class TrelloSettings(_SinkSettings):
                 "over the callback URL, so it must be the URL the webhook was registered with"
             )
         return self
+
+    def missing_secrets(self) -> list[str]:
+        """The key and token Trello needs and lacks, naming their variables ([]: none)."""
+        if not self.enabled:
+            return []
+        missing = [
+            ("tickets", "trello", n) for n in ("api_key", "token") if getattr(self, n) is None
+        ]
+        return [_unset(missing, "Trello needs")] if missing else []
 
 
 class TicketsSettings(_Section):
@@ -408,6 +420,36 @@ SECRET_KEYS: tuple[SecretKey, ...] = (
     ),
     SecretKey(("calendar", "feed_token"), 32, f"generate one with {GENERATE}"),
 )
+
+
+def _unset(keys: Sequence[tuple[str, ...]], needs: str) -> str:
+    """`a.b and a.c are not set, and <needs> them: set VAR_B and VAR_C or ...`."""
+    secrets = [SecretKey(tuple(k)) for k in keys]
+    names = " and ".join(s.name for s in secrets)
+    variables = " and ".join(s.variable for s in secrets)
+    it, are = ("them", "are") if len(secrets) > 1 else ("it", "is")
+    return (
+        f"{names} {are} not set, and {needs} {it}: set {variables} or put {it} in the "
+        f"secrets file ({ENV_PREFIX}SECRETS_FILE)"
+    )
+
+
+def missing_secrets(settings: Settings) -> list[str]:
+    """The secrets every enabled integration needs and lacks: what `serve` and `config check`
+    ask for, as they use them all (other commands ask only for the ones they use)."""
+    return [
+        *settings.slack.missing_secrets(),
+        *settings.tickets.jira.missing_secrets(),
+        *settings.tickets.trello.missing_secrets(),
+    ]
+
+
+def require_secrets(problems: Sequence[str]) -> None:
+    """Stop with a ConfigError naming every missing secret (from `missing_secrets`), if any."""
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError("secrets are missing:\n  " + "\n  ".join(problems))
 
 
 def _timezone(value: str) -> str:

@@ -18,7 +18,7 @@ tracker delivers it and whether a webhook or a poll brings it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.output import controls_and_remediation
 from bot.scanning import Recheck
+from bot.settings import require_secrets
 from integrations.tickets import TicketError, TicketFinding, TicketRef, TicketSink
 from ledger import inbound, outbox
 from ledger import services as ledger
@@ -675,10 +676,11 @@ def slack_link(workspace_url: str) -> Link:
 
 
 def jira_sink(settings: Any) -> TicketSink:
-    """The Jira sink as configured (settings.tickets.jira)."""
+    """The Jira sink as configured (settings.tickets.jira); its credentials must be set."""
     from integrations.jira_sink import JiraConfig, JiraSink
 
     jira = settings.tickets.jira
+    require_secrets(jira.missing_secrets())
     return JiraSink(
         JiraConfig(
             url=str(jira.url),
@@ -693,6 +695,7 @@ def jira_sink(settings: Any) -> TicketSink:
             fields=dict(jira.fields),
             done_transition=jira.done_transition,
             reopen_transition=jira.reopen_transition,
+            users=dict(jira.users),
             timeout=jira.timeout,
             requests_per_second=jira.requests_per_second or None,
         )
@@ -700,10 +703,11 @@ def jira_sink(settings: Any) -> TicketSink:
 
 
 def trello_sink(settings: Any) -> TicketSink:
-    """The Trello sink as configured (settings.tickets.trello)."""
+    """The Trello sink as configured (settings.tickets.trello); its key and token must be set."""
     from integrations.trello_sink import TrelloConfig, TrelloSink
 
     trello = settings.tickets.trello
+    require_secrets(trello.missing_secrets())
     return TrelloSink(
         TrelloConfig(
             api_key=trello.api_key.get_secret_value() if trello.api_key else "",
@@ -712,6 +716,7 @@ def trello_sink(settings: Any) -> TicketSink:
             api_url=trello.api_url,
             lists={str(k): v for k, v in trello.lists.items()},
             labels={str(k): v for k, v in trello.labels.items()},
+            users=dict(trello.users),
             timeout=trello.timeout,
             requests_per_second=trello.requests_per_second or None,
         )
@@ -728,12 +733,13 @@ def ticket_syncs(
     sessions: sessionmaker[Session],
     clock: Callable[[], datetime],
     check: Check | None = None,
+    only: Collection[str] | None = None,
 ) -> list[TicketSync]:
-    """One sync per enabled tracker, as configured."""
+    """One sync per enabled tracker (of `only`, when given), as configured."""
     syncs = []
     for name, build in SINKS.items():
         section = getattr(settings.tickets, name)
-        if not section.enabled:
+        if not section.enabled or (only is not None and name not in only):
             continue
         syncs.append(
             TicketSync(

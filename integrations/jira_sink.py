@@ -64,6 +64,8 @@ class JiraConfig:
     fields: Mapping[str, Any] = field(default_factory=dict)  # by field id or name
     done_transition: str = "Done"
     reopen_transition: str = "Reopen"
+    # Who claims -> what Jira's user search finds the assignee by (as `assign` looks it up).
+    users: Mapping[str, str] = field(default_factory=dict)
     timeout: float = 10.0
     requests_per_second: float | None = None  # pace requests below the site's rate limit
 
@@ -168,31 +170,157 @@ class JiraSink:
     # ---- the protocol ---------------------------------------------------------------------------
 
     def validate(self) -> list[str]:
-        """Names in the mapping that this Jira does not have, with the ones it has."""
-        problems = []
+        """Every name in the mapping this Jira does not have, with the ones it has.
+
+        Each problem starts with its key (`jira.project`, `jira.users.U0123`): the project,
+        the issue type (of that project), priorities, components, fields, the done and reopen
+        transitions and every `users` entry, all checked before the first is reported.
+        """
+        problems: list[str] = []
+        config = self.config
         projects = self._call("listing projects", self.client.projects)
         keys = sorted(p.key for p in projects)
-        if self.config.project not in keys:
-            problems.append(
-                f"jira.project {self.config.project!r} does not exist; projects: {', '.join(keys)}"
+        project = None
+        if config.project in keys:
+            project = self._call(
+                f"reading project {config.project}", partial(self.client.project, config.project)
             )
-        types = sorted(t.name for t in self._call("listing issue types", self.client.issue_types))
-        if self.config.issue_type not in types:
+        else:
             problems.append(
-                f"jira.issue_type {self.config.issue_type!r} does not exist; "
-                f"issue types: {', '.join(types)}"
+                f"jira.project {config.project!r} does not exist; projects: {', '.join(keys)}"
+            )
+        if project is not None:
+            types = sorted(str(t.name) for t in getattr(project, "issueTypes", []))
+            where = f"is not an issue type of project {config.project}"
+        else:
+            all_types = self._call("listing issue types", self.client.issue_types)
+            types, where = sorted(str(t.name) for t in all_types), "does not exist"
+        type_ok = config.issue_type in types
+        if not type_ok:
+            problems.append(
+                f"jira.issue_type {config.issue_type!r} {where}; issue types: {', '.join(types)}"
             )
         names = {p.name for p in self._call("listing priorities", self.client.priorities)}
-        for severity, priority in sorted(self.config.priorities.items()):
+        for severity, priority in sorted(config.priorities.items()):
             if priority not in names:
                 problems.append(
                     f"jira.priorities.{severity}: {priority!r} does not exist; "
                     f"priorities: {', '.join(sorted(names))}"
                 )
+        if project is not None:
+            problems += self._component_problems()
         known = self._fields()
-        for name in self.config.fields:
+        for name in config.fields:
             if name not in known and name not in known.values():
                 problems.append(f"jira.fields: no field named or with id {name!r}")
+        if project is not None and type_ok:
+            problems += self._transition_problems()
+        problems += self._user_problems()
+        return problems
+
+    def _component_problems(self) -> list[str]:
+        """Each mapped component the project does not have."""
+        if not self.config.components:
+            return []
+        project = self.config.project
+        components = self._call(
+            f"listing the components of {project}",
+            partial(self.client.project_components, project),
+        )
+        have = sorted(str(c.name) for c in components)
+        return [
+            f"jira.components: project {project} has no component {name!r}; "
+            f"components: {', '.join(have) or 'none'}"
+            for name in self.config.components
+            if name not in have
+        ]
+
+    def _transition_problems(self) -> list[str]:
+        """The done / reopen transition missing from a status the project's issues are in.
+
+        Transitions belong to the workflow of the project and issue type, and a workflow is
+        read only by a Jira admin; what a bot can read is the transitions each issue offers
+        from its status. So the names are checked against the project's most recently updated
+        issues of the type (20 not done for `done_transition`, 20 done for
+        `reopen_transition`), once per status they are in: a ticket in any of those statuses
+        could not be moved. A project without such issues yet has nothing to check against.
+        """
+        problems = []
+        checks = (
+            ("done_transition", self.config.done_transition, "!=", "closed"),
+            ("reopen_transition", self.config.reopen_transition, "=", "reopened"),
+        )
+        for key, name, op, what in checks:
+            jql = (
+                f"project = {_jql_string(self.config.project)} AND issuetype = "
+                f"{_jql_string(self.config.issue_type)} AND statusCategory {op} Done "
+                "ORDER BY updated DESC"
+            )
+            issues = self._call(
+                f"reading the transitions of {self.config.project} issues",
+                partial(
+                    self.client.search_issues,
+                    jql,
+                    maxResults=20,
+                    fields="status",
+                    expand="transitions",
+                ),
+            )
+            seen: set[str] = set()
+            for issue in issues:
+                raw = issue.raw
+                status = str(_object(_object(raw.get("fields")).get("status")).get("name"))
+                if status in seen:
+                    continue
+                seen.add(status)
+                offered = raw.get("transitions")
+                offered = offered if isinstance(offered, list) else []
+                available = [str(_object(t).get("name")) for t in offered]
+                if name.lower() not in (n.lower() for n in available):
+                    problems.append(
+                        f"jira.{key}: {name!r} is not a transition from status {status!r} "
+                        f"(e.g. {raw.get('key')}), so a ticket there could not be {what}; "
+                        f"transitions there: {', '.join(available) or 'none'}"
+                    )
+        return problems
+
+    def _user_problems(self) -> list[str]:
+        """Each `users` entry the user search that `assign` does finds nobody, or the wrong
+        one, by (Cloud: `query=`; Server / Data Center: `username=`)."""
+        problems = []
+        cloud = str(getattr(self.client, "deploymentType", "")) == "Cloud"
+        for who, value in sorted(self.config.users.items()):
+            if not value.strip():
+                problems.append(f"jira.users.{who}: empty; give the Jira user")
+                continue
+            search = (
+                partial(self.client.search_users, query=value, maxResults=20)
+                if cloud
+                else partial(self.client.search_users, user=value, maxResults=20)
+            )
+            found = [u.raw for u in self._call(f"searching for the user {value!r}", search)]
+            ident = "accountId" if cloud else "name"
+            if not found:
+                how = "an email address" if cloud else "a user name"
+                problems.append(
+                    f"jira.users.{who}: {value!r} finds no Jira user, so a claim by {who} "
+                    f"could never be assigned; give {how}"
+                )
+                continue
+            # `assign` takes the user whose id is the value, else the first found: that first
+            # one must be the person meant (the value is their id, email or name).
+            exact = [u for u in found if str(u.get(ident)) == value]
+            first = found[0]
+            meant = {str(first.get(k) or "").lower() for k in ("accountId", "name", "emailAddress")}
+            if not exact and len(found) > 1 and value.lower() not in meant:
+                shown = ", ".join(
+                    str(u.get("emailAddress") or u.get("displayName") or u.get(ident))
+                    for u in found[:5]
+                )
+                problems.append(
+                    f"jira.users.{who}: {value!r} matches {len(found)} Jira users ({shown}) "
+                    "and would assign the first: give the whole email or user name"
+                )
         return problems
 
     def _fields(self) -> dict[str, str]:
@@ -380,6 +508,11 @@ class JiraSink:
                 change=(*also, f"{key}|deleted"),
             )
         return ref
+
+
+def _jql_string(value: str) -> str:
+    """A value as a quoted JQL string (a quote or backslash in a type name stays text)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _object(value: Any) -> Mapping[str, Any]:

@@ -97,7 +97,8 @@ class TicketSink(Protocol):
     name: str
 
     def validate(self) -> list[str]:
-        """Problems with the mapping (a project, type or transition that does not exist)."""
+        """Every problem with the mapping (a project, type, transition or user the tracker does
+        not have), each starting with its key in the tracker's section (`jira.project`)."""
 
     def find(self, fingerprint: str) -> TicketRef | None:
         """The ticket already carrying this finding's fingerprint, if any."""

@@ -69,6 +69,7 @@ class TrelloConfig:
     api_url: str = TRELLO_API
     lists: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_LISTS))
     labels: Mapping[str, str] = field(default_factory=dict)  # severity -> label name
+    users: Mapping[str, str] = field(default_factory=dict)  # who claims -> a board member's id
     timeout: float = 10.0
     requests_per_second: float | None = None  # pace requests below Trello's rate limit
     index_seconds: float = 30.0  # how long the board's fingerprint index is trusted
@@ -226,13 +227,14 @@ class TrelloSink:
     # ---- the protocol ---------------------------------------------------------------------------
 
     def validate(self) -> list[str]:
-        """The board, lists and labels the mapping names that do not exist, with those that do."""
+        """The board, every list and label the mapping names and every `users` member that
+        the board lacks, each with what the board has; all found before any is reported."""
         try:
             board = self.board
         except TicketError as exc:
             if not exc.permanent:
                 raise
-            return [str(exc)]
+            return [f"trello.board: {exc}"]
         problems = []
         lists = self._list_ids()
         for status, name in sorted(self.config.lists.items()):
@@ -248,6 +250,12 @@ class TrelloSink:
                     f"trello.labels.{severity}: board {board['name']!r} has no label {name!r}; "
                     f"labels: {', '.join(labels) or 'none'}"
                 )
+        if self.config.users:
+            members = self._call("listing the board's members", f"/boards/{board['id']}/members")
+            members = (
+                [m for m in members if isinstance(m, Mapping)] if isinstance(members, list) else []
+            )
+            problems += _member_problems(self.config.users, members, str(board["name"]))
         return problems
 
     def _load_index(self) -> None:
@@ -455,6 +463,35 @@ class TrelloSink:
         list_id = after.get("id") if isinstance(after, Mapping) else None
         ref = self._ref({**card, "idList": list_id or card.get("idList")})
         return replace(ref, change=change)
+
+
+def _member_problems(
+    users: Mapping[str, str], members: Sequence[Mapping[str, Any]], board: str
+) -> list[str]:
+    """Each `users` value that is not a board member's id (a card's member must be one),
+    pointing at the id when the value is a member's username or full name."""
+    ids = {str(m.get("id")) for m in members}
+    problems = []
+    for who, value in sorted(users.items()):
+        if value in ids:
+            continue
+        named = [
+            m
+            for m in members
+            if value.lower().lstrip("@")
+            in (str(m.get("username", "")).lower(), str(m.get("fullName", "")).lower())
+        ]
+        hint = (
+            f"use the member id: {named[0].get('username')} is {named[0].get('id')}"
+            if len(named) == 1
+            else "members: "
+            + (", ".join(f"{m.get('username')} ({m.get('id')})" for m in members[:20]) or "none")
+        )
+        problems.append(
+            f"trello.users.{who}: {value!r} is not the id of a member of board {board!r}, so "
+            f"a claim by {who} could never be assigned; {hint}"
+        )
+    return problems
 
 
 def _fingerprint(desc: str) -> str | None:

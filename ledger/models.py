@@ -349,6 +349,9 @@ class TaskOccurrence(Base):
     reminded: Mapped[str | None] = mapped_column(String(64))
     escalations: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime]
+    # Bumped by every change a person would see (done, snoozed, reassigned), as a finding's is:
+    # a reminder rendered at an older version is re-rendered, whoever made the change and where.
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 # APScheduler's job store (SQLAlchemyJobStore), declared here so its table is created and

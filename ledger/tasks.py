@@ -12,19 +12,19 @@ import base64
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from ledger.models import OccurrenceStatus, TaskOccurrence
+from ledger.models import OccurrenceStatus, OutboxItem, TaskOccurrence, row_id
 from ledger.services import LedgerError, audit
 from rules.tasks import Evidence, Task, is_user_id
 
@@ -54,6 +54,18 @@ class CalendarClock:
         return now.astimezone(self.zone).date()
 
 
+def past_due(due_at: datetime, now: datetime) -> bool:
+    """The one definition of late: `now` is past the due instant (the due date at the
+    calendar's due time). Escalation, completion on time, every list and the feed use it, so
+    4 hours past a 09:00 due time is overdue everywhere, though the date is still today."""
+    return now > due_at
+
+
+def is_overdue(occurrence: TaskOccurrence, now: datetime) -> bool:
+    """An open occurrence past its due instant (a done one is never overdue)."""
+    return occurrence.status == OccurrenceStatus.open and past_due(occurrence.due_at, now)
+
+
 def materialize(
     *,
     session: Session,
@@ -67,32 +79,19 @@ def materialize(
     Two statements whatever the number of tasks: the latest due date per task, then one bulk
     insert that skips what exists (another replica may be doing the same).
     """
-    tasks = list(tasks)
-    latest = dict(
-        session.execute(
-            select(TaskOccurrence.task_id, func.max(TaskOccurrence.due_on)).group_by(
-                TaskOccurrence.task_id
-            )
-        ).all()
-    )
-    today = clock.today(now)
-    until = clock.today(now + horizon)
-    rows = []
-    for task in tasks:
-        after = latest.get(task.id) or today - timedelta(days=1)
-        if after >= until:
-            continue
-        for day in task.due_dates(after, until):
-            rows.append(
-                {
-                    "task_id": task.id,
-                    "due_on": day,
-                    "due_at": clock.due_at(day),
-                    "status": OccurrenceStatus.open,
-                    "escalations": 0,
-                    "created_at": now,
-                }
-            )
+    rows = [
+        {
+            "task_id": task.id,
+            "due_on": day,
+            "due_at": clock.due_at(day),
+            "status": OccurrenceStatus.open,
+            "escalations": 0,
+            "created_at": now,
+        }
+        for task, day in _unmade_days(
+            _latest_due(session), tasks, clock.today(now), clock.today(now + horizon)
+        )
+    ]
     if not rows:
         return 0
     dialect = session.get_bind().dialect.name
@@ -242,10 +241,11 @@ def complete(
         raise LedgerError(f"the evidence link must be an http(s) URL, not {link!r}")
     occurrence.status = OccurrenceStatus.done
     occurrence.completed_at, occurrence.completed_by = now, user
-    occurrence.on_time = now <= occurrence.due_at
+    occurrence.on_time = not past_due(occurrence.due_at, now)
     occurrence.evidence_note, occurrence.evidence_link = note, link
     if file is not None:
         occurrence.evidence_file, occurrence.evidence_sha256 = file.location, file.sha256
+    occurrence.version += 1
     audit(
         session,
         now=now,
@@ -283,17 +283,27 @@ def snooze(
     session: Session,
     occurrence_id: int,
     user: str,
-    until: datetime,
+    until: date,
+    clock: CalendarClock,
     now: datetime,
     max_days: int,
 ) -> TaskOccurrence:
-    """Hold reminders until a date (at most `max_days` ahead); the due date does not move."""
+    """Hold reminders until a day (at its due time), at most `max_days` calendar days after
+    today in the calendar's time zone; the due date does not move."""
     occurrence = _open(session, occurrence_id, "snoozed")
-    if until <= now:
-        raise LedgerError(f"the snooze date {until:%Y-%m-%d} must be in the future")
-    if until - now > timedelta(days=max_days):
-        raise LedgerError(f"a task can be snoozed for at most {max_days} days")
-    occurrence.snoozed_until, occurrence.snoozed_by = until, user
+    # Counted in calendar days, never from the current instant: the same day is allowed (or
+    # refused) whatever the time of day the snooze is asked for.
+    today = clock.today(now)
+    if until <= today:
+        raise LedgerError(f"the snooze date {until:%Y-%m-%d} must be in the future (after {today})")
+    if (until - today).days > max_days:
+        raise LedgerError(
+            f"a task can be snoozed for at most {max_days} days "
+            f"(until {today + timedelta(days=max_days)})"
+        )
+    at = clock.due_at(until)
+    occurrence.snoozed_until, occurrence.snoozed_by = at, user
+    occurrence.version += 1
     audit(
         session,
         now=now,
@@ -301,7 +311,7 @@ def snooze(
         action="task.snoozed",
         object_type="task_occurrence",
         object_id=str(occurrence.id),
-        detail={"until": until.isoformat()},
+        detail={"until": at.isoformat()},
     )
     return occurrence
 
@@ -320,6 +330,7 @@ def reassign(
     occurrence = _open(session, occurrence_id, "reassigned")
     before = occurrence.assignee
     occurrence.assignee = to
+    occurrence.version += 1
     audit(
         session,
         now=now,
@@ -349,3 +360,162 @@ def upcoming(
         .order_by(TaskOccurrence.due_at, TaskOccurrence.id)
         .limit(limit)
     ).all()
+
+
+# ---- reading the record ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A completed occurrence as the record holds it: who, when, on time or not, the evidence."""
+
+    occurrence_id: int
+    task_id: str
+    due_on: date
+    due_at: datetime
+    completed_at: datetime
+    completed_by: str
+    on_time: bool
+    note: str | None
+    link: str | None
+    file: str | None  # where the evidence file is kept: a path or an s3:// URI
+    sha256: str | None
+
+    @property
+    def late_by(self) -> timedelta | None:
+        """How long after its due instant it was completed; None when on time."""
+        if self.on_time:
+            return None
+        return max(self.completed_at - self.due_at, timedelta(0))
+
+    @property
+    def file_name(self) -> str | None:
+        """The evidence file's name (the last part of where it is kept)."""
+        if self.file is None:
+            return None
+        return self.file.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def completions(
+    *,
+    session: Session,
+    task_id: str | None = None,
+    since: datetime | None = None,
+    limit: int = 100,
+) -> list[Completion]:
+    """Completed occurrences, the latest completion first: of one task, completed at or after
+    `since`; at most `limit`."""
+    query = (
+        select(TaskOccurrence)
+        .where(*_done(task_id, since))
+        .order_by(TaskOccurrence.completed_at.desc(), TaskOccurrence.id.desc())
+    )
+    return [
+        Completion(
+            occurrence_id=o.id,
+            task_id=o.task_id,
+            due_on=o.due_on,
+            due_at=o.due_at,
+            # A done row always has these (complete() sets them together).
+            completed_at=o.completed_at or o.due_at,
+            completed_by=o.completed_by or "",
+            on_time=bool(o.on_time),
+            note=o.evidence_note,
+            link=o.evidence_link,
+            file=o.evidence_file,
+            sha256=o.evidence_sha256,
+        )
+        for o in session.scalars(query.limit(limit))
+    ]
+
+
+def count_completions(
+    *, session: Session, task_id: str | None = None, since: datetime | None = None
+) -> int:
+    """How many completions `completions` would list without a limit."""
+    query = select(func.count()).select_from(TaskOccurrence).where(*_done(task_id, since))
+    return int(session.scalar(query) or 0)
+
+
+def _done(task_id: str | None, since: datetime | None) -> list[ColumnElement[bool]]:
+    where = [TaskOccurrence.status == OccurrenceStatus.done]
+    if task_id is not None:
+        where.append(TaskOccurrence.task_id == task_id)
+    if since is not None:
+        where.append(TaskOccurrence.completed_at >= since)
+    return where
+
+
+def unmade(
+    *, session: Session, tasks: Iterable[Task], clock: CalendarClock, now: datetime, until: datetime
+) -> dict[str, date]:
+    """Read-only: per task, the first due date up to `until` without an occurrence yet (the
+    dates `materialize` would make); tasks with all theirs made are left out."""
+    missing: dict[str, date] = {}
+    for task, day in _unmade_days(
+        _latest_due(session), tasks, clock.today(now), clock.today(until)
+    ):
+        if clock.due_at(day) <= until and task.id not in missing:
+            missing[task.id] = day
+    return missing
+
+
+def _unmade_days(
+    latest: Mapping[str, date], tasks: Iterable[Task], today: date, last: date
+) -> Iterator[tuple[Task, date]]:
+    """Each task's due dates up to `last` after the latest one made (from today for a task with
+    none): what `materialize` inserts and `unmade` reports."""
+    for task in tasks:
+        after = latest.get(task.id) or today - timedelta(days=1)
+        if after < last:
+            for day in task.due_dates(after, last):
+                yield task, day
+
+
+def _latest_due(session: Session) -> dict[str, date]:
+    """The latest due date made, per task id."""
+    return dict(
+        session.execute(
+            select(TaskOccurrence.task_id, func.max(TaskOccurrence.due_on)).group_by(
+                TaskOccurrence.task_id
+            )
+        ).all()
+    )
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A reminder or an escalation a sweep recorded for the Slack worker to post."""
+
+    kind: str  # the outbox kind: task_remind or task_escalate
+    to: str  # a Slack user, user group or channel ID
+    detail: str | int | None  # a reminder's tag (lead604800, snooze<ts>), an escalation's round
+    occurrence: TaskOccurrence
+
+
+def last_outbox_id(*, session: Session) -> int:
+    """The newest outbox item's id (0: none), to tell what a sweep records after it."""
+    return int(session.scalar(select(func.max(OutboxItem.id))) or 0)
+
+
+def notices_recorded(
+    *, session: Session, after_id: int, at: datetime, kinds: Sequence[str]
+) -> list[Notice]:
+    """The reminders and escalations a sweep running at `at` recorded after outbox item
+    `after_id`, in order (a dry run reads them before it rolls everything back)."""
+    items = session.scalars(
+        select(OutboxItem)
+        .where(OutboxItem.id > after_id, OutboxItem.kind.in_(kinds), OutboxItem.created_at == at)
+        .order_by(OutboxItem.id)
+    ).all()
+    ids = {row_id(item.payload.get("occurrence_id")) for item in items} - {None}
+    found = {
+        o.id: o for o in session.scalars(select(TaskOccurrence).where(TaskOccurrence.id.in_(ids)))
+    }
+    notices = []
+    for item in items:
+        occurrence = found.get(row_id(item.payload.get("occurrence_id")) or 0)
+        if occurrence is not None:
+            detail = item.payload.get("tag", item.payload.get("round"))
+            notices.append(Notice(item.kind, str(item.payload.get("to", "")), detail, occurrence))
+    return notices

@@ -56,6 +56,8 @@ _SLACK_GROUP = re.compile(r"^S[A-Z0-9]{2,}$")
 _MAX_ID = 32
 _ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _CHANNEL = re.compile(r"^[CG][A-Z0-9]{2,}$")
+# A task id: also its file name, and what the CLI and Slack take to name a task.
+TASK_ID_PATTERN = r"^[a-z][a-z0-9_]{2,79}$"
 
 
 def parse_lead(text: str) -> timedelta:
@@ -74,7 +76,7 @@ class TaskFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{2,79}$")]
+    id: Annotated[str, Field(pattern=TASK_ID_PATTERN)]
     title: Annotated[str, Field(min_length=5, max_length=150)]
     policy: Policy
     description: Annotated[str, Field(min_length=1)]
@@ -136,6 +138,13 @@ class Task:
     reminders: tuple[timedelta, ...]  # longest lead first
     evidence: Evidence
     source: str
+    # The line of each top-level field in `source`, so a check made after loading (an owner
+    # role missing from the config) is reported at file:line like a parse error.
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False)
+
+    def error(self, name: str, message: str) -> CatalogError:
+        """A problem with one of the task's fields, as `file:line: field: message`."""
+        return CatalogError(self.source, message, line=self.lines.get(name), field=name)
 
     @cached_property
     def rule(self) -> rrule:
@@ -217,6 +226,7 @@ def load_task(path: Path, *, frameworks: Mapping[str, Framework]) -> Task:
         reminders=tuple(leads),
         evidence=model.evidence,
         source=str(path),
+        lines={str(k[0]): line for k, line in doc.lines.items() if len(k) == 1},
     )
 
 
@@ -269,11 +279,10 @@ def resolve_owner(task: Task, owners: Mapping[str, str]) -> str:
         return task.owner
     if task.owner in owners:
         return owners[task.owner]
-    known = ", ".join(sorted(owners)) or "none"
-    raise CatalogError(
-        task.source,
-        f"owner role {task.owner!r} is not in calendar.owners (defined: {known})",
-        field="owner",
+    # Role names come from the config file: one line each, whatever they hold.
+    known = ", ".join(sorted(" ".join(role.split())[:40] for role in owners)) or "none"
+    raise task.error(
+        "owner", f"owner role {task.owner!r} is not in calendar.owners (defined: {known})"
     )
 
 
@@ -286,6 +295,11 @@ def is_user_id(value: str) -> bool:
 def is_group_id(value: str) -> bool:
     """A Slack user group ID (S...)."""
     return len(value) <= _MAX_ID and bool(_SLACK_GROUP.fullmatch(value))
+
+
+def is_task_id(value: str) -> bool:
+    """Written like a task id (lower case, digits, `_`; 3 to 80 characters)."""
+    return re.fullmatch(TASK_ID_PATTERN, value) is not None
 
 
 def all_leads(tasks: Iterable[Task]) -> timedelta:

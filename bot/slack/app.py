@@ -92,7 +92,7 @@ class BotServices:
     def tasks(self) -> list[str]:
         """The App Home's upcoming-task lines."""
         return [
-            f"{v.title}: {v.due_on:%Y-%m-%d} ({when(v.days_left)}) · #{v.occurrence_id}"
+            f"{v.title}: {v.due_on:%Y-%m-%d} ({when(v)}) · #{v.occurrence_id}"
             for v in self.task_views()[:10]
         ]
 

@@ -437,6 +437,7 @@ HELP = [
     ("scan [account]", "scan now; the answer comes when it finishes"),
     ("report <framework>", "the framework report as a file in this channel"),
     ("tasks", "upcoming compliance tasks"),
+    ("tasks history [task]", "completed tasks: who, when, on time or late, evidence"),
     ("help", "this list"),
 ]
 

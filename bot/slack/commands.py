@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from bot.slack.ids import FindingsQuery, SlackInputError, parse_id
+from bot.slack.ids import FindingsQuery, SlackInputError, parse_id, shown
 from rules.catalog import Severity
+from rules.tasks import is_task_id
 
 SUBCOMMANDS = ("status", "findings", "show", "scan", "report", "tasks", "help")
 ALIASES = {"pci": "pci_dss", "pci-dss": "pci_dss", "cis": "cis_aws", "cis-aws": "cis_aws"}
@@ -44,11 +45,16 @@ class Tasks:
 
 
 @dataclass(frozen=True)
+class TasksHistory:
+    task: str | None  # a task id, or every task
+
+
+@dataclass(frozen=True)
 class Help:
     pass
 
 
-Command = Status | Findings | Show | Scan | Report | Tasks | Help
+Command = Status | Findings | Show | Scan | Report | Tasks | TasksHistory | Help
 
 
 def _framework(word: str, frameworks: Collection[str]) -> str | None:
@@ -67,10 +73,10 @@ def parse(text: str, frameworks: Collection[str]) -> Command:  # noqa: PLR0912 -
         raise SlackInputError(f"too many arguments to `{sub}` ({len(args)}; at most {MAX_ARGS})")
     known = ", ".join(sorted(frameworks))
     if sub in ("status", "tasks", "help"):
-        if args:
+        if args and sub != "tasks":
             raise SlackInputError(f"`{sub}` takes no arguments")
-        plain: dict[str, Command] = {"status": Status(), "tasks": Tasks(), "help": Help()}
-        return plain[sub]
+        plain: dict[str, Command] = {"status": Status(), "help": Help()}
+        return _tasks(args) if sub == "tasks" else plain[sub]
     if sub == "findings":
         severities: list[str] = []
         framework = None
@@ -106,3 +112,19 @@ def parse(text: str, frameworks: Collection[str]) -> Command:  # noqa: PLR0912 -
         assert fw is not None
         return Report(fw)
     raise SlackInputError(f"unknown subcommand {sub!r}; valid: {', '.join(SUBCOMMANDS)}")
+
+
+def _tasks(args: list[str]) -> Command:
+    """`tasks` (what is due) or `tasks history [task]`."""
+    if not args:
+        return Tasks()
+    if args[0] != "history" or len(args) > 2:
+        raise SlackInputError("`tasks` takes nothing (what is due) or `history [task id]`")
+    if len(args) == 1:
+        return TasksHistory(None)
+    if not is_task_id(args[1]):
+        raise SlackInputError(
+            f"`tasks history`: {shown(args[1])} is not a task id (lower case letters, digits "
+            "and _, e.g. access_review)"
+        )
+    return TasksHistory(args[1])

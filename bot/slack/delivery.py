@@ -7,8 +7,9 @@ posting again; the SDK never repeats a post itself (see `bot.slack.app.make_clie
 due again Retry-After seconds after Slack's answer; a permanent refusal (unknown channel, bad
 blocks) is kept as failed with Slack's error, for `compliancebot slack status` and `slack retry`.
 
-Re-rendering: every change to a finding bumps its version; a message rendered at an older
-version is updated from the database, whoever changed the finding and from wherever.
+Re-rendering: every change to a finding or a task occurrence bumps its version; a message
+rendered at an older version is updated from the database, whoever made the change and from
+wherever (a Slack button, the CLI, a scan).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from bot.settings import SlackSettings
 from bot.slack import blocks as kit
 from bot.slack.notify import SINK
 from bot.slack.render import finding_view, scan_summary
-from bot.slack.task_blocks import mention, task_blocks, task_text
+from bot.slack.task_blocks import task_blocks, task_text
 from ledger import outbox
 from ledger.db import transaction
 from ledger.models import (
@@ -56,6 +57,9 @@ METADATA_EVENT = "compliancebot_outbox"
 TRANSIENT = frozenset(
     {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 )
+# How a task message is remembered (slack_messages.kind), by "is it an escalation": a redraw
+# keeps the escalation's own heading.
+TASK_KINDS = {False: "task", True: "task_escalate"}
 # chat.update errors after which the message cannot be updated any more.
 GONE = frozenset({"message_not_found", "channel_not_found", "is_archived", "cant_update_message"})
 POSTPONE = timedelta(seconds=2)
@@ -322,17 +326,22 @@ class SlackDelivery:
         if to.startswith(("U", "W")):  # a person: their DM with the bot
             channel = str(self.client.conversations_open(users=to)["channel"]["id"])
         escalation = item.kind == "task_escalate"
-        text = task_text(view)
-        if escalation:
-            text = f"Overdue, for {mention(view.owner)}: {text}"
         result = self._post(
             item,
             channel=channel,
-            text=text,
+            text=task_text(view, escalation=escalation),
             blocks=task_blocks(view, escalation=escalation),
             thread=None,
         )
-        self._remember(session, result, kind="task", occurrence_id=occurrence.id)
+        # Remembered with the version it shows: a change made while it was being posted (on the
+        # CLI, say) leaves it stale, and the next round redraws it.
+        self._remember(
+            session,
+            result,
+            kind=TASK_KINDS[escalation],
+            occurrence_id=occurrence.id,
+            version=occurrence.version,
+        )
         return result
 
     def _remember(
@@ -345,6 +354,7 @@ class SlackDelivery:
         scan_id: int | None = None,
         thread: str | None = None,
         occurrence_id: int | None = None,
+        version: int = 0,
     ) -> None:
         exists = session.scalar(
             select(SlackMessage).where(
@@ -363,7 +373,7 @@ class SlackDelivery:
                 channel=result["channel"],
                 ts=result["ts"],
                 thread_ts=thread,
-                rendered_version=finding.version if finding else 0,
+                rendered_version=finding.version if finding else version,
                 posted_at=now,
                 updated_at=now,
             )
@@ -391,30 +401,74 @@ class SlackDelivery:
             for message in messages:
                 if message.rendered_version >= finding.version:
                     continue
-                try:
-                    self.client.chat_update(
-                        channel=message.channel, ts=message.ts, text=text, blocks=blocks
-                    )
-                except SlackApiError as exc:
-                    error, _, transient = _error_of(exc, self.clock())
-                    self.metrics.outbound_errors.labels("slack", "chat.update", error).inc()
-                    if transient:
-                        log.info("slack.update_later", finding_id=finding_id, error=error)
-                        continue
-                    log.warning("slack.update_gone", finding_id=finding_id, error=error)
-                except UNKNOWN_OUTCOME as exc:
-                    self.metrics.outbound_errors.labels(
-                        "slack", "chat.update", type(exc).__name__
-                    ).inc()
+                done = self._update(
+                    message, text=text, blocks=blocks, what={"finding_id": finding_id}
+                )
+                if done is False:
                     continue
-                else:
-                    updated += 1
+                updated += done is True
                 message.rendered_version = finding.version
                 message.updated_at = self.clock()
         return updated
 
+    def refresh_occurrence(self, occurrence_id: int) -> int:
+        """Update every reminder and escalation of one task occurrence to what the database
+        says now (done: no buttons left)."""
+        if self.book is None:
+            return 0
+        updated = 0
+        with transaction(self.sessions) as session:
+            occurrence = session.get(TaskOccurrence, occurrence_id)
+            if occurrence is None:
+                return 0
+            messages = session.scalars(
+                select(SlackMessage).where(
+                    SlackMessage.occurrence_id == occurrence_id,
+                    SlackMessage.rendered_version < occurrence.version,
+                )
+            ).all()
+            view = self.book.view(occurrence, self.clock()) if messages else None
+            for message in messages:
+                if view is not None:  # None: the task left the catalog; nothing to redraw
+                    escalation = message.kind == TASK_KINDS[True]
+                    done = self._update(
+                        message,
+                        text=task_text(view, escalation=escalation),
+                        blocks=task_blocks(view, escalation=escalation),
+                        what={"occurrence_id": occurrence_id},
+                    )
+                    if done is False:
+                        continue
+                    updated += done is True
+                message.rendered_version = occurrence.version
+                message.updated_at = self.clock()
+        return updated
+
+    def _update(
+        self, message: SlackMessage, *, text: str, blocks: list[Any], what: dict[str, int]
+    ) -> bool | None:
+        """chat.update one message: True when updated; False when it is to be tried again on a
+        later round (a transient failure); None when Slack refuses it for good (gone)."""
+        try:
+            self.client.chat_update(
+                channel=message.channel, ts=message.ts, text=text, blocks=blocks
+            )
+        except SlackApiError as exc:
+            error, _, transient = _error_of(exc, self.clock())
+            self.metrics.outbound_errors.labels("slack", "chat.update", error).inc()
+            if transient:
+                log.info("slack.update_later", error=error, **what)
+                return False
+            log.warning("slack.update_gone", error=error, **what)
+            return None
+        except UNKNOWN_OUTCOME as exc:
+            self.metrics.outbound_errors.labels("slack", "chat.update", type(exc).__name__).inc()
+            return False
+        return True
+
     def refresh_stale(self, limit: int = 100) -> int:
-        """Re-render finding messages whose finding changed since they were drawn."""
+        """Re-render finding and task messages whose finding or occurrence changed since they
+        were drawn."""
         with self.sessions() as session:
             ids = session.scalars(
                 select(SlackMessage.finding_id)
@@ -426,7 +480,21 @@ class SlackDelivery:
                 .distinct()
                 .limit(limit)
             ).all()
-        return sum(self.refresh_finding(int(fid)) for fid in ids if fid is not None)
+            occurrences = (
+                session.scalars(
+                    select(SlackMessage.occurrence_id)
+                    .join(TaskOccurrence, TaskOccurrence.id == SlackMessage.occurrence_id)
+                    .where(SlackMessage.rendered_version < TaskOccurrence.version)
+                    .distinct()
+                    .limit(limit)
+                ).all()
+                if self.book is not None
+                else []
+            )
+        refreshed = sum(self.refresh_finding(int(fid)) for fid in ids if fid is not None)
+        return refreshed + sum(
+            self.refresh_occurrence(int(oid)) for oid in occurrences if oid is not None
+        )
 
 
 class Round(Protocol):

@@ -1,13 +1,15 @@
-"""Block Kit for the compliance calendar: a task reminder, an escalation, the task list."""
+"""Block Kit for the compliance calendar: a task reminder, an escalation, the task list, the
+completion record."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from bot.slack.blocks import Block, button, clip, context, esc, modal, section
+from bot.slack.blocks import Block, button, clip, context, esc, modal, section, who
 from bot.slack.ids import (
     DATE_BLOCK,
     DATE_INPUT,
@@ -23,6 +25,7 @@ from bot.slack.ids import (
     TaskRef,
     ViewId,
 )
+from ledger.tasks import Completion
 from rules.tasks import is_group_id, is_user_id
 
 
@@ -45,6 +48,12 @@ class TaskView:
     on_time: bool | None = None
     # Who may act on it besides approvers: the reassignee and the task's owner (user or group).
     holders: tuple[str, ...] = ()
+    # Past its due instant (ledger.tasks.is_overdue): hours after the due time on the due date
+    # already count, so `days_left` alone never says it.
+    overdue: bool = False
+    due_local: datetime | None = None  # the due instant in the calendar's time zone
+    snoozed_until: date | None = None  # reminders held until this day (still in the future)
+    snoozed_by: str | None = None
 
 
 def mention(owner: str) -> str:
@@ -56,18 +65,26 @@ def mention(owner: str) -> str:
     return esc(owner)
 
 
-def when(days_left: int) -> str:
-    """'due today', 'due in 3 days', 'overdue by 2 days'."""
-    if days_left == 0:
+def when(t: TaskView) -> str:
+    """'due today', 'due in 3 days', 'overdue since 09:00 today', 'overdue by 2 days', 'done':
+    overdue is the ledger's one definition (past the due instant), the days are calendar days."""
+    if t.status == "done":
+        return "done"
+    if t.overdue:
+        if t.days_left < 0:
+            return f"overdue by {-t.days_left} day{'s' * (t.days_left != -1)}"
+        return f"overdue since {t.due_local:%H:%M} today" if t.due_local else "overdue"
+    if t.days_left <= 0:
         return "due today"
-    if days_left > 0:
-        return f"due in {days_left} day{'s' * (days_left != 1)}"
-    return f"overdue by {-days_left} day{'s' * (days_left != -1)}"
+    return f"due in {t.days_left} day{'s' * (t.days_left != 1)}"
 
 
-def task_text(t: TaskView) -> str:
+def task_text(t: TaskView, *, escalation: bool = False) -> str:
     """The notification text (and what screen readers say); Slack reads it as mrkdwn too."""
-    return f"{esc(t.title)}: {when(t.days_left)} ({t.due_on:%Y-%m-%d})"
+    text = f"{esc(t.title)}: {when(t)} ({t.due_on:%Y-%m-%d})"
+    if escalation and t.status != "done":
+        return f"Overdue, for {mention(t.owner)}: {text}"
+    return text
 
 
 def task_blocks(t: TaskView, *, escalation: bool = False) -> list[Block]:
@@ -83,7 +100,7 @@ def task_blocks(t: TaskView, *, escalation: bool = False) -> list[Block]:
             "fields": [
                 {"type": "mrkdwn", "text": clip(text, 2000)}
                 for text in (
-                    f"*Due*\n{t.due_on:%Y-%m-%d} ({when(t.days_left)})",
+                    f"*Due*\n{t.due_on:%Y-%m-%d} ({when(t)})",
                     f"*Owner*\n{mention(t.owner)}",
                     f"*Policy*\n{esc(t.policy)}",
                     f"*Evidence*\n{_evidence(t.evidence)}",
@@ -101,6 +118,9 @@ def task_blocks(t: TaskView, *, escalation: bool = False) -> list[Block]:
         blocks.append(
             section(f":white_check_mark: Done by {mention(t.completed_by or '')}, {timing}")
         )
+    elif t.snoozed_until is not None:
+        by = f" by {mention(t.snoozed_by)}" if t.snoozed_by else ""
+        blocks.append(section(f":zzz: Snoozed{by}: no reminders until {t.snoozed_until:%Y-%m-%d}"))
     blocks.append(context(f"Task `{esc(t.task_id)}` · occurrence #{t.occurrence_id}"))
     if t.status != "done":
         value = str(t.occurrence_id)
@@ -131,10 +151,10 @@ def tasks_list_blocks(views: Sequence[TaskView], *, horizon_days: int) -> list[B
     """`/compliance tasks`: overdue and upcoming occurrences, soonest first."""
     if not views:
         return [section(f"No compliance tasks are due in the next {horizon_days} days.")]
-    overdue = [v for v in views if v.days_left < 0]
+    overdue = [v for v in views if v.overdue]
     lines = [
-        f"{':red_circle:' if v.days_left < 0 else ':white_circle:'} *{esc(v.title)}* · "
-        f"{v.due_on:%Y-%m-%d} ({when(v.days_left)}) · {mention(v.owner)} · #{v.occurrence_id}"
+        f"{':red_circle:' if v.overdue else ':white_circle:'} *{esc(v.title)}* · "
+        f"{v.due_on:%Y-%m-%d} ({when(v)}) · {mention(v.owner)} · #{v.occurrence_id}"
         for v in views[:40]
     ]
     head = f"*Compliance tasks* ({len(overdue)} overdue, next {horizon_days} days)"
@@ -169,7 +189,7 @@ def done_modal(ref: TaskRef, t: TaskView) -> dict[str, Any]:
         "Done",
         ref,
         [
-            section(f"*{esc(t.title)}*\nDue {t.due_on:%Y-%m-%d} ({when(t.days_left)})"),
+            section(f"*{esc(t.title)}*\nDue {t.due_on:%Y-%m-%d} ({when(t)})"),
             _input(
                 NOTE_BLOCK,
                 "What was done",
@@ -207,7 +227,7 @@ def task_snooze_modal(ref: TaskRef, t: TaskView, default: date, max_days: int) -
         "Snooze",
         ref,
         [
-            section(f"*{esc(t.title)}*\nDue {t.due_on:%Y-%m-%d} ({when(t.days_left)})"),
+            section(f"*{esc(t.title)}*\nDue {t.due_on:%Y-%m-%d} ({when(t)})"),
             _input(
                 DATE_BLOCK,
                 "Remind me again on",
@@ -237,3 +257,79 @@ def reassign_modal(ref: TaskRef, t: TaskView) -> dict[str, Any]:
             ),
         ],
     )
+
+
+# ---- the completion record ---------------------------------------------------------------------
+
+HISTORY_SHOWN = 20  # completions per Slack answer: a section each, far below 50 blocks
+_NOTE_SHOWN = 600
+_LINK_SHOWN = 500
+
+
+def duration(span: timedelta) -> str:
+    """'2 days 3 h', '5 h 10 min', '40 min', 'less than a minute'."""
+    minutes = int(span.total_seconds() // 60)
+    days, rest = divmod(minutes, 24 * 60)
+    hours, mins = divmod(rest, 60)
+    parts = [f"{days} day{'s' * (days != 1)}"] if days else []
+    if hours:
+        parts.append(f"{hours} h")
+    if mins and not days:
+        parts.append(f"{mins} min")
+    return " ".join(parts) or "less than a minute"
+
+
+def timeliness(c: Completion) -> str:
+    """'on time', or 'late by 2 days 3 h' (after the due date at calendar.due_time)."""
+    late = c.late_by
+    return "on time" if late is None else f"late by {duration(late)}"
+
+
+def local_time(at: datetime, zone: ZoneInfo) -> str:
+    """An instant in the calendar's time zone: '2026-12-14 10:03 CET'."""
+    return f"{at.astimezone(zone):%Y-%m-%d %H:%M %Z}"
+
+
+def history_text(total: int, task: str | None) -> str:
+    """The notification text of `/compliance tasks history` (escaped: it holds a task id)."""
+    of = f" of `{esc(task)}`" if task else ""
+    return f"{total} completed compliance task occurrence(s){of}"
+
+
+def history_blocks(
+    rows: Sequence[Completion],
+    titles: Mapping[str, str],
+    *,
+    total: int,
+    zone: ZoneInfo,
+    task: str | None = None,
+) -> list[Block]:
+    """`/compliance tasks history [task]`: completions, the latest first, each with who, when,
+    on time or late, and its evidence (note, link, file name and SHA-256)."""
+    if not rows:
+        if task is not None and task not in titles:
+            return [section(f"No task has the id `{esc(task)}`: `/compliance tasks` lists them.")]
+        of = f" of `{esc(task)}`" if task else ""
+        return [section(f"No completed compliance tasks{of} yet.")]
+    head = f"*Completed compliance tasks*{f' · `{esc(task)}`' if task else ''} (latest first)"
+    blocks = [section(head)]
+    for c in rows[:HISTORY_SHOWN]:
+        title = titles.get(c.task_id, c.task_id)
+        late = c.late_by
+        mark = ":white_check_mark:" if late is None else ":warning:"
+        lines = [
+            f"{mark} *{esc(title)}* · due {c.due_on:%Y-%m-%d} · #{c.occurrence_id}",
+            f"Done {local_time(c.completed_at, zone)} by {who(c.completed_by)}, {timeliness(c)}",
+        ]
+        if c.note:
+            lines.append(f"*Note:* {clip(esc(c.note), _NOTE_SHOWN)}")
+        if c.link:
+            lines.append(f"*Link:* {clip(esc(c.link), _LINK_SHOWN)}")
+        if c.file_name:
+            lines.append(f"*File:* {esc(c.file_name)} · SHA-256 `{esc(c.sha256 or '?')}`")
+        blocks.append(section("\n".join(lines)))
+    shown = min(len(rows), HISTORY_SHOWN)
+    if total > shown:
+        cli = "compliancebot tasks history" + (f" --task {esc(task)}" if task else "")
+        blocks.append(context(f"{total - shown} more: `{cli}`"))
+    return blocks

@@ -3,11 +3,15 @@ completion with evidence, delivery to Slack and the ICS feed. The clock is injec
 
 from __future__ import annotations
 
+import atexit
+import functools
 import hashlib
+import json
+import shutil
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -22,15 +26,16 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.ics import feed_url
-from bot.reminders import ReminderSweep, TaskBook, evidence_store
+from bot.reminders import ReminderSweep, TaskBook, check_calendar, evidence_store
 from bot.server import build_asgi, build_services
 from bot.settings import Settings
 from bot.slack.delivery import SlackDelivery
+from bot.slack.task_blocks import tasks_list_blocks, when
 from ledger import tasks as occurrences
 from ledger.db import transaction
 from ledger.models import Finding, OutboxItem, TaskOccurrence
 from ledger.services import LedgerError
-from ledger.tasks import EvidenceTooLargeError, store_evidence_file
+from ledger.tasks import CalendarClock, EvidenceTooLargeError, store_evidence_file
 from rules.catalog import load_catalog
 from rules.tasks import load_tasks
 from tests.conftest import FakeClock
@@ -204,27 +209,128 @@ def test_overdue_occurrences_escalate_on_a_cadence(
     assert f"calendar:escalate:{occ}:0" in recorded(sessions)
 
 
+BERLIN = CalendarClock("Europe/Berlin", time(9, 0))  # as settings_for sets the calendar
+
+
+def test_four_hours_past_due_is_overdue_for_the_escalation_the_feed_and_completion(
+    root: Path, sessions: sessionmaker[Session], clock: FakeClock
+) -> None:
+    """Due today at 09:00 (Berlin), now 13:00: escalated at once (after_days 0), the feed
+    says "overdue since 09:00 today" (not "due today"), and completing it now is late."""
+    clock.now = datetime(2026, 12, 15, 12, 0, tzinfo=UTC)  # 13:00 in Berlin
+    escalation = {"to": MANAGER, "after_days": 0, "every_days": 2}
+    token = "a-feed-token-long-enough-for-any-minimum-0123456789"
+    sweep = sweep_for(root, sessions, clock, escalation=escalation)
+    sweep.run_once()
+    occ = occurrence(sessions, "2026-12-15").id
+    services = build_services(
+        settings=settings_for(root, escalation=escalation, feed_token=token),
+        catalog=CATALOG,
+        engine=sessions.kw["bind"],
+        clock=clock,
+    )
+    asgi = build_asgi(
+        app=None,
+        services=services,
+        engine=sessions.kw["bind"],
+        executor=ThreadPoolExecutor(max_workers=1),
+    )
+
+    with running(asgi) as url, httpx.Client(base_url=url, trust_env=False, timeout=10) as http:
+        answer = http.get("/calendar.ics", params={"token": token})
+    with transaction(sessions) as session:
+        done = occurrences.complete(
+            session=session,
+            occurrence_id=occ,
+            task=sweep.tasks.tasks["firewall_review"],
+            user="alice",
+            now=clock(),
+            note="reviewed",
+        )
+        on_time = done.on_time
+
+    event = Calendar.from_ical(answer.content).walk("VEVENT")[0]
+    assert f"calendar:escalate:{occ}:0" in recorded(sessions)
+    assert str(event["description"]).startswith(
+        "Configuration Management: overdue since 09:00 today"
+    )
+    assert on_time is False
+
+
+@given(minutes=st.integers(min_value=-3 * 24 * 60, max_value=3 * 24 * 60))
+@example(minutes=0)
+@example(minutes=1)
+@example(minutes=4 * 60)
+@example(minutes=-1)
+def test_overdue_has_one_meaning_in_every_view(minutes: int) -> None:
+    """However far from the due instant: a reminder, `/compliance tasks`, `tasks list`, the
+    App Home and the feed call it overdue exactly when the escalation would and a completion
+    would be late."""
+    settings, book = _escalating_at_once()
+    due_at = BERLIN.due_at(date(2026, 12, 15))
+    now = due_at + timedelta(minutes=minutes)
+    row = TaskOccurrence(
+        id=7, task_id="firewall_review", due_on=date(2026, 12, 15), due_at=due_at, status="open"
+    )
+    sweep = ReminderSweep(
+        tasks=book.tasks, calendar=settings.calendar, sessions=sessionmaker(), clock=lambda: now
+    )
+
+    view = book.view(row, now)
+    assert view is not None
+    listed = json.dumps(tasks_list_blocks([view], horizon_days=30))
+
+    late = occurrences.past_due(due_at, now)
+    assert view.overdue is late
+    assert (sweep._round(due_at, now) >= 0) is late
+    assert when(view).startswith("overdue") is late
+    assert ("(1 overdue" in listed) is late
+    assert (":red_circle:" in listed) is late
+    if not late and view.days_left == 0:
+        assert when(view) == "due today"
+
+
+@functools.cache
+def _escalating_at_once() -> tuple[Settings, TaskBook]:
+    """The monthly task, escalated as soon as it is overdue; loaded once for the examples."""
+    where = Path(tempfile.mkdtemp(prefix="one-task-"))
+    atexit.register(shutil.rmtree, where, True)
+    settings = settings_for(
+        task_dir(where), escalation={"to": MANAGER, "after_days": 0, "every_days": 1}
+    )
+    return settings, book_for(settings)
+
+
 def test_a_snoozed_occurrence_is_quiet_until_the_date_then_reminded_once(
     root: Path, sessions: sessionmaker[Session], clock: FakeClock
 ) -> None:
-    """Snoozed past the 1-day lead: nothing meanwhile, one reminder when the snooze ends."""
+    """Snoozed after the 7-day reminder until the 11th: nothing meanwhile, one reminder when
+    the snooze ends (at the calendar's due time that day)."""
     clock.now = datetime(2026, 12, 8, 8, 0, tzinfo=UTC)
     sweep = sweep_for(root, sessions, clock)
     sweep.run_once()
     occ = occurrence(sessions, "2026-12-15").id
-    until = datetime(2026, 12, 15, 6, 0, tzinfo=UTC)
     with transaction(sessions) as session:
         occurrences.snooze(
-            session=session, occurrence_id=occ, user=OWNER, until=until, now=clock(), max_days=14
+            session=session,
+            occurrence_id=occ,
+            user=OWNER,
+            until=date(2026, 12, 11),
+            clock=BERLIN,
+            now=clock(),
+            max_days=14,
         )
     before = len(recorded(sessions))
+    until = datetime(2026, 12, 11, 8, 0, tzinfo=UTC)  # 09:00 in Berlin
 
-    clock.now = datetime(2026, 12, 14, 9, 0, tzinfo=UTC)
+    clock.now = until - timedelta(minutes=1)
     sweep.run_once()
     during = len(recorded(sessions))
-    clock.now = datetime(2026, 12, 15, 7, 0, tzinfo=UTC)
+    clock.now = until
+    sweep.run_once()
     sweep.run_once()
 
+    assert occurrence(sessions, "2026-12-15").snoozed_until == until
     assert during == before
     assert recorded(sessions)[before:] == [
         f"calendar:remind:{occ}:snooze{int(until.timestamp())}:{OWNER}",
@@ -235,32 +341,94 @@ def test_a_snoozed_occurrence_is_quiet_until_the_date_then_reminded_once(
 def test_a_snooze_is_limited_and_must_be_in_the_future(
     root: Path, sessions: sessionmaker[Session], clock: FakeClock
 ) -> None:
-    """Past the configured maximum, or in the past: refused with the reason."""
+    """Past the configured maximum, today or in the past: refused with the reason."""
     clock.now = datetime(2026, 12, 8, 8, 0, tzinfo=UTC)
     sweep_for(root, sessions, clock).run_once()
     occ = occurrence(sessions, "2026-12-15").id
+    errors = {}
 
-    with transaction(sessions) as session, pytest.raises(LedgerError) as too_far:
-        occurrences.snooze(
-            session=session,
-            occurrence_id=occ,
-            user=OWNER,
-            until=clock() + timedelta(days=30),
-            now=clock(),
-            max_days=14,
-        )
-    with transaction(sessions) as session, pytest.raises(LedgerError) as past:
-        occurrences.snooze(
-            session=session,
-            occurrence_id=occ,
-            user=OWNER,
-            until=clock() - timedelta(days=1),
-            now=clock(),
-            max_days=14,
-        )
+    for name, day in (("too far", 38), ("today", 8), ("past", 7)):
+        with transaction(sessions) as session, pytest.raises(LedgerError) as refused:
+            occurrences.snooze(
+                session=session,
+                occurrence_id=occ,
+                user=OWNER,
+                until=date(2026, 12, 8) + timedelta(days=day - 8),
+                clock=BERLIN,
+                now=clock(),
+                max_days=14,
+            )
+        errors[name] = str(refused.value)
 
-    assert "at most 14 days" in str(too_far.value)
-    assert "must be in the future" in str(past.value)
+    assert errors == {
+        "too far": "a task can be snoozed for at most 14 days (until 2026-12-22)",
+        "today": "the snooze date 2026-12-08 must be in the future (after 2026-12-08)",
+        "past": "the snooze date 2026-12-07 must be in the future (after 2026-12-08)",
+    }
+    assert occurrence(sessions, "2026-12-15").snoozed_until is None
+
+
+@given(
+    minute=st.integers(min_value=0, max_value=24 * 60 - 1),
+    max_days=st.integers(min_value=1, max_value=365),
+)
+@example(minute=7 * 60, max_days=14)  # 07:00 in Berlin, before the 09:00 due time
+@example(minute=20 * 60, max_days=14)  # after it
+@example(minute=0, max_days=1)
+@example(minute=24 * 60 - 1, max_days=1)
+def test_the_snooze_limit_is_in_calendar_days_whatever_the_time_of_day(
+    minute: int, max_days: int
+) -> None:
+    """Today + max_snooze_days is accepted and one day more refused, at any time of the day:
+    before the due time as after it (the limit is counted in the calendar's days)."""
+    now = (datetime(2026, 12, 8, tzinfo=BERLIN.zone) + timedelta(minutes=minute)).astimezone(UTC)
+    sessions, occ = _scratch_occurrence()
+    results = []
+    for extra in (0, 1):
+        until = date(2026, 12, 8) + timedelta(days=max_days + extra)
+        try:
+            with transaction(sessions) as session:
+                occurrences.snooze(
+                    session=session,
+                    occurrence_id=occ,
+                    user=OWNER,
+                    until=until,
+                    clock=BERLIN,
+                    now=now,
+                    max_days=max_days,
+                )
+            results.append("kept")
+        except LedgerError as exc:
+            results.append(str(exc))
+
+    last = date(2026, 12, 8) + timedelta(days=max_days)
+    assert results == ["kept", f"a task can be snoozed for at most {max_days} days (until {last})"]
+
+
+@functools.cache
+def _scratch_occurrence() -> tuple[sessionmaker[Session], int]:
+    """One open occurrence (due 2027-06-01) in a migrated SQLite ledger made once per run:
+    a property test's examples share it (migrating per example would take seconds)."""
+    from ledger import db
+
+    where = Path(tempfile.mkdtemp(prefix="snooze-"))
+    atexit.register(shutil.rmtree, where, True)
+    engine = db.make_engine(f"sqlite:///{where / 'ledger.db'}")
+    db.upgrade(engine)
+    sessions = db.session_factory(engine)
+    with transaction(sessions) as session:
+        row = TaskOccurrence(
+            task_id="firewall_review",
+            due_on=date(2027, 6, 1),
+            due_at=BERLIN.due_at(date(2027, 6, 1)),
+            status="open",
+            escalations=0,
+            created_at=datetime(2026, 12, 1, tzinfo=UTC),
+        )
+        session.add(row)
+        session.flush()
+        occ = row.id
+    return sessions, occ
 
 
 def test_completing_needs_the_evidence_the_task_asks_for(
@@ -580,3 +748,27 @@ def test_a_users_own_feed_has_only_their_tasks_and_claims(
     assert [u.split("-")[0] for u in uids(owner_feed)] == ["finding", "task", "task"]
     assert f"finding-{mine.id}@compliancebot" in uids(owner_feed)
     assert uids(other_feed) == [f"finding-{theirs.id}@compliancebot"]
+
+
+# ---- what `config check` and `serve` refuse ------------------------------------------------
+
+
+def test_calendar_problems_are_each_one_line_at_the_owner_line(tmp_path: Path) -> None:
+    """An unmapped owner role and a group owner with no channel anywhere: each problem is one
+    line, file:10: owner: what is wrong (the task's owner line)."""
+    root = tmp_path / "mytasks"
+    (root / "tasks").mkdir(parents=True)
+    for task_id, owner in (("auditor_review", "auditors"), ("group_review", "S0OPS")):
+        text = TASK.format(owner=owner, channel="", evidence="note")
+        text = text.replace("id: firewall_review", f"id: {task_id}").replace("channel: \n", "")
+        (root / "tasks" / f"{task_id}.yaml").write_text(text)
+    settings = settings_for(root, owners={"it": "U0123ABCD"})
+
+    problems = check_calendar(book_for(settings).tasks, settings.calendar)
+
+    assert problems == [
+        f"{root / 'tasks' / 'auditor_review.yaml'}:10: owner: owner role 'auditors' is not in "
+        "calendar.owners (defined: it)",
+        f"{root / 'tasks' / 'group_review.yaml'}:10: owner: the owner S0OPS is a user group, "
+        "and neither the task (channel) nor calendar.channel names a channel to remind it in",
+    ]

@@ -9,7 +9,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.settings import SECRET_KEYS, ConfigError, load_settings, masked
+from bot.settings import (
+    SECRET_KEYS,
+    ConfigError,
+    load_settings,
+    masked,
+    missing_secrets,
+    require_secrets,
+)
 from tests.fakes.hostile_files import HOSTILE, hostile_cases
 
 SIGNING_SECRET = "8f742231b10e8888abcd99edabcd85a5"  # as Slack issues them: 32 hex characters
@@ -143,16 +150,49 @@ def test_slack_secret_in_the_config_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_slack_enabled_without_secrets_names_the_missing_variables(tmp_path: Path) -> None:
-    """Turning Slack on without its secrets says which environment variables to set."""
+    """Slack on without its secrets loads (for commands that do not use them), and where they
+    are used the error says which environment variables to set."""
     path = write(tmp_path, "slack:\n  enabled: true\n  channel: C0123ABCD\n")
+    # An empty variable (docker compose's unset ${VAR:-}) counts as not set.
+    loaded = load_settings(path, environ={"COMPLIANCEBOT_SLACK__BOT_TOKEN": ""})
     with pytest.raises(ConfigError) as caught:
-        # An empty variable (docker compose's unset ${VAR:-}) counts as not set.
-        load_settings(path, environ={"COMPLIANCEBOT_SLACK__BOT_TOKEN": ""})
+        require_secrets(missing_secrets(loaded))
     message = str(caught.value)
     assert "COMPLIANCEBOT_SLACK__BOT_TOKEN and COMPLIANCEBOT_SLACK__SIGNING_SECRET" in message
     socket = write(tmp_path, "slack:\n  enabled: true\n  mode: socket\n  channel: C0123ABCD\n")
-    with pytest.raises(ConfigError, match="COMPLIANCEBOT_SLACK__APP_TOKEN"):
-        load_settings(socket, environ={"COMPLIANCEBOT_SLACK__BOT_TOKEN": "xoxb-1"})
+    loaded = load_settings(socket, environ={"COMPLIANCEBOT_SLACK__BOT_TOKEN": "xoxb-1"})
+    assert missing_secrets(loaded) == [
+        "slack.app_token is not set, and Slack in socket mode needs it: set "
+        "COMPLIANCEBOT_SLACK__APP_TOKEN or put it in the secrets file (COMPLIANCEBOT_SECRETS_FILE)"
+    ]
+
+
+def test_every_missing_secret_of_every_integration_is_named_at_once() -> None:
+    """Slack, Jira and Trello on without secrets: one error names all their variables."""
+    loaded = load_settings(
+        None,
+        environ={
+            "COMPLIANCEBOT_SLACK__ENABLED": "true",
+            "COMPLIANCEBOT_SLACK__CHANNEL": "C0123ABCD",
+            "COMPLIANCEBOT_TICKETS__JIRA__ENABLED": "true",
+            "COMPLIANCEBOT_TICKETS__JIRA__URL": "https://acme.atlassian.net",
+            "COMPLIANCEBOT_TICKETS__JIRA__EMAIL": "bot@acme.com",
+            "COMPLIANCEBOT_TICKETS__TRELLO__ENABLED": "true",
+            "COMPLIANCEBOT_TICKETS__TRELLO__BOARD": "Compliance",
+            "COMPLIANCEBOT_TICKETS__TRELLO__API_KEY": "k",
+        },
+    )
+
+    with pytest.raises(ConfigError) as caught:
+        require_secrets(missing_secrets(loaded))
+
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "secrets are missing:"
+    assert "COMPLIANCEBOT_SLACK__BOT_TOKEN and COMPLIANCEBOT_SLACK__SIGNING_SECRET" in lines[1]
+    assert "COMPLIANCEBOT_TICKETS__JIRA__API_TOKEN (Cloud)" in lines[2]
+    assert lines[3].startswith("  tickets.trello.token is not set, and Trello needs it: set ")
+    assert "COMPLIANCEBOT_TICKETS__TRELLO__TOKEN" in lines[3]
+    assert "API_KEY" not in lines[3]  # the key is set
 
 
 def test_slack_secrets_from_the_environment_are_masked(tmp_path: Path) -> None:

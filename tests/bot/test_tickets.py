@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.scanning import Recheck
 from bot.settings import ConfigError, Settings, load_settings
-from bot.tickets import Check, TicketSync, jira_sync, slack_link, ticket_syncs
+from bot.tickets import Check, TicketSync, jira_sink, jira_sync, slack_link, ticket_syncs
 from ledger import services as ledger
 from ledger.db import transaction
 from ledger.models import AuditEntry, OutboxItem, SlackMessage, Ticket
@@ -273,15 +273,16 @@ def test_jira_token_in_the_config_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_jira_enabled_without_credentials_says_which_to_set() -> None:
-    """Turning Jira on without credentials names both ways to give them."""
+    """Jira on without credentials loads; making its client names both ways to give them."""
+    settings = load_settings(
+        None,
+        environ={
+            "COMPLIANCEBOT_TICKETS__JIRA__ENABLED": "true",
+            "COMPLIANCEBOT_TICKETS__JIRA__URL": "https://acme.atlassian.net",
+        },
+    )
     with pytest.raises(ConfigError) as caught:
-        load_settings(
-            None,
-            environ={
-                "COMPLIANCEBOT_TICKETS__JIRA__ENABLED": "true",
-                "COMPLIANCEBOT_TICKETS__JIRA__URL": "https://acme.atlassian.net",
-            },
-        )
+        jira_sink(settings)
 
     assert "COMPLIANCEBOT_TICKETS__JIRA__API_TOKEN (Cloud)" in str(caught.value)
     assert "COMPLIANCEBOT_TICKETS__JIRA__TOKEN (Server / Data Center)" in str(caught.value)

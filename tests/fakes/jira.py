@@ -1,9 +1,10 @@
 """A fake Jira (REST API v2) over real HTTP on 127.0.0.1, for the `jira` client and our sink.
 
-It serves what ticket sync needs: serverInfo (Server/Data Center or Cloud), projects, issue
-types, priorities, fields, users, issue create/get/update/delete, assignee, comments,
-transitions, issue properties, and JQL search (`/search` on Server, `/search/jql` with page
-tokens on Cloud, where `/search` answers 410). JQL is the subset trackers are queried with:
+It serves what ticket sync needs: serverInfo (Server/Data Center or Cloud), projects (with
+their components), issue types, priorities, fields, users, issue create/get/update/delete,
+assignee, comments, transitions, issue properties, and JQL search (`/search` on Server,
+`/search/jql` with page tokens on Cloud, where `/search` answers 410; `expand=transitions` adds
+each issue's transitions). JQL is the subset trackers are queried with:
 clauses joined by AND over project, key, labels, status, statusCategory, issuetype and updated,
 with =, !=, >=, <=, >, <, IN (dates absolute or relative, "-15m"), and ORDER BY. Failures can
 be injected per method and path prefix: 429 with Retry-After, 5xx, 400 with Jira's error body,
@@ -84,6 +85,8 @@ class FakeJira:
     transitions: dict[str, str] = field(
         default_factory=lambda: {"Start": "In Progress", "Done": "Done", "Reopen": "To Do"}
     )
+    # transition name -> the only statuses it is offered from (a workflow); unlisted: from any.
+    transition_from: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Requests per second allowed (a token bucket of one second's worth); None: no limit.
     rate_limit: float | None = None
     # Stricter: at most `rate_limit` requests arriving in ANY one-second window (a sliding log).
@@ -174,6 +177,12 @@ class FakeJira:
         project = {"id": str(next(self._ids)), "key": key, "name": name}
         self.projects[key] = project
         return project
+
+    def add_component(self, project: str, name: str) -> dict[str, Any]:
+        """A component of a project (issues may name it)."""
+        component = {"id": str(next(self._ids)), "name": name, "project": project}
+        self.projects[project].setdefault("_components", []).append(component)
+        return component
 
     def add_user(self, *, name: str, email: str, account_id: str | None = None) -> dict[str, Any]:
         """A user: found by `user/search` (Cloud: accountId; Server: name)."""
@@ -407,6 +416,8 @@ class FakeJira:
             project = self.projects.get(segments[1])
             if project is None:
                 raise _JiraError(404, [f"No project could be found with key '{segments[1]}'."])
+            if len(segments) == 3 and segments[2] == "components":
+                return 200, list(project.get("_components", []))
             if len(segments) == 3 and segments[2] == "statuses":
                 return 200, [
                     {"name": t["name"], "statuses": self._status_list()} for t in self.issue_types
@@ -433,6 +444,15 @@ class FakeJira:
         if head == "issue":
             return self._issue(method, segments[1:], params, body)
         raise _JiraError(404, [f"no fake for {method} {path}"])
+
+    def _transition_list(self, issue: dict[str, Any]) -> list[dict[str, Any]]:
+        """The transitions the workflow offers from the issue's status."""
+        status = issue["fields"]["status"]["name"]
+        return [
+            {"id": str(i), "name": name, "to": {"name": target}}
+            for i, (name, target) in enumerate(self.transitions.items(), start=11)
+            if status in self.transition_from.get(name, (status,))
+        ]
 
     def _status_list(self) -> list[dict[str, Any]]:
         return [
@@ -486,16 +506,11 @@ class FakeJira:
                 return 204, None
         if sub == "transitions":
             if method == "GET":
-                return 200, {
-                    "transitions": [
-                        {"id": str(i), "name": name, "to": {"name": target}}
-                        for i, (name, target) in enumerate(self.transitions.items(), start=11)
-                    ]
-                }
+                return 200, {"transitions": self._transition_list(issue)}
             wanted = str(((body or {}).get("transition") or {}).get("id"))
-            for i, (_name, target) in enumerate(self.transitions.items(), start=11):
-                if str(i) == wanted:
-                    self._set_status(issue, target)
+            for offered in self._transition_list(issue):
+                if offered["id"] == wanted:
+                    self._set_status(issue, offered["to"]["name"])
                     # A comment may ride along: {"update": {"comment": [{"add": {"body": ...}}]}}
                     for op in ((body or {}).get("update") or {}).get("comment", []):
                         if "add" in op:
@@ -628,6 +643,8 @@ class FakeJira:
                 key=lambda i: str(i["fields"].get(name) if name != "key" else i["id"]).zfill(12),
                 reverse=(order.group(3) or "asc").lower() == "desc",
             )
+        if "transitions" in str(query.get("expand") or "").split(","):
+            matched = [{**i, "transitions": self._transition_list(i)} for i in matched]
         limit = int(query.get("maxResults") or 50)
         if paged:
             start = int(query.get("nextPageToken") or 0)

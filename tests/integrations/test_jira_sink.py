@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from integrations.jira_sink import JiraConfig, JiraSink
 from integrations.tickets import TicketError, TicketFinding, fingerprint_label
@@ -114,6 +116,116 @@ def test_validate_names_what_does_not_exist_and_what_does(fake: FakeJira) -> Non
         "jira.fields: no field named or with id 'Team'",
     ]
     assert sink(fake).validate() == []
+
+
+def test_validate_names_a_component_the_project_lacks(fake: FakeJira) -> None:
+    """A mapped component the project does not have is named with the project's own."""
+    fake.add_component("SEC", "Cloud")
+
+    problems = sink(fake, components=["Cloud", "Network"]).validate()
+
+    assert problems == [
+        "jira.components: project SEC has no component 'Network'; components: Cloud"
+    ]
+
+
+def test_a_wrong_done_transition_is_named_before_the_first_close(fake: FakeJira) -> None:
+    """`done_transition: Close Issue` is reported by validate, from the statuses tickets are in."""
+    fake.add_issue("SEC", "someone's task", [])
+    fake.set_status(fake.add_issue("SEC", "a finished one", []), "Done")
+
+    problems = sink(fake, done_transition="Close Issue", reopen_transition="Reopen").validate()
+
+    assert problems == [
+        "jira.done_transition: 'Close Issue' is not a transition from status 'To Do' "
+        "(e.g. SEC-1), so a ticket there could not be closed; transitions there: Start, Done, "
+        "Reopen"
+    ]
+    assert fake.calls_to("POST", "issue") == []  # nothing is made to find out
+
+
+def test_a_workflow_without_done_from_one_status_is_named_for_that_status(
+    fake: FakeJira,
+) -> None:
+    """Where Done is offered only from In Progress, a ticket still in To Do could not close."""
+    fake.transition_from = {"Done": ("In Progress",), "Reopen": ("In Progress",)}
+    fake.add_issue("SEC", "new", [])
+    fake.set_status(fake.add_issue("SEC", "started", []), "In Progress")
+    fake.set_status(fake.add_issue("SEC", "finished", []), "Done")
+
+    problems = sink(fake).validate()
+
+    assert problems == [
+        "jira.done_transition: 'Done' is not a transition from status 'To Do' (e.g. SEC-1), "
+        "so a ticket there could not be closed; transitions there: Start",
+        "jira.reopen_transition: 'Reopen' is not a transition from status 'Done' (e.g. SEC-3), "
+        "so a ticket there could not be reopened; transitions there: Start",
+    ]
+
+
+def test_validate_names_every_users_entry_the_user_search_cannot_find(fake: FakeJira) -> None:
+    """A `users` entry naming nobody is reported (a claim by them could never be assigned)."""
+    fake.add_user(name="alice", email="alice@example.com")
+    users = {
+        "UALICE": "alice@example.com",
+        "UBOB": "bob@example.com",
+        # Smuggled into the query string it would find alice: it must stay one value.
+        "UEVIL": "nobody&query=alice@example.com&username=alice",
+    }
+
+    problems = sink(fake, users=users).validate()
+
+    how = "an email address" if fake.cloud else "a user name"
+    assert problems == [
+        f"jira.users.UBOB: 'bob@example.com' finds no Jira user, so a claim by UBOB could never "
+        f"be assigned; give {how}",
+        "jira.users.UEVIL: 'nobody&query=alice@example.com&username=alice' finds no Jira user, "
+        f"so a claim by UEVIL could never be assigned; give {how}",
+    ]
+
+
+ALICE = {"alice", "alice@example.com", "acc-alice"}
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(values=st.lists(st.text(min_size=1, max_size=300), min_size=1, max_size=4))
+def test_any_users_value_is_looked_up_as_one_value_and_named_when_nobody(
+    fake: FakeJira, values: list[str]
+) -> None:
+    """Whatever text a `users` value holds (&, =, quotes, NUL, long), it is searched as itself:
+    each one that is not a user is named once, and validate never crashes."""
+    if not fake.users:
+        fake.add_user(name="alice", email="alice@example.com")
+    users = {f"U{i}": value for i, value in enumerate(values)}
+
+    problems = sink(fake, users=users).validate()
+
+    nobody = [who for who, value in users.items() if value.lower() not in ALICE]
+    assert [p.split(":")[0] for p in problems] == [f"jira.users.{who}" for who in sorted(nobody)]
+
+
+def test_validate_reports_every_problem_of_the_mapping_at_once(fake: FakeJira) -> None:
+    """Priority, component, field, transition and user problems all come back in one answer."""
+    fake.add_issue("SEC", "open one", [])
+
+    problems = sink(
+        fake,
+        priorities={"critical": "P0"},
+        components=["Network"],
+        fields={"Team": "x"},
+        done_transition="Finish",
+        users={"UBOB": "bob"},
+    ).validate()
+
+    assert [p.split(":")[0].split(" ")[0] for p in problems] == [
+        "jira.priorities.critical",
+        "jira.components",
+        "jira.fields",
+        "jira.done_transition",
+        "jira.users.UBOB",
+    ]
 
 
 def test_a_missing_transition_is_permanent_and_names_the_available_ones(fake: FakeJira) -> None:

@@ -223,12 +223,59 @@ def test_validate_names_missing_lists_and_labels_with_those_that_exist(fake: Fak
     ]
 
 
+def test_validate_names_users_who_are_not_members_of_the_board(fake: FakeTrello) -> None:
+    """A `users` value that is not a board member's id is named, with the id when it is a
+    member's username, so a claim is not left unassigned forever."""
+    stranger = fake.add_member("sam", "Sam Stranger")  # on Trello, but not on this board
+    users = {"UPAT": fake.person["id"], "UNAME": "@pat", "USAM": stranger["id"]}
+
+    problems = sink(fake, users=users).validate()
+
+    members = f"compliancebot ({fake.bot['id']}), pat ({fake.person['id']})"
+    assert problems == [
+        f"trello.users.UNAME: '@pat' is not the id of a member of board 'Compliance', so a claim "
+        f"by UNAME could never be assigned; use the member id: pat is {fake.person['id']}",
+        f"trello.users.USAM: '{stranger['id']}' is not the id of a member of board "
+        f"'Compliance', so a claim by USAM could never be assigned; members: {members}",
+    ]
+
+
+def test_a_malformed_member_list_is_read_as_no_members_not_a_crash(fake: FakeTrello) -> None:
+    """A members answer of numbers, strings and nulls names the users entry, nothing worse."""
+    board = next(iter(fake.boards))
+    fake.fail("GET", f"boards/{board}/members", status=200, body='[1, "x", null, {"id": 5}]')
+
+    problems = sink(fake, users={"UPAT": fake.person["id"]}).validate()
+
+    assert len(problems) == 1
+    assert problems[0].startswith("trello.users.UPAT: ")
+    assert problems[0].endswith("members: None (5)")
+
+
+def test_a_wrong_list_label_and_member_are_all_named_at_once(fake: FakeTrello) -> None:
+    """Every mapped list, label and member the board lacks comes back in one answer."""
+    problems = sink(
+        fake,
+        lists={"open": "Backlog", "claimed": "Doing", "resolved": "Closed"},
+        labels={"critical": "sev1"},
+        users={"UX": "0" * 24},
+    ).validate()
+
+    assert [p.split(":")[0] for p in problems] == [
+        "trello.lists.open",
+        "trello.lists.resolved",
+        "trello.labels.critical",
+        "trello.users.UX",
+    ]
+
+
 def test_an_unknown_board_names_the_boards_the_token_sees(fake: FakeTrello) -> None:
     """A board name that does not exist is reported with the visible ones."""
     problems = sink(fake, board="Security").validate()
 
     assert problems == [
-        "Trello board 'Security' does not exist or the token cannot see it; boards: Compliance"
+        "trello.board: Trello board 'Security' does not exist or the token cannot see it; "
+        "boards: Compliance"
     ]
 
 

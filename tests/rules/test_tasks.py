@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from ledger.tasks import CalendarClock
 from rules.catalog import load_catalog
 from rules.errors import CatalogError
-from rules.tasks import Policy, load_tasks, parse_lead
+from rules.tasks import Policy, load_tasks, parse_lead, resolve_owner
 
 FRAMEWORKS = load_catalog().frameworks
 
@@ -153,3 +153,45 @@ def test_any_recurrence_text_loads_or_is_a_named_error(text: str) -> None:
             problem = str(exc)
 
     assert problem is None or "my_task.yaml" in problem
+
+
+# ---- owners checked against the config: still file:line: field ----------------------------------
+
+
+def test_an_owner_role_missing_from_calendar_owners_is_one_line_at_the_owner_line(
+    tmp_path: Path,
+) -> None:
+    """`owner: security` with only `it` mapped: file:8: owner: what is wrong, on one line."""
+    root = write(tmp_path, VALID)
+    task = load_tasks(frameworks=FRAMEWORKS, extra_paths=[root], include_builtin=False).tasks[
+        "my_task"
+    ]
+
+    with pytest.raises(CatalogError) as caught:
+        resolve_owner(task, {"it": "U0123ABCD"})
+
+    assert str(caught.value) == (
+        f"{root / 'tasks' / 'my_task.yaml'}:8: owner: owner role 'security' is not in "
+        "calendar.owners (defined: it)"
+    )
+
+
+@given(roles=st.dictionaries(st.text(min_size=1, max_size=200), st.just("U0123ABCD"), max_size=5))
+def test_whatever_the_configured_role_names_the_owner_error_stays_one_line(
+    roles: dict[str, str],
+) -> None:
+    """Role names from the config file with newlines, tabs or 200 characters: the error is
+    still one line starting with file:line: owner:."""
+    roles.pop("security", None)
+    with tempfile.TemporaryDirectory() as scratch:
+        root = write(Path(scratch), VALID)
+        task = load_tasks(frameworks=FRAMEWORKS, extra_paths=[root], include_builtin=False).tasks[
+            "my_task"
+        ]
+
+        with pytest.raises(CatalogError) as caught:
+            resolve_owner(task, roles)
+
+    text = str(caught.value)
+    assert text.startswith(f"{root / 'tasks' / 'my_task.yaml'}:8: owner: owner role 'security'")
+    assert len(text.splitlines()) == 1

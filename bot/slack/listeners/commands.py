@@ -15,8 +15,14 @@ from bot.slack import commands as cmd
 from bot.slack.app import BotServices
 from bot.slack.ids import SlackInputError
 from bot.slack.render import finding_view, findings_page, status_view
-from bot.slack.task_blocks import tasks_list_blocks
+from bot.slack.task_blocks import (
+    HISTORY_SHOWN,
+    history_blocks,
+    history_text,
+    tasks_list_blocks,
+)
 from ledger.services import LedgerError, get_finding
+from ledger.tasks import completions, count_completions
 
 log = structlog.get_logger(__name__)
 TASKS_DAYS = 30  # how far ahead `/compliance tasks` looks
@@ -79,16 +85,39 @@ def register(app: App, services: BotServices) -> None:
                 ack(text=text, blocks=kit.text_blocks(text), response_type="ephemeral")
                 return
             views = services.task_views(TASKS_DAYS)
-            overdue = sum(1 for v in views if v.days_left < 0)
+            overdue = sum(1 for v in views if v.overdue)
             ack(
                 text=f"{len(views)} compliance task(s) due, {overdue} overdue",
                 blocks=tasks_list_blocks(views, horizon_days=TASKS_DAYS),
                 response_type="ephemeral",
             )
+        elif isinstance(parsed, cmd.TasksHistory):
+            _history(ack, parsed.task)
         elif isinstance(parsed, cmd.Scan):
             _scan(ack, respond, parsed.account, user)
         elif isinstance(parsed, cmd.Report):
             _report(ack, respond, client, command, parsed.framework)
+
+    def _history(ack: Ack, task: str | None) -> None:
+        book = services.book
+        if book is None:
+            text = "The compliance calendar is off (calendar.enabled in the configuration)."
+            ack(text=text, blocks=kit.text_blocks(text), response_type="ephemeral")
+            return
+        with services.sessions() as session:
+            rows = completions(session=session, task_id=task, limit=HISTORY_SHOWN)
+            total = count_completions(session=session, task_id=task)
+        ack(
+            text=history_text(total, task),
+            blocks=history_blocks(
+                rows,
+                {t.id: t.title for t in book.tasks.tasks.values()},
+                total=total,
+                zone=book.calendar_clock.zone,
+                task=task,
+            ),
+            response_type="ephemeral",
+        )
 
     def _scan(ack: Ack, respond: Respond, account: str | None, user: str) -> None:
         targets = services.settings.aws.targets

@@ -13,7 +13,6 @@ import structlog
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from sqlalchemy import select
 
 from bot.reminders import evidence_store
 from bot.slack.app import BotServices
@@ -42,14 +41,12 @@ from bot.slack.task_blocks import (
     done_modal,
     mention,
     reassign_modal,
-    task_blocks,
     task_snooze_modal,
-    task_text,
 )
 from ledger import outbox
 from ledger import tasks as occurrences
 from ledger.db import transaction
-from ledger.models import OccurrenceStatus, SlackMessage
+from ledger.models import OccurrenceStatus
 from ledger.services import LedgerError
 from ledger.tasks import EvidenceFile
 
@@ -138,7 +135,11 @@ def register(app: App, services: BotServices) -> None:
     @app.action(str(ActionId.task_snooze))
     def snooze(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         max_days = services.settings.calendar.max_snooze_days
-        default = services.clock().date() + timedelta(days=min(3, max_days))
+        # The calendar's today, as the ledger counts the limit (not UTC's).
+        today = services.clock().date()
+        if services.book is not None:
+            today = services.book.calendar_clock.today(services.clock())
+        default = today + timedelta(days=min(3, max_days))
         open_modal(
             ack,
             body,
@@ -170,24 +171,10 @@ def register(app: App, services: BotServices) -> None:
             return None
         return ref, shown
 
-    def refresh(occurrence_id: int, client: WebClient) -> None:
-        """Show the occurrence's new state on every reminder posted about it."""
-        try:
-            view = view_of(occurrence_id)
-        except LedgerError:
-            return
-        with services.sessions() as session:
-            messages = session.scalars(
-                select(SlackMessage).where(SlackMessage.occurrence_id == occurrence_id)
-            ).all()
-            posted = [(m.channel, m.ts) for m in messages]
-        for channel, ts in posted:
-            try:
-                client.chat_update(
-                    channel=channel, ts=ts, text=task_text(view), blocks=task_blocks(view)
-                )
-            except SlackApiError as exc:
-                log.warning("slack.task_update_failed", channel=channel, ts=ts, error=str(exc))
+    def refresh(occurrence_id: int) -> None:
+        """Show the occurrence's new state on every reminder posted about it now; the delivery
+        worker redraws any it could not (the change bumped the occurrence's version)."""
+        services.delivery.refresh_occurrence(occurrence_id)
 
     max_bytes = services.settings.calendar.max_evidence_mb * 1024 * 1024
 
@@ -253,7 +240,7 @@ def register(app: App, services: BotServices) -> None:
             text = f":warning: {esc(shown.title)} is not marked done: {esc(str(exc))}"
             tell(client, user, ref, text)
             return
-        refresh(ref.occurrence_id, client)
+        refresh(ref.occurrence_id)
 
     def fetch_evidence(client: WebClient, file_id: str) -> EvidenceFile:
         """The file, looked up by ID and downloaded from Slack's file host only, kept."""
@@ -289,14 +276,14 @@ def register(app: App, services: BotServices) -> None:
         except ValueError:
             ack(response_action="errors", errors={DATE_BLOCK: "Pick a date."})
             return
-        until = services.book.calendar_clock.due_at(day)
         try:
             with transaction(services.sessions) as session:
                 occurrences.snooze(
                     session=session,
                     occurrence_id=ref.occurrence_id,
                     user=user_of(body),
-                    until=until,
+                    until=day,
+                    clock=services.book.calendar_clock,
                     now=services.clock(),
                     max_days=services.settings.calendar.max_snooze_days,
                 )
@@ -304,6 +291,7 @@ def register(app: App, services: BotServices) -> None:
             ack(response_action="errors", errors={DATE_BLOCK: str(exc)})
             return
         ack()
+        refresh(ref.occurrence_id)
 
     @app.view(str(ViewId.task_reassign))
     def reassign_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
@@ -338,4 +326,5 @@ def register(app: App, services: BotServices) -> None:
             ack(response_action="errors", errors={USER_BLOCK: str(exc)})
             return
         ack()
+        refresh(ref.occurrence_id)
         services.wake()

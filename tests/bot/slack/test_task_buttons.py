@@ -232,6 +232,35 @@ def test_an_uploaded_file_is_fetched_from_slack_and_kept_with_its_hash(
     assert Path(str(done.evidence_file)).parent == tmp_path / "evidence" / digest
 
 
+@pytest.mark.parametrize("evidence", ["file"])
+@pytest.mark.parametrize("name", ["..", ".", "../..", "/", " . ", "\x00\x1b", "\u202e", ""])
+def test_a_file_whose_name_sanitizes_to_nothing_is_kept_under_a_generated_name(
+    tbot: Bot, tmp_path: Path, name: str
+) -> None:
+    """An upload called '..' (or '/', control characters, nothing): its bytes are written under
+    evidence_dir/<sha256>/ with a safe name before it is recorded done, and the recorded file
+    holds them."""
+    occ = occurrence_id(tbot)
+    content = b"quarterly restore: 812 tables compared"
+    shared = tbot.slack.shared_file(name, content)
+    # Slack's download URL never carries the raw name; the fake's would.
+    url = f"{tbot.slack.root_url}/files-pri/{tbot.slack.team_id}-{shared['id']}/download"
+    tbot.slack.file_infos[shared["id"]]["url_private_download"] = url
+
+    tbot.submit("task.done.modal", TaskRef(occ).dump(), done_values(files=[shared]), OWNER)
+    tbot.executor.drain()
+
+    done = stored(tbot, occ)
+    digest = hashlib.sha256(content).hexdigest()
+    kept = Path(str(done.evidence_file))
+    assert (done.status, done.evidence_sha256) == ("done", digest)
+    assert kept.parent == tmp_path / "evidence" / digest
+    assert kept.name not in ("", ".", "..")
+    assert kept.name.isprintable()
+    assert kept.read_bytes() == content
+    assert evidence_files(tmp_path) == [kept]
+
+
 @pytest.mark.parametrize("evidence", ["link"])
 def test_a_link_that_is_not_a_url_is_refused_in_the_modal(tbot: Bot) -> None:
     """A link task with a non-URL link: the modal says what a link must look like."""
@@ -256,9 +285,38 @@ def test_snooze_past_the_limit_is_refused_and_within_it_recorded(tbot: Bot) -> N
     fine = tbot.submit("task.snooze.modal", ref, pick("2026-12-13"), OWNER)
     tbot.executor.drain()
 
-    assert too_far.json()["errors"] == {DATE_BLOCK: "a task can be snoozed for at most 7 days"}
+    assert too_far.json()["errors"] == {
+        DATE_BLOCK: "a task can be snoozed for at most 7 days (until 2026-12-15)"
+    }
     assert fine.status_code == 200
     assert stored(tbot, occ).snoozed_until == datetime(2026, 12, 13, 9, 0, tzinfo=UTC)
+
+
+def test_the_last_day_of_the_snooze_limit_is_allowed_before_the_due_time_too(tbot: Bot) -> None:
+    """max_snooze_days 7, asked at 07:00 (before the 09:00 due time): today + 7 is kept and
+    today + 8 refused, naming the last day, exactly as they are after 09:00."""
+    occ = occurrence_id(tbot)
+    ref = TaskRef(occ).dump()
+    answers = {}
+
+    for clock_at in (
+        datetime(2026, 12, 9, 7, 0, tzinfo=UTC),
+        datetime(2026, 12, 9, 20, 0, tzinfo=UTC),
+    ):
+        tbot.clock.now = clock_at
+        answers[clock_at.hour] = [
+            tbot.submit("task.snooze.modal", ref, pick_day(day), OWNER)
+            for day in ("2026-12-17", "2026-12-16")
+        ]
+        tbot.executor.drain()
+
+    for too_far, fine in answers.values():
+        assert too_far.json()["errors"] == {
+            DATE_BLOCK: "a task can be snoozed for at most 7 days (until 2026-12-16)"
+        }
+        assert fine.status_code == 200
+        assert not fine.content or "errors" not in fine.json()
+    assert stored(tbot, occ).snoozed_until == datetime(2026, 12, 16, 9, 0, tzinfo=UTC)
 
 
 def test_reassign_gives_the_occurrence_away_and_tells_the_new_owner(tbot: Bot) -> None:
@@ -277,6 +335,62 @@ def test_reassign_gives_the_occurrence_away_and_tells_the_new_owner(tbot: Bot) -
     with tbot.sessions() as session:
         keys = session.scalars(select(OutboxItem.key).where(OutboxItem.kind == "task_remind"))
         assert f"calendar:remind:{occ}:reassigned:U0BOB" in list(keys)
+
+
+def posted(bot: Bot) -> list[dict[str, Any]]:
+    """Every reminder posted about the task: the owner's DM and the channel's."""
+    return [*bot.slack.messages[bot.slack.dm_channel(OWNER)], *bot.slack.messages[CHANNEL]]
+
+
+def test_snooze_and_reassign_redraw_every_posted_reminder(tbot: Bot) -> None:
+    """After a snooze the DM and the channel reminder say until when and by whom; after a
+    reassign they name the new owner; the buttons stay (the task is still open)."""
+    occ = occurrence_id(tbot)
+    assert len(posted(tbot)) == 2
+
+    tbot.submit("task.snooze.modal", TaskRef(occ).dump(), pick_day("2026-12-12"), OWNER)
+    tbot.executor.drain()
+    snoozed = [json.dumps(m["blocks"]) for m in posted(tbot)]
+    tbot.submit("task.reassign.modal", TaskRef(occ).dump(), pick_user("U0BOB"), OWNER)
+    tbot.executor.drain()
+    moved = [json.dumps(m["blocks"]) for m in posted(tbot)]
+
+    for text in snoozed:
+        assert f"Snoozed by <@{OWNER}>: no reminders until 2026-12-12" in text
+    for text in moved:
+        assert "*Owner*\\n<@U0BOB>" in text
+        assert '"action_id": "task.done"' in text
+    assert len(tbot.slack.calls_to("chat.update")) == 4
+
+
+def test_four_hours_past_due_is_overdue_in_compliance_tasks_and_the_app_home(
+    tbot: Bot,
+) -> None:
+    """Due today at 09:00, asked at 13:00: `/compliance tasks` counts it overdue (red, "overdue
+    since 09:00 today"), as the App Home does, not "due today"."""
+    tbot.clock.now = datetime(2026, 12, 15, 13, 0, tzinfo=UTC)
+    event = json.dumps(
+        {
+            "type": "event_callback",
+            "team_id": "T0001",
+            "api_app_id": "A0001",
+            "event_id": "EvHome1",
+            "event_time": 1,
+            "event": {"type": "app_home_opened", "user": OWNER, "tab": "home"},
+        }
+    )
+
+    answer = tbot.command("tasks")
+    tbot.post(event, content_type="application/json")
+    tbot.executor.drain()
+
+    text = json.dumps(answer["blocks"])
+    assert answer["text"] == "1 compliance task(s) due, 1 overdue"
+    assert "(1 overdue, next 30 days)" in text
+    assert ":red_circle: *Test a backup restore*" in text
+    assert "2026-12-15 (overdue since 09:00 today)" in text
+    home = json.dumps(tbot.slack.views_published[OWNER]["blocks"])
+    assert "Test a backup restore: 2026-12-15 (overdue since 09:00 today)" in home
 
 
 def test_compliance_tasks_lists_what_is_due(tbot: Bot) -> None:
@@ -320,7 +434,7 @@ def test_a_strangers_buttons_open_no_modal_and_are_audited(tbot: Bot) -> None:
 
     for action in ("task.done", "task.snooze", "task.reassign"):
         tbot.click(action, str(occ), user=STRANGER, message=reminder(tbot))
-    tbot.executor.drain()
+        tbot.executor.drain()  # one at a time: the audit trail's order is the clicks' order
 
     assert tbot.slack.views_opened == []
     told = [r["text"] for r in tbot.slack.responses[-3:]]
