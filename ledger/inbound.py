@@ -54,7 +54,8 @@ def first_delivery(*, sessions: sessionmaker[Session], key: str, source: str, at
     """Record `key` now; False when it was recorded before (a retry or a replay: do nothing)."""
     try:
         with transaction(sessions) as session:
-            remember(session=session, keys=[key], source=source, at=at)
-    except IntegrityError:  # the primary key: someone recorded it first, maybe concurrently
+            # Added unconditionally: the primary key, not a read first, decides who was first.
+            session.add(ProcessedEvent(event_id=key[:128], source=source[:32], at=at))
+    except IntegrityError:  # someone recorded it first, maybe concurrently
         return False
     return True
