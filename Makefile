@@ -24,6 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check bot ledger rules scanners integrations tests bench
 	$(BIN)/mypy
+	$(BIN)/mypy tests bench
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

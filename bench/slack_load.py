@@ -236,7 +236,7 @@ def load(url: str, clients: int, seconds: float, max_id: int, response_url: str,
             headers = {
                 "Content-Type": "application/x-www-form-urlencoded",
                 "X-Slack-Request-Timestamp": ts,
-                "X-Slack-Signature": verifier.generate_signature(timestamp=ts, body=body),
+                "X-Slack-Signature": verifier.generate_signature(timestamp=ts, body=body) or "",
             }
             started = time.perf_counter()
             try:

@@ -152,7 +152,7 @@ def test_claim_resolve_and_reopen_follow_the_finding(
     tickets.run_once()
 
     issue = issue_of(jira, fid)["fields"]
-    assert assigned["name"] == "alice"  # type: ignore[index]
+    assert assigned["name"] == "alice"
     assert closed == "Done"
     assert issue["status"]["name"] == "To Do"  # type: ignore[index]
     # As Jira shows them: the sink escapes comments for wiki markup.
@@ -447,9 +447,9 @@ def test_jira_takes_only_the_routed_accounts_and_frameworks(
     sync(jira, sessions, clock, frameworks=["pci_dss"]).run_once()
     by_framework = sorted(i["fields"]["summary"] for i in jira.issues.values())
 
-    assert [s.split(": ")[-1] for s in by_account] == ["vol-2"]  # type: ignore[union-attr]
+    assert [s.split(": ")[-1] for s in by_account] == ["vol-2"]
     # vol-2 has its ticket already; table-1's rule serves no PCI DSS control.
-    assert [s.split(": ")[-1] for s in by_framework] == ["vol-1"]  # type: ignore[union-attr]
+    assert [s.split(": ")[-1] for s in by_framework] == ["vol-1"]
 
 
 def test_an_unknown_framework_in_the_routing_names_the_known_ones(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -83,7 +84,7 @@ class Hooks:
                 syncs=self.syncs,
                 settings=self.settings,
                 metrics=self.metrics,
-                wake={name: (lambda n=name: self.woken.append(n)) for name in self.syncs},
+                wake={name: functools.partial(self.woken.append, name) for name in self.syncs},
             )
         )
         self._server = running(app)
@@ -293,9 +294,10 @@ def audited(sessions: sessionmaker[Session], action: str) -> list[AuditEntry]:
         return list(session.scalars(select(AuditEntry).where(AuditEntry.action == action)))
 
 
-def _posted(delivery: tuple[bytes, dict[str, str]]) -> dict[str, object]:
+def _post(client: httpx.Client, delivery: tuple[bytes, dict[str, str]]) -> httpx.Response:
+    """POST a Jira delivery (body and headers) to the webhook."""
     body, headers = delivery
-    return {"content": body, "headers": headers}
+    return client.post("/jira/webhook", content=body, headers=headers)
 
 
 def test_a_foreign_jira_issue_with_a_findings_label_neither_rebinds_nor_resolves(
@@ -386,19 +388,17 @@ def test_the_same_jira_delivery_twice_rechecks_once_and_comments_once(
     scan(sessions, clock, [obs("vol-1")])
     tickets.run_once()
     jira.set_status("SEC-1", "Done")
-    delivery = _posted(jira.delivery("jira:issue_updated", "SEC-1", secret=JIRA_SECRET))
+    delivery = jira.delivery("jira:issue_updated", "SEC-1", secret=JIRA_SECRET)
 
-    first = hooks.client.post("/jira/webhook", **delivery)
+    first = _post(hooks.client, delivery)
     tickets.run_once()  # the re-check fails: the finding and the issue are open again
-    again = hooks.client.post("/jira/webhook", **delivery)
+    again = _post(hooks.client, delivery)
     tickets.run_once()
     comments = len(jira.issues["SEC-1"]["fields"]["comment"]["comments"])
     status = jira.issues["SEC-1"]["fields"]["status"]["name"]
     jira.set_status("SEC-1", "Done")  # a person closes it again: another change
     jira.issues["SEC-1"]["fields"]["updated"] = "2099-01-01T00:00:00.000+0000"
-    later = hooks.client.post(
-        "/jira/webhook", **_posted(jira.delivery("jira:issue_updated", "SEC-1", secret=JIRA_SECRET))
-    )
+    later = _post(hooks.client, jira.delivery("jira:issue_updated", "SEC-1", secret=JIRA_SECRET))
 
     assert first.json()["closed"] == 1
     assert again.json()["duplicate"] == 1

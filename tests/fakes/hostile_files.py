@@ -23,7 +23,7 @@ ALIAS_BOMB = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' +
 DEEP = "a: " + "[" * 3000 + "]" * 3000 + "\n"
 
 
-def _text(text: str) -> Callable[[Path], None]:
+def _text(text: str) -> Callable[[Path], object]:
     return lambda path: path.write_text(text)
 
 
@@ -39,7 +39,7 @@ def _fifo(path: Path) -> None:
 class Hostile:
     """One hostile input: how to make it, and what the error says."""
 
-    make: Callable[[Path], None]
+    make: Callable[[Path], object]  # what it returns (bytes written) is ignored
     says: str
     line: int | None = None  # the line the error points at, when the file has lines
 

@@ -186,7 +186,7 @@ class FakeJira:
 
     def add_user(self, *, name: str, email: str, account_id: str | None = None) -> dict[str, Any]:
         """A user: found by `user/search` (Cloud: accountId; Server: name)."""
-        user = {
+        user: dict[str, Any] = {
             "name": name,
             "key": name,
             "accountId": account_id or f"acc-{name}",
@@ -586,7 +586,7 @@ class FakeJira:
         key = f"{project['key']}-{number}"
         issue_id = str(next(self._ids))
         stamp = _now()
-        issue = {
+        issue: dict[str, Any] = {
             "id": issue_id,
             "key": key,
             "self": f"{self.url}{API}issue/{issue_id}",

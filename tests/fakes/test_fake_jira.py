@@ -84,7 +84,7 @@ def test_bad_field_is_a_400_with_jiras_error_body(fake: FakeJira) -> None:
         )
 
     assert caught.value.status_code == 400
-    assert "The priority selected is invalid: Urgent!" in caught.value.text
+    assert "The priority selected is invalid: Urgent!" in (caught.value.text or "")
 
 
 def test_injected_429_carries_retry_after(fake: FakeJira) -> None:
@@ -98,6 +98,7 @@ def test_injected_429_carries_retry_after(fake: FakeJira) -> None:
         )
 
     assert caught.value.status_code == 429
+    assert caught.value.response is not None
     assert caught.value.response.headers["Retry-After"] == "7"
     assert fake.issues == {}
 

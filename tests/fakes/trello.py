@@ -196,12 +196,16 @@ class FakeTrello:
         with self._lock:
             card = self.cards[card_id]
             target = self.list_named(card["idBoard"], list_name)
-            return self._update_card(card, {"idList": target["id"]}, self.person)
+            action = self._update_card(card, {"idList": target["id"]}, self.person)
+            assert action is not None, "the card was already in that list"
+            return action
 
     def archive(self, card_id: str) -> dict[str, Any]:
         """Archive (close) a card as a person would; returns the recorded action."""
         with self._lock:
-            return self._update_card(self.cards[card_id], {"closed": True}, self.person)
+            action = self._update_card(self.cards[card_id], {"closed": True}, self.person)
+            assert action is not None, "the card was already archived"
+            return action
 
     def delete(self, card_id: str) -> dict[str, Any]:
         """Delete a card as a person would; returns the recorded action."""
@@ -417,7 +421,7 @@ class FakeTrello:
     def _after(self, action: dict[str, Any], bound: str, *, inclusive: bool = False) -> bool:
         """Is the action newer than `bound` (an action id or an ISO date)?"""
         if re.fullmatch(r"[0-9a-f]{24}", bound):
-            return action["id"] >= bound if inclusive else action["id"] > bound
+            return bool(action["id"] >= bound if inclusive else action["id"] > bound)
         try:
             when = datetime.fromisoformat(bound.replace("Z", "+00:00"))
         except ValueError:

@@ -88,9 +88,9 @@ class Bot:
         sent = {"Content-Type": content_type, **(headers or {})}
         if signed:
             sent["X-Slack-Request-Timestamp"] = ts
-            sent["X-Slack-Signature"] = SignatureVerifier(secret).generate_signature(
-                timestamp=ts, body=body
-            )
+            signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
+            assert signature is not None
+            sent["X-Slack-Signature"] = signature
         return self.http.post(f"{self.url}/slack/events", content=body, headers=sent)
 
     def command(self, text: str, *, user: str = "UALICE", channel: str = CHANNEL) -> Any:

@@ -46,7 +46,7 @@ def test_slash_command_over_socket_mode(
     app = build_app(services, executor=executor)
     fake_slack.socket_url = socket_server.url
     handler = SocketModeHandler(app, "xapp-test", web_client=services.client)
-    handler.connect()
+    handler.connect()  # type: ignore[no-untyped-call]  # unannotated in slack_bolt
     try:
         socket_server.wait_connected()
         envelope = socket_server.send_envelope(
@@ -63,7 +63,7 @@ def test_slash_command_over_socket_mode(
         )
         ack = socket_server.wait_for_ack(envelope)
     finally:
-        handler.close()
+        handler.close()  # type: ignore[no-untyped-call]  # unannotated in slack_bolt
         executor.drain()
 
     assert fake_slack.calls_to("apps.connections.open")[0].token == "xapp-test"
