@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -23,6 +22,7 @@ from bot.server import build_services
 from bot.settings import Settings, SlackSettings
 from ledger.models import TaskOccurrence
 from tests.bot.test_reminders import CATALOG, CHANNEL, MANAGER, OWNER, settings_for, task_dir
+from tests.cli import run_cli
 from tests.conftest import FakeClock
 from tests.fakes.hostile_files import HOSTILE, hostile_cases, limit_memory
 from tests.fakes.jira import FakeJira
@@ -160,18 +160,6 @@ def test_rules_list_filters_by_framework(cli: CliRunner) -> None:
     assert "ec2_sg_ssh_open_to_world" in shown
 
 
-def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from bot.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        check=False,
-        timeout=120,
-    )
-
-
 def test_outdated_schema_refuses_to_run(tmp_path: Path) -> None:
     """On an empty or old database the CLI exits 2 and says to run `db upgrade`."""
     env = {
@@ -210,14 +198,10 @@ def test_rules_validate_reports_line(tmp_path: Path) -> None:
 
 def _bounded_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """The CLI in a process capped at 2 GB: a regression fails instead of swapping the host."""
-    return subprocess.run(
-        [sys.executable, "-c", "from bot.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
+    return run_cli(
+        *args,
         env={k: v for k, v in env.items() if k != "COLUMNS"},  # rich's default 80 columns
         cwd=cwd,
-        check=False,
-        timeout=120,
         preexec_fn=limit_memory,  # only setrlimit: safe between fork and exec
     )
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from bot.scanning import NothingScannedError, ScanOutcome, recheck, run_scan
 from ledger.models import Finding, FindingStatus, Scan, ScanErrorRow, ScanStatus
 from rules.catalog import load_catalog
 from scanners.aws.collector import AwsCollector, AwsTarget
+from tests.cli import run_cli
 from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.usefixtures("moto_world")
@@ -284,14 +284,7 @@ def test_missing_profile_fails_the_cli_scan(tmp_path: Path) -> None:
     env = {**os.environ, "COMPLIANCEBOT_CONFIG": str(config), "COLUMNS": "200"}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-c", "from bot.cli import main; main()", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
+        return run_cli(*args, env=env)
 
     assert run("db", "upgrade").returncode == 0
     result = run("scan")

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 
+from tests.cli import cli_command, wait_until_listening
 from tests.fakes.asgi import free_port
 from tests.fakes.jira import FakeJira
 from tests.fakes.slack import FakeSlack
@@ -20,23 +18,6 @@ from tests.fakes.slack import FakeSlack
 SIGNING = "0123456789abcdef0123456789abcdef"
 FEED = "SECRETFEED-0123456789abcdef0123456789"
 HOOK = "SECRETHOOK-0123456789abcdef0123456789"
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from bot.cli import main; main()", *args]
-
-
-def _wait_until_listening(port: int, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"serve exited with {proc.returncode}: {proc.communicate()[0]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)  # polling for the bind, not waiting for time to pass
-    raise AssertionError("serve did not start listening")
 
 
 def test_serve_writes_only_json_lines_and_never_a_query_string_secret(tmp_path: Path) -> None:
@@ -66,7 +47,7 @@ def test_serve_writes_only_json_lines_and_never_a_query_string_secret(tmp_path: 
             COMPLIANCEBOT_TICKETS__JIRA__WEBHOOK_SECRET=HOOK,
         )
         subprocess.run(
-            _cli("db", "upgrade"),
+            cli_command("db", "upgrade"),
             env=env,
             check=True,
             timeout=60,
@@ -74,7 +55,7 @@ def test_serve_writes_only_json_lines_and_never_a_query_string_secret(tmp_path: 
             capture_output=True,
         )
         proc = subprocess.Popen(
-            _cli("serve"),
+            cli_command("serve"),
             env=env,
             cwd=tmp_path,
             stdout=subprocess.PIPE,
@@ -82,7 +63,7 @@ def test_serve_writes_only_json_lines_and_never_a_query_string_secret(tmp_path: 
             text=True,
         )
         try:
-            _wait_until_listening(port, proc)
+            wait_until_listening(port, proc)
             base = f"http://127.0.0.1:{port}"
             with httpx.Client(trust_env=False, timeout=10) as http:
                 assert http.get(f"{base}/calendar.ics?token={FEED}").status_code == 200

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,6 +20,7 @@ from ledger.db import transaction
 from ledger.models import AuditEntry, OutboxItem, SlackMessage, Ticket
 from rules.catalog import load_catalog
 from rules.errors import CompliancebotError
+from tests.cli import cli_command, run_cli
 from tests.conftest import FakeClock
 from tests.fakes.jira import FakeJira
 from tests.fakes.trello import KEY, TOKEN, FakeTrello
@@ -245,15 +245,7 @@ def test_config_check_names_a_project_that_does_not_exist(jira: FakeJira, tmp_pa
         COMPLIANCEBOT_TICKETS__JIRA__TOKEN="pat-secret-123",
         COMPLIANCEBOT_TICKETS__JIRA__PROJECT="OPS",
     )
-    result = subprocess.run(
-        [sys.executable, "-c", "from bot.cli import main; main()", "config", "check"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_cli("config", "check", env=env, cwd=tmp_path)
 
     assert result.returncode == 2
     assert "jira.project 'OPS' does not exist; projects: SEC" in result.stderr
@@ -603,7 +595,7 @@ def test_a_sync_process_killed_after_jira_created_the_issue_adopts_it_on_restart
         COMPLIANCEBOT_TICKETS__JIRA__URL=jira.url,
         COMPLIANCEBOT_TICKETS__JIRA__TOKEN="pat",
     )
-    command = [sys.executable, "-c", "from bot.cli import main; main()", "tickets", "sync"]
+    command = cli_command("tickets", "sync")
     jira.hold_reply("POST", "issue", seconds=60)
 
     doomed = subprocess.Popen(command, env=env, cwd=tmp_path)

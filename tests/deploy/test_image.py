@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
+from tests.cli import run_cli
 from tests.fakes.loopback import LoopbackServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,15 +80,7 @@ def health(tmp_path: Path, *args: str, port: int) -> subprocess.CompletedProcess
         "COMPLIANCEBOT_SERVER__PORT": str(port),
         "COLUMNS": "200",
     }
-    return subprocess.run(
-        [sys.executable, "-c", "from bot.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        check=False,
-        timeout=120,
-    )
+    return run_cli(*args, env=env, cwd=tmp_path)
 
 
 def test_health_fails_on_outdated_schema_and_when_serve_is_not_ready(

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.cli import cli_command, wait_until_listening
 from tests.fakes.asgi import free_port
 from tests.fakes.slack import FakeSlack
 
@@ -38,25 +36,6 @@ def _env(
     return env
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from bot.cli import main; main()", *args]
-
-
-def _wait_until_listening(port: int, proc: subprocess.Popen[str], timeout: float = 60) -> None:
-    """Block until the server process accepts connections (it must bind first), or fail."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            output = proc.stdout.read() if proc.stdout else ""
-            raise AssertionError(f"serve exited with {proc.returncode}: {output}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)  # polling for the bind, not waiting for time to pass
-    raise AssertionError("serve did not start listening")
-
-
 @pytest.fixture
 def slack() -> Iterator[FakeSlack]:
     """A fake Slack Web API."""
@@ -67,7 +46,7 @@ def slack() -> Iterator[FakeSlack]:
 def test_serve_refuses_an_unmigrated_database(tmp_path: Path, slack: FakeSlack) -> None:
     """On an empty database, serve exits 2 saying which command fixes it."""
     result = subprocess.run(
-        _cli("serve"),
+        cli_command("serve"),
         env=_env(tmp_path, slack, free_port()),
         capture_output=True,
         text=True,
@@ -93,7 +72,7 @@ def test_serve_without_secrets_names_every_variable_it_needs(tmp_path: Path) -> 
     )
 
     result = subprocess.run(
-        _cli("serve"),
+        cli_command("serve"),
         env=env,
         capture_output=True,
         text=True,
@@ -117,10 +96,15 @@ def test_serve_refuses_a_token_slack_rejects(tmp_path: Path, slack: FakeSlack) -
     """A wrong bot token stops serve at start-up with the setting to fix, not a traceback."""
     env = _env(tmp_path, slack, free_port(), token="xoxb-wrong")
     subprocess.run(
-        _cli("db", "upgrade"), env=env, check=True, timeout=60, cwd=tmp_path, capture_output=True
+        cli_command("db", "upgrade"),
+        env=env,
+        check=True,
+        timeout=60,
+        cwd=tmp_path,
+        capture_output=True,
     )
     result = subprocess.run(
-        _cli("serve"),
+        cli_command("serve"),
         env=env,
         capture_output=True,
         text=True,
@@ -143,10 +127,15 @@ def test_serve_answers_health_and_stops_cleanly_on_sigterm(
     port = free_port()
     env = _env(tmp_path, slack, port)
     subprocess.run(
-        _cli("db", "upgrade"), env=env, check=True, timeout=60, cwd=tmp_path, capture_output=True
+        cli_command("db", "upgrade"),
+        env=env,
+        check=True,
+        timeout=60,
+        cwd=tmp_path,
+        capture_output=True,
     )
     proc = subprocess.Popen(
-        _cli("serve"),
+        cli_command("serve"),
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -154,7 +143,7 @@ def test_serve_answers_health_and_stops_cleanly_on_sigterm(
         text=True,
     )
     try:
-        _wait_until_listening(port, proc)
+        wait_until_listening(port, proc)
         with httpx.Client(trust_env=False, timeout=5) as http:
             assert http.get(f"http://127.0.0.1:{port}/readyz").json() == {"status": "ready"}
             assert http.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
