@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-sqlite lint format bench clean lock
+.PHONY: demo test test-sqlite lint format bench clean lock docs
 
 $(STAMP): requirements-dev.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "compliancebot needs Python 3.11 or newer")'
@@ -32,6 +32,10 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/scan.py --scale 1000
+
+# docs/resources.md is generated from scanners/aws/specs.py (a test fails when it is stale).
+docs: $(STAMP)
+	$(BIN)/python -m scanners.aws.docs
 
 # Re-pin after changing dependencies in pyproject.toml (needs uv: pip install uv).
 # requirements-dev.lock (dev + demo extras) is what `make` installs here; requirements.lock is the

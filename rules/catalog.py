@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+import rules.checks  # noqa: F401 - registers the named checks before any rule is parsed
 from rules.conditions import Condition, parse_condition
 from rules.errors import CatalogError, ConditionError
 from rules.yamlfile import YamlDoc, load_yaml

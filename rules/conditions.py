@@ -241,21 +241,34 @@ CheckFn = Callable[[Any, Mapping[str, Any], EvalContext], bool]
 
 @dataclass(frozen=True)
 class Check:
-    """A registered function for what data cannot say; declares the keys it reads."""
+    """A registered function for what data cannot say; declares the keys and args it reads."""
 
     fn: CheckFn
     keys: frozenset[str]
     doc: str
+    args: frozenset[str] = frozenset()
 
 
+# Filled by importing rules.checks, which rules.catalog does before it parses any rule.
 CHECKS: dict[str, Check] = {}
 
 
-def register_check(name: str, *, keys: set[str], doc: str) -> Callable[[CheckFn], CheckFn]:
-    """Decorator: make `fn` available to rules as `{check: name, args: {...}}`."""
+def register_check(
+    name: str, *, keys: set[str], doc: str, args: set[str] | None = None
+) -> Callable[[CheckFn], CheckFn]:
+    """Decorator: make `fn` available to rules as `{check: name, args: {...}}`.
+
+    `keys`: the top-level resource keys `fn` reads (collected for it; the verdict is unknown
+    when one could not be). `args`: the argument names a rule may pass; others are errors.
+    """
+    if not keys:
+        raise ValueError(f"check {name!r}: declare the resource keys it reads in keys={{...}}")
 
     def wrap(fn: CheckFn) -> CheckFn:
-        CHECKS[name] = Check(fn=fn, keys=frozenset(keys), doc=doc)
+        # A second function under one name would silently replace the first for every rule.
+        if name in CHECKS:
+            raise ValueError(f"check {name!r} is already registered ({CHECKS[name].fn!r})")
+        CHECKS[name] = Check(fn=fn, keys=frozenset(keys), doc=doc, args=frozenset(args or ()))
         return fn
 
     return wrap
@@ -274,6 +287,29 @@ class CallCheck(Condition):
 
 
 _QUANTIFIERS = ("any_item", "every_item", "no_item")
+
+
+def _parse_check(raw: Mapping[str, Any], path: Path) -> CallCheck:
+    name = raw["check"]
+    if not isinstance(name, str) or name not in CHECKS:
+        known = (
+            f"known checks: {', '.join(sorted(CHECKS))}"
+            if CHECKS
+            else "no checks are registered (they live in rules/checks.py)"
+        )
+        raise ConditionError((*path, "check"), f"unknown check {name!r}; {known}")
+    args = raw.get("args") or {}
+    if not isinstance(args, Mapping):
+        raise ConditionError((*path, "args"), "must be a mapping")
+    allowed = CHECKS[name].args
+    for arg in args:
+        if arg not in allowed:
+            valid = ", ".join(sorted(allowed)) if allowed else "none"
+            raise ConditionError(
+                (*path, "args", str(arg)),
+                f"check {name!r} takes no argument {arg!r}; it takes: {valid}",
+            )
+    return CallCheck(name=name, args=dict(args))
 
 
 def _compile(expr: Any, path: Path) -> Any:
@@ -336,15 +372,7 @@ def parse_condition(  # noqa: PLR0912 - one branch per condition form, each with
         extra = keys - {"check", "args"}
         if extra:
             raise ConditionError(path, f"unexpected keys beside 'check': {sorted(extra)}")
-        name = raw["check"]
-        if name not in CHECKS:
-            raise ConditionError(
-                (*path, "check"), f"unknown check {name!r}; registered: {sorted(CHECKS) or 'none'}"
-            )
-        args = raw.get("args") or {}
-        if not isinstance(args, Mapping):
-            raise ConditionError((*path, "args"), "must be a mapping")
-        return CallCheck(name=str(name), args=dict(args))
+        return _parse_check(raw, path)
     if "key" not in raw:
         raise ConditionError(
             path,
