@@ -77,3 +77,10 @@ class Metrics:
         )
         if sessions is not None:
             self.registry.register(_FindingsByState(sessions))
+
+    def outbox_outcome(self, sink: str, kind: str, outcome: str, error: str | None) -> None:
+        """Count one outbox attempt (the worker's `on_outcome`)."""
+        if outcome == "delivered":
+            self.delivered.labels(sink, kind).inc()
+        elif error is not None:
+            self.outbound_errors.labels(sink, kind, error).inc()

@@ -44,10 +44,11 @@ from bot.scanning import Recheck, ScanOutcome, collector_for, recheck, run_scan,
 from bot.scheduler import ComplianceScheduler, JobSpec, cron, every, retention
 from bot.settings import ENV_PREFIX, ConfigError, Settings, require_secrets
 from bot.slack.app import BotServices, build_app, make_client
-from bot.slack.delivery import DeliveryWorker, SlackDelivery
+from bot.slack.delivery import SlackDelivery
 from bot.slack.notify import enqueue_scan
 from bot.slack.signing import RefusedError, SignedRequest
 from bot.slack.signing import check as check_slack_request
+from integrations.delivery import DeliveryWorker
 from integrations.tickets import TicketError, TicketSink
 from ledger import db
 from ledger.inbound import first_delivery

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.output import controls_and_remediation
 from bot.scanning import Recheck
 from bot.settings import require_secrets
+from integrations.delivery import OutboxWorker, Refused, RetryLater
 from integrations.tickets import TicketError, TicketFinding, TicketRef, TicketSink
 from ledger import inbound, outbox
 from ledger import services as ledger
@@ -100,6 +101,7 @@ class TicketSync:
         poll_interval: float = 0.0,
         sleep: Callable[[float], None] = time.sleep,
         max_wait: float = 10.0,
+        worker: OutboxWorker | None = None,
     ) -> None:
         self.sink = sink
         self.sessions = sessions
@@ -112,6 +114,18 @@ class TicketSync:
         self.poll_interval = poll_interval
         self.sleep = sleep
         self.max_wait = max_wait  # the longest Retry-After waited out inside a round
+        # No lease (OutboxSink): an attempt holds its item's row lock through the tracker's
+        # calls, and a create adopts a ticket carrying the fingerprint, so an attempt a crash
+        # cut short is taken again at once, without a duplicate.
+        self.lease = timedelta(0)
+        self.worker = worker or OutboxWorker(
+            sessions=sessions,
+            clock=clock,
+            # Late-bound: `sleep` may be swapped after construction (tests, bench).
+            sleep=lambda seconds: self.sleep(seconds),  # noqa: PLW0108
+            max_wait=max_wait,
+        )
+        self.worker.add(self)
 
     @property
     def tracker(self) -> str:
@@ -130,7 +144,7 @@ class TicketSync:
             totals.update({f"polled_{k}": v for k, v in polled.items()})
         for _ in range(3):
             planned = self.plan()
-            done = self.deliver()
+            done = self.deliver_due()
             totals["planned"] += planned
             for key, value in done.items():
                 totals[key] += value
@@ -188,53 +202,36 @@ class TicketSync:
 
     # ---- delivery -------------------------------------------------------------------------------
 
-    def deliver(self, limit: int = 200) -> dict[str, int]:
-        """Deliver due items, one transaction each; returns delivered / retrying / failed."""
-        counts = {"delivered": 0, "retrying": 0, "failed": 0}
-        with self.sessions() as session:
-            ids = outbox.due_ids(
-                session=session, sink=self.sink.name, now=self.clock(), limit=limit
-            )
-        for item_id in ids:
-            with transaction(self.sessions) as session:
-                item = outbox.take(session=session, item_id=item_id)
-                if item is None:  # delivered meanwhile by another replica
-                    continue
-                outcome, wait = self._deliver_one(session, item)
-            counts[outcome] += 1
-            if wait is not None:
-                # The tracker asked everyone to slow down, not just this item: wait a short
-                # Retry-After out here (the item waits its turn); a long one ends the round.
-                if wait > self.max_wait:
-                    break
-                self.sleep(wait)
-        return counts
+    @property
+    def name(self) -> str:
+        """The outbox's sink name for this tracker's work (OutboxSink)."""
+        return self.sink.name
 
-    def _deliver_one(self, session: Session, item: OutboxItem) -> tuple[str, float | None]:
-        now = self.clock()
+    def deliver_due(self, limit: int = 200) -> dict[str, int]:
+        """Deliver due items through the outbox worker; returns delivered / retrying / failed."""
+        done = self.worker.drain(self, limit=limit)
+        return {k: done[k] for k in ("delivered", "retrying", "failed")}
+
+    def deliver(self, session: Session, item: OutboxItem) -> dict[str, Any]:
+        """Do one item of work in the tracker (OutboxSink)."""
         finding = session.get(Finding, int(item.payload["finding_id"]))
         try:
             if finding is None:
-                result: dict[str, Any] = {"skipped": "the finding no longer exists"}
-            elif item.kind == "create":
-                result = self._create(session, finding)
-            elif item.kind == "verify":
-                result = self._verify(session, finding)
-            else:
-                result = self._update(session, finding)
+                return {"skipped": "the finding no longer exists"}
+            if item.kind == "create":
+                return self._create(session, finding)
+            if item.kind == "verify":
+                return self._verify(session, finding)
+            return self._update(session, finding)
         except TicketError as exc:
             if exc.gone and finding is not None and item.kind == "update":
-                outbox.delivered(item=item, now=now, result=self._forget(session, finding, now))
-                return "delivered", None
+                return self._forget(session, finding, self.clock())
             if exc.permanent:
-                outbox.failed(item=item, now=now, error=str(exc))
-                log.warning("tickets.refused", key=item.key, error=str(exc))
-                return "failed", None
-            outbox.retry_later(item=item, now=now, error=str(exc), retry_after=exc.retry_after)
-            log.info("tickets.retry_later", key=item.key, error=str(exc))
-            return "retrying", exc.retry_after
-        outbox.delivered(item=item, now=now, result=result)
-        return "delivered", None
+                raise Refused(str(exc), error="refused") from exc
+            # A Retry-After is the tracker asking everyone to slow down, not just this item.
+            raise RetryLater(
+                str(exc), retry_after=exc.retry_after, pause=exc.retry_after is not None
+            ) from exc
 
     def _ticket(self, session: Session, finding: Finding) -> Ticket | None:
         return session.scalar(

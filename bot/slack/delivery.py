@@ -15,17 +15,15 @@ wherever (a Slack button, the CLI, a scan).
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from http.client import HTTPException
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 from urllib.error import URLError
 
 import structlog
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackRequestError
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.metrics import Metrics
@@ -34,7 +32,8 @@ from bot.slack import blocks as kit
 from bot.slack.notify import SINK
 from bot.slack.render import finding_view, scan_summary
 from bot.slack.task_blocks import task_blocks, task_text
-from ledger import outbox
+from integrations.delivery import OutboxWorker, Postpone, Refused, RetryLater
+from ledger import messages, outbox
 from ledger.db import transaction
 from ledger.models import (
     ACTIVE,
@@ -68,14 +67,6 @@ POSTPONE = timedelta(seconds=2)
 UNKNOWN_OUTCOME = (SlackRequestError, URLError, TimeoutError, OSError, HTTPException)
 
 
-class _PostponeError(Exception):
-    """The item waits on another one (a threaded finding on its summary)."""
-
-
-class _PermanentError(Exception):
-    """The item can never be delivered as it is."""
-
-
 def _error_of(exc: SlackApiError, now: datetime) -> tuple[str, float | None, bool]:
     """(error name, Retry-After seconds, transient?) of a Slack API failure answered at `now`."""
     response = exc.response
@@ -94,7 +85,9 @@ def _error_of(exc: SlackApiError, now: datetime) -> tuple[str, float | None, boo
 
 
 class SlackDelivery:
-    """Posts what the outbox holds and re-renders stale finding messages."""
+    """The Slack sink of the outbox (posts), and the redrawing of stale finding messages."""
+
+    name = SINK
 
     def __init__(
         self,
@@ -106,6 +99,7 @@ class SlackDelivery:
         clock: Callable[[], datetime],
         metrics: Metrics,
         book: TaskBook | None = None,
+        worker: OutboxWorker | None = None,
     ) -> None:
         self.client = client
         self.book = book  # the compliance calendar, when it is on
@@ -117,6 +111,10 @@ class SlackDelivery:
         # How long an attempt keeps its item from other replicas: longer than its slowest run
         # (a DM to open, a few history pages, the post), so only a dead worker's item is retaken.
         self.lease = timedelta(seconds=max(120.0, 10 * slack.timeout))
+        self.worker = worker or OutboxWorker(
+            sessions=sessions, clock=clock, on_outcome=metrics.outbox_outcome
+        )
+        self.worker.add(self)
         self._lock = threading.Lock()
 
     # ---- the loop body --------------------------------------------------------------------------
@@ -129,32 +127,11 @@ class SlackDelivery:
         return {"delivered": delivered, "refreshed": refreshed}
 
     def deliver_due(self, limit: int = 100) -> int:
-        """Deliver due items one transaction each, so one failure never undoes another."""
-        with self.sessions() as session:
-            ids = outbox.due_ids(session=session, sink=SINK, now=self.clock(), limit=limit)
-        done = 0
-        for item_id in ids:
-            token = uuid.uuid4().hex
-            # Committed before Slack is called: a crash after Slack's answer cannot erase the
-            # fact that a post may exist, so the next attempt looks for it first.
-            with transaction(self.sessions) as session:
-                begun = outbox.begin(
-                    session=session,
-                    item_id=item_id,
-                    now=self.clock(),
-                    lease=self.lease,
-                    token=token,
-                )
-            if begun is None:  # delivered meanwhile, or another replica's attempt holds it
-                continue
-            with transaction(self.sessions) as session:
-                item = outbox.take(session=session, item_id=item_id)
-                if item is None or (item.result or {}).get(outbox.IN_FLIGHT) != token:
-                    continue  # our lease ran out and another replica took the item over
-                done += self._deliver_one(session, item)
-        return done
+        """Deliver due Slack items through the outbox worker; returns how many went out."""
+        return self.worker.drain(self, limit=limit)["delivered"]
 
-    def _deliver_one(self, session: Session, item: OutboxItem) -> int:
+    def deliver(self, session: Session, item: OutboxItem) -> dict[str, Any]:
+        """Post one item (OutboxSink): Slack's refusals become the worker's outcomes."""
         handler = {
             "summary": self._summary,
             "finding": self._finding,
@@ -162,38 +139,19 @@ class SlackDelivery:
             "task_remind": self._task,
             "task_escalate": self._task,
         }.get(item.kind)
+        if handler is None:
+            raise Refused(f"unknown outbox kind {item.kind!r}")
         try:
-            if handler is None:
-                raise _PermanentError(f"unknown outbox kind {item.kind!r}")
-            result = handler(session, item)
-        except _PostponeError:
-            outbox.postpone(item=item, until=self.clock() + POSTPONE)
-            return 0
-        except _PermanentError as exc:
-            outbox.failed(item=item, now=self.clock(), error=str(exc))
-            log.warning("slack.undeliverable", key=item.key, error=str(exc))
-            return 0
+            return handler(session, item)
         except SlackApiError as exc:
             # The clock is read after the call: Retry-After counts from Slack's answer, and the
             # call itself may have taken seconds.
-            now = self.clock()
-            error, retry_after, transient = _error_of(exc, now)
-            self.metrics.outbound_errors.labels("slack", item.kind, error).inc()
+            error, retry_after, transient = _error_of(exc, self.clock())
             if transient:
-                outbox.retry_later(item=item, now=now, error=error, retry_after=retry_after)
-                log.info("slack.retry_later", key=item.key, error=error, attempts=item.attempts)
-            else:
-                outbox.failed(item=item, now=now, error=f"Slack refused it: {error}")
-                log.warning("slack.refused", key=item.key, error=error)
-            return 0
+                raise RetryLater(error, retry_after=retry_after, error=error) from exc
+            raise Refused(f"Slack refused it: {error}", error=error) from exc
         except UNKNOWN_OUTCOME as exc:
-            self.metrics.outbound_errors.labels("slack", item.kind, type(exc).__name__).inc()
-            outbox.retry_later(item=item, now=self.clock(), error=f"{type(exc).__name__}: {exc}")
-            log.info("slack.retry_later", key=item.key, error=str(exc), attempts=item.attempts)
-            return 0
-        outbox.delivered(item=item, now=self.clock(), result=result)
-        self.metrics.delivered.labels(SINK, item.kind).inc()
-        return 1
+            raise RetryLater(f"{type(exc).__name__}: {exc}", error=type(exc).__name__) from exc
 
     # ---- posting --------------------------------------------------------------------------------
 
@@ -246,7 +204,7 @@ class SlackDelivery:
         p = item.payload
         scan = session.get(Scan, int(p["scan_id"]))
         if scan is None:
-            raise _PermanentError(f"scan {p['scan_id']} no longer exists")
+            raise Refused(f"scan {p['scan_id']} no longer exists")
         view = scan_summary(
             session=session,
             catalog=self.catalog,
@@ -270,7 +228,7 @@ class SlackDelivery:
         p = item.payload
         finding = session.get(Finding, int(p["finding_id"]))
         if finding is None:
-            raise _PermanentError(f"finding {p['finding_id']} no longer exists")
+            raise Refused(f"finding {p['finding_id']} no longer exists")
         if finding.status not in ACTIVE:
             # Settled before it could be announced (an outage, a quick fix): nothing to say.
             return {"skipped": f"finding is {finding.status}"}
@@ -278,7 +236,7 @@ class SlackDelivery:
         if p.get("parent_key"):
             parent = outbox.by_key(session=session, key=str(p["parent_key"]))
             if parent is not None and parent.status == OutboxStatus.pending:
-                raise _PostponeError
+                raise Postpone
             if parent is not None and parent.status == OutboxStatus.delivered:
                 thread = parent.result.get("ts")
         view = finding_view(finding, self.catalog, self.clock())
@@ -294,12 +252,7 @@ class SlackDelivery:
 
     def _reply(self, session: Session, item: OutboxItem) -> dict[str, Any]:
         p = item.payload
-        message = session.scalar(
-            select(SlackMessage)
-            .where(SlackMessage.finding_id == int(p["finding_id"]))
-            .order_by(SlackMessage.id.desc())
-            .limit(1)
-        )
+        message = messages.latest_for_finding(session=session, finding_id=int(p["finding_id"]))
         channel = message.channel if message else str(p["channel"])
         thread = (message.thread_ts or message.ts) if message else None
         # The text is data (a re-check's detail names AWS resources) and is escaped; the person
@@ -312,10 +265,10 @@ class SlackDelivery:
     def _task(self, session: Session, item: OutboxItem) -> dict[str, Any]:
         """A task reminder or escalation, to a person (their DM) or a channel."""
         if self.book is None:
-            raise _PermanentError("the compliance calendar is off (calendar.enabled)")
+            raise Refused("the compliance calendar is off (calendar.enabled)")
         occurrence = session.get(TaskOccurrence, int(item.payload["occurrence_id"]))
         if occurrence is None:
-            raise _PermanentError(f"no task occurrence {item.payload['occurrence_id']}")
+            raise Refused(f"no task occurrence {item.payload['occurrence_id']}")
         if occurrence.status == OccurrenceStatus.done:
             return {"skipped": "done before the reminder went out"}
         view = self.book.view(occurrence, self.clock())
@@ -356,27 +309,17 @@ class SlackDelivery:
         occurrence_id: int | None = None,
         version: int = 0,
     ) -> None:
-        exists = session.scalar(
-            select(SlackMessage).where(
-                SlackMessage.channel == result["channel"], SlackMessage.ts == result["ts"]
-            )
-        )
-        if exists is not None:
-            return
-        now = self.clock()
-        session.add(
-            SlackMessage(
-                kind=kind,
-                finding_id=finding.id if finding else None,
-                scan_id=scan_id,
-                occurrence_id=occurrence_id,
-                channel=result["channel"],
-                ts=result["ts"],
-                thread_ts=thread,
-                rendered_version=finding.version if finding else version,
-                posted_at=now,
-                updated_at=now,
-            )
+        messages.remember(
+            session=session,
+            channel=str(result["channel"]),
+            ts=str(result["ts"]),
+            kind=kind,
+            now=self.clock(),
+            finding_id=finding.id if finding else None,
+            scan_id=scan_id,
+            occurrence_id=occurrence_id,
+            thread_ts=thread,
+            version=finding.version if finding else version,
         )
 
     # ---- re-rendering ---------------------------------------------------------------------------
@@ -386,19 +329,15 @@ class SlackDelivery:
         updated = 0
         with transaction(self.sessions) as session:
             # Most findings were never posted (below the threshold): one indexed look-up.
-            messages = session.scalars(
-                select(SlackMessage).where(
-                    SlackMessage.finding_id == finding_id, SlackMessage.kind == "finding"
-                )
-            ).all()
-            if not messages:
+            posts = messages.finding_posts(session=session, finding_id=finding_id)
+            if not posts:
                 return 0
             finding = session.get(Finding, finding_id)
             if finding is None:
                 return 0
             view = finding_view(finding, self.catalog, self.clock())
             text, blocks = kit.finding_text(view), kit.finding_blocks(view)
-            for message in messages:
+            for message in posts:
                 if message.rendered_version >= finding.version:
                     continue
                 done = self._update(
@@ -407,8 +346,7 @@ class SlackDelivery:
                 if done is False:
                     continue
                 updated += done is True
-                message.rendered_version = finding.version
-                message.updated_at = self.clock()
+                messages.drawn(message=message, version=finding.version, now=self.clock())
         return updated
 
     def refresh_occurrence(self, occurrence_id: int) -> int:
@@ -421,14 +359,11 @@ class SlackDelivery:
             occurrence = session.get(TaskOccurrence, occurrence_id)
             if occurrence is None:
                 return 0
-            messages = session.scalars(
-                select(SlackMessage).where(
-                    SlackMessage.occurrence_id == occurrence_id,
-                    SlackMessage.rendered_version < occurrence.version,
-                )
-            ).all()
-            view = self.book.view(occurrence, self.clock()) if messages else None
-            for message in messages:
+            behind = messages.occurrence_posts_behind(
+                session=session, occurrence_id=occurrence_id, version=occurrence.version
+            )
+            view = self.book.view(occurrence, self.clock()) if behind else None
+            for message in behind:
                 if view is not None:  # None: the task left the catalog; nothing to redraw
                     escalation = message.kind == TASK_KINDS[True]
                     done = self._update(
@@ -440,8 +375,7 @@ class SlackDelivery:
                     if done is False:
                         continue
                     updated += done is True
-                message.rendered_version = occurrence.version
-                message.updated_at = self.clock()
+                messages.drawn(message=message, version=occurrence.version, now=self.clock())
         return updated
 
     def _update(
@@ -470,69 +404,11 @@ class SlackDelivery:
         """Re-render finding and task messages whose finding or occurrence changed since they
         were drawn."""
         with self.sessions() as session:
-            ids = session.scalars(
-                select(SlackMessage.finding_id)
-                .join(Finding, Finding.id == SlackMessage.finding_id)
-                .where(
-                    SlackMessage.kind == "finding",
-                    SlackMessage.rendered_version < Finding.version,
-                )
-                .distinct()
-                .limit(limit)
-            ).all()
+            findings = messages.stale_findings(session=session, limit=limit)
             occurrences = (
-                session.scalars(
-                    select(SlackMessage.occurrence_id)
-                    .join(TaskOccurrence, TaskOccurrence.id == SlackMessage.occurrence_id)
-                    .where(SlackMessage.rendered_version < TaskOccurrence.version)
-                    .distinct()
-                    .limit(limit)
-                ).all()
+                messages.stale_occurrences(session=session, limit=limit)
                 if self.book is not None
                 else []
             )
-        refreshed = sum(self.refresh_finding(int(fid)) for fid in ids if fid is not None)
-        return refreshed + sum(
-            self.refresh_occurrence(int(oid)) for oid in occurrences if oid is not None
-        )
-
-
-class Round(Protocol):
-    """One round of a delivery loop (Slack posts, ticket sync)."""
-
-    def run_once(self) -> dict[str, int]: ...
-
-
-class DeliveryWorker:
-    """A thread running `run_once` every interval, or at once when woken."""
-
-    def __init__(self, delivery: Round, interval: float, name: str = "slack-delivery") -> None:
-        self.delivery = delivery
-        self.interval = interval
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-
-    def start(self) -> None:
-        """Start the loop."""
-        self._thread.start()
-
-    def wake(self) -> None:
-        """Run a round now (after a change made in Slack)."""
-        self._wake.set()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Finish the round in progress and stop."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.delivery.run_once()
-            except Exception:
-                log.exception("delivery_round_failed", worker=self._thread.name)
-            self._wake.wait(self.interval)
-            self._wake.clear()
+        refreshed = sum(self.refresh_finding(fid) for fid in findings)
+        return refreshed + sum(self.refresh_occurrence(oid) for oid in occurrences)
