@@ -44,13 +44,14 @@ import uvicorn  # noqa: E402
 from slack_sdk.signature import SignatureVerifier  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from bot.scanning import Recheck, ScanOutcome  # noqa: E402
+from bot.scanning import ScanOutcome  # noqa: E402
 from bot.server import build_asgi, build_services  # noqa: E402
 from bot.settings import Settings, SlackSettings  # noqa: E402
 from bot.slack.app import build_app  # noqa: E402
 from bot.slack.ids import ActionId, FindingsQuery  # noqa: E402
 from ledger import db, services  # noqa: E402
 from ledger.services import Observation  # noqa: E402
+from ledger.verification import Recheck  # noqa: E402
 from rules.catalog import load_catalog  # noqa: E402
 
 SECRET = "bench-signing-secret"  # noqa: S105 - signs the fake requests

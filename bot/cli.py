@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot import output
 from bot.logging import configure as configure_logging
-from bot.scanning import collector_for, run_scan, utcnow
+from bot.scanning import ScanOutcome, collector_for, run_scan, utcnow
 from bot.settings import (
     ConfigError,
     Settings,
@@ -31,8 +31,8 @@ from bot.settings import (
     missing_secrets,
     require_secrets,
 )
-from bot.slack.notify import scan_notifier
 from integrations.tickets import TicketError, TicketSink
+from integrations.trackers import TRACKERS
 from ledger import db, services
 from ledger.models import MAX_ID, FindingStatus, row_id
 from ledger.queries import list_findings, posture
@@ -63,6 +63,10 @@ app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(slack_app, name="slack")
 app.add_typer(tickets_app, name="tickets")
+outbox_app = typer.Typer(
+    help="Everything waiting to go out (Slack, trackers): status and retry.", no_args_is_help=True
+)
+app.add_typer(outbox_app, name="outbox")
 schedule_app = typer.Typer(
     help="The scheduler of `serve`: its jobs and leader.", no_args_is_help=True
 )
@@ -251,9 +255,12 @@ def _scan(
     rule: list[str] | None,
     quiet: bool,
     trigger: str = "cli",
-) -> Any:
+) -> ScanOutcome:
+    from bot.server import scan_listeners
+
     settings, catalog = app_ctx.settings, app_ctx.catalog
     sessions = app_ctx.sessions()
+    listeners = scan_listeners(settings=settings, clock=utcnow)
     if not quiet and err.is_terminal:
         with Progress(
             TextColumn("Scanning"),
@@ -275,7 +282,7 @@ def _scan(
                 accounts=set(account or []) or None,
                 regions=set(region or []) or None,
                 trigger=trigger,
-                on_merged=scan_notifier(settings),
+                listeners=listeners,
             )
     return run_scan(
         catalog=catalog,
@@ -285,11 +292,11 @@ def _scan(
         accounts=set(account or []) or None,
         regions=set(region or []) or None,
         trigger=trigger,
-        on_merged=scan_notifier(settings),
+        listeners=listeners,
     )
 
 
-def _scan_summary(result: Any) -> None:
+def _scan_summary(result: ScanOutcome) -> None:
     s, c = result.scan, result.counts
     out.print(
         f"Scan #{s.id} {s.status}: {s.resources} resources, {s.api_calls} AWS API calls, "
@@ -579,20 +586,21 @@ def config_check(ctx: typer.Context) -> None:
     catalog = app_ctx.catalog
     sys.stdout.write(yaml.safe_dump(masked(settings), sort_keys=False))
     from bot.server import integration_problems, problems_error
-    from bot.tickets import SINKS, Route
+    from bot.tickets import tracker_sink
+    from integrations.ticket_sync import Route
 
     problems = missing_secrets(settings)
     sinks = []
-    for name, build in SINKS.items():
-        section = getattr(settings.tickets, name)
+    for name, section in settings.tickets.sections().items():
         if not section.enabled:
             continue
         try:
             Route.of(section, catalog, name)  # an unknown framework names the known ones
         except CompliancebotError as exc:
             problems.append(str(exc))
-        if not section.missing_secrets():  # without them it cannot be asked (named above)
-            sinks.append(build(settings))
+        # Without its secrets it cannot be asked (they are named above).
+        if not TRACKERS.get(name).missing_secrets(section):
+            sinks.append(tracker_sink(settings, name))
     problems += integration_problems(
         settings=settings,
         sinks=sinks,
@@ -681,15 +689,11 @@ def serve(ctx: typer.Context) -> None:
 
     app_ctx = _ctx(ctx)
     settings = app_ctx.settings
-    if not (
-        settings.slack.enabled
-        or settings.tickets.jira.enabled
-        or settings.tickets.trello.enabled
-        or settings.calendar.enabled
-    ):
+    if not (settings.slack.enabled or settings.tickets.enabled() or settings.calendar.enabled):
+        sections = " / ".join(f"tickets.{name}" for name in TRACKERS.names())
         raise ConfigError(
             "nothing to serve: set slack.enabled (and the Slack secrets) to run the bot, or "
-            "enable a tracker (tickets.jira / tickets.trello) or the calendar; see the README"
+            f"enable a tracker ({sections}) or the calendar; see the README"
         )
     require_secrets(missing_secrets(settings))  # serve uses them all: name every one missing
     engine = app_ctx.engine()
@@ -706,22 +710,13 @@ def serve(ctx: typer.Context) -> None:
 
 def _outbox_status(ctx: typer.Context, sink: str, what: str) -> None:
     """Counts per state and the items that are stuck, with the far side's last error."""
-    from sqlalchemy import select
-
     from ledger import outbox
-    from ledger.models import OutboxItem, OutboxStatus
+    from ledger.models import OutboxStatus
 
     with _ctx(ctx).sessions()() as session:
         counts = outbox.counts(session=session, sink=sink)
         out.print(f"{what}: " + ", ".join(f"{counts.get(str(s), 0)} {s}" for s in OutboxStatus))
-        stuck = session.scalars(
-            select(OutboxItem)
-            .where(OutboxItem.sink == sink, OutboxItem.status != OutboxStatus.delivered)
-            .where(OutboxItem.last_error.is_not(None))
-            .order_by(OutboxItem.id)
-            .limit(50)
-        ).all()
-        for item in stuck:
+        for item in outbox.stuck(session=session, sink=sink):
             out.print(
                 f"  {item.key} ({item.status}, {item.attempts} attempt(s)): {item.last_error}",
                 markup=False,
@@ -735,6 +730,43 @@ def _outbox_retry(ctx: typer.Context, sink: str, what: str) -> None:
     with db.transaction(_ctx(ctx).sessions()) as session:
         n = outbox.retry_failed(session=session, sink=sink, now=utcnow())
     out.print(f"{n} failed {what} item(s) queued again.")
+
+
+def _outbox_sinks(ctx: typer.Context, sink: str | None) -> list[str]:
+    """The sinks to show: `--sink`, else every configured one and every one with items."""
+    from ledger import outbox
+
+    settings = _ctx(ctx).settings
+    configured = {"slack"} if settings.slack.enabled else set()
+    configured |= {n for n, s in settings.tickets.sections().items() if s.enabled}
+    with _ctx(ctx).sessions()() as session:
+        recorded = set(outbox.sinks(session=session))
+    if sink is not None:
+        if sink not in configured | recorded | {"slack", *settings.tickets.sections()}:
+            known = ", ".join(sorted(configured | recorded)) or "none yet"
+            raise ConfigError(f"--sink: unknown sink {sink!r}; known: {known}")
+        return [sink]
+    return sorted(configured | recorded)
+
+
+Sink = Annotated[str | None, typer.Option("--sink", help="Only this sink (slack, jira, ...).")]
+
+
+@outbox_app.command("status")
+def outbox_status(ctx: typer.Context, sink: Sink = None) -> None:
+    """Pending, delivered and failed work per sink, with the far side's last error."""
+    names = _outbox_sinks(ctx, sink)
+    if not names:
+        out.print("Nothing has been recorded for delivery, and no sink is enabled.")
+    for name in names:
+        _outbox_status(ctx, name, name)
+
+
+@outbox_app.command("retry")
+def outbox_retry(ctx: typer.Context, sink: Sink = None) -> None:
+    """Queue failed work again (after fixing what the far side refused)."""
+    for name in _outbox_sinks(ctx, sink):
+        _outbox_retry(ctx, name, name)
 
 
 @slack_app.command("status")
@@ -766,25 +798,22 @@ def slack_flush(ctx: typer.Context) -> None:
 
 def _trackers(app_ctx: Context, tracker: str | None) -> list[str]:
     """The enabled trackers (`--tracker`: that one), or an error saying how to enable one."""
-    from bot.tickets import SINKS
-
-    if tracker is not None and tracker not in SINKS:
-        raise ConfigError(f"--tracker: unknown tracker {tracker!r}; known: {', '.join(SINKS)}")
-    chosen = [
-        name
-        for name in SINKS
-        if tracker in (None, name) and getattr(app_ctx.settings.tickets, name).enabled
-    ]
+    known = TRACKERS.names()
+    if tracker is not None and tracker not in known:
+        raise ConfigError(f"--tracker: unknown tracker {tracker!r}; known: {', '.join(known)}")
+    chosen = [name for name in app_ctx.settings.tickets.enabled() if tracker in (None, name)]
     if not chosen:
         wanted = f"tickets.{tracker}.enabled is false" if tracker else "no tracker is enabled"
-        raise ConfigError(f"{wanted}: set tickets.jira.enabled or tickets.trello.enabled")
+        switches = " or ".join(f"tickets.{name}.enabled" for name in known)
+        raise ConfigError(f"{wanted}: set {switches}")
     return chosen
 
 
 def _syncs(app_ctx: Context, tracker: str | None) -> list[Any]:
     """The chosen trackers' syncs: these need the trackers' credentials, no other."""
-    from bot.scanning import Recheck, recheck
+    from bot.scanning import recheck
     from bot.tickets import ticket_syncs
+    from ledger.verification import Recheck
 
     chosen = _trackers(app_ctx, tracker)
 
@@ -809,7 +838,10 @@ def _syncs(app_ctx: Context, tracker: str | None) -> list[Any]:
     )
 
 
-Tracker = Annotated[str | None, typer.Option("--tracker", help="Only this tracker (jira, trello).")]
+Tracker = Annotated[
+    str | None,
+    typer.Option("--tracker", help=f"Only this tracker ({', '.join(TRACKERS.names())})."),
+]
 
 
 @tickets_app.command("sync")
@@ -836,19 +868,15 @@ def tickets_sync(
 @tickets_app.command("status")
 def tickets_status(ctx: typer.Context, tracker: Tracker = None) -> None:
     """Pending, delivered and failed ticket work per tracker, with the tracker's last error."""
-    from bot.tickets import TRACKERS
-
     for name in _trackers(_ctx(ctx), tracker):  # from the database: no tracker credentials
-        _outbox_status(ctx, name, TRACKERS[name])
+        _outbox_status(ctx, name, TRACKERS.get(name).title)
 
 
 @tickets_app.command("retry")
 def tickets_retry(ctx: typer.Context, tracker: Tracker = None) -> None:
     """Queue refused ticket work again (after fixing the mapping in the config)."""
-    from bot.tickets import TRACKERS
-
     for name in _trackers(_ctx(ctx), tracker):  # the next sync delivers it, with credentials
-        _outbox_retry(ctx, name, f"{TRACKERS[name]} ticket")
+        _outbox_retry(ctx, name, f"{TRACKERS.get(name).title} ticket")
 
 
 def _sweep(

@@ -15,12 +15,12 @@ from datetime import date, datetime, timedelta
 from urllib.parse import urlencode
 
 from icalendar import Calendar, Event
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.reminders import TaskBook
 from bot.slack.task_blocks import when
-from ledger.models import ACTIVE, Finding, OccurrenceStatus, TaskOccurrence
+from ledger.queries import active_findings
+from ledger.tasks import upcoming
 
 PRODID = "-//compliancebot//compliance calendar//EN"
 MAX_FINDINGS = 5000
@@ -47,12 +47,7 @@ def feed(
     cal.add("calscale", "GREGORIAN")
     cal.add("x-wr-calname", "Compliance calendar")
     until = now + timedelta(days=horizon_days)
-    occurrences = session.scalars(
-        select(TaskOccurrence)
-        .where(TaskOccurrence.status == OccurrenceStatus.open, TaskOccurrence.due_at <= until)
-        .order_by(TaskOccurrence.due_at)
-    ).all()
-    for occurrence in occurrences:
+    for occurrence in upcoming(session=session, now=now, until=until, limit=None):
         view = book.view(occurrence, now)
         task = book.tasks.tasks.get(occurrence.task_id)
         if view is None or task is None or (user is not None and view.owner != user):
@@ -72,10 +67,7 @@ def feed(
             )
         )
     if findings:
-        query = select(Finding).where(Finding.status.in_([str(s) for s in ACTIVE]))
-        if user is not None:
-            query = query.where(Finding.assignee == user)
-        for finding in session.scalars(query.order_by(Finding.first_seen).limit(MAX_FINDINGS)):
+        for finding in active_findings(session=session, assignee=user, limit=MAX_FINDINGS):
             days = sla_days.get(finding.severity)
             if days is None:
                 continue

@@ -46,7 +46,7 @@ class Metrics:
         )
         self.webhooks = Counter(
             "compliancebot_tracker_webhooks",
-            "Tracker webhook deliveries, by tracker (jira, trello) and HTTP status answered.",
+            "Tracker webhook deliveries, by tracker name (jira, trello...) and HTTP status.",
             ["tracker", "status"],
             registry=self.registry,
         )

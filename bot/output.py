@@ -229,17 +229,3 @@ def remediation_command(command: str, finding: Finding) -> str:
     ):
         command = command.replace("{" + name + "}", value)
     return command
-
-
-def controls_and_remediation(
-    rule_id: str, catalog: Catalog
-) -> tuple[list[tuple[str, list[str]]], str | None]:
-    """The controls a finding's rule serves (framework name, control ids) and its remediation."""
-    rule = catalog.rules.get(rule_id) or catalog.disabled.get(rule_id)
-    if rule is None:
-        return [], None
-    controls = [
-        (catalog.frameworks[fw].name if fw in catalog.frameworks else fw, list(ids))
-        for fw, ids in rule.frameworks.items()
-    ]
-    return controls, rule.remediation.text

@@ -17,20 +17,24 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.slack.task_blocks import TaskView
-from ledger import outbox
 from ledger.db import transaction
-from ledger.models import OccurrenceStatus, TaskOccurrence
+from ledger.models import TaskOccurrence
 from ledger.services import LedgerError
 from ledger.tasks import (
     CalendarClock,
+    Escalation,
     EvidenceFile,
+    Reminder,
+    SweepMark,
+    due_by,
     is_overdue,
+    mark_swept,
     materialize,
     past_due,
+    record_notices,
     store_evidence_file,
     store_evidence_s3,
 )
@@ -97,63 +101,30 @@ class ReminderSweep:
                 horizon=max(timedelta(days=self.calendar.horizon_days), lead),
             )
         with transaction(self.sessions) as session:
-            window = session.execute(
-                select(
-                    TaskOccurrence.id,
-                    TaskOccurrence.task_id,
-                    TaskOccurrence.due_at,
-                    TaskOccurrence.snoozed_until,
-                    TaskOccurrence.assignee,
-                    TaskOccurrence.reminded,
-                    TaskOccurrence.escalations,
-                ).where(
-                    TaskOccurrence.status == OccurrenceStatus.open,
-                    TaskOccurrence.due_at <= now + lead,
-                )
-            ).all()
-            reminders: list[tuple[str, dict[str, Any]]] = []
-            escalations: list[tuple[str, dict[str, Any]]] = []
-            changed: list[dict[str, Any]] = []
-            for occ_id, task_id, due_at, snoozed, assignee, reminded, rounds_done in window:
-                task = self.tasks.tasks.get(task_id)
+            reminders: list[Reminder] = []
+            escalations: list[Escalation] = []
+            marks: list[SweepMark] = []
+            for due in due_by(session=session, until=now + lead):
+                task = self.tasks.tasks.get(due.task_id)
                 if task is None:  # the task left the catalog: its occurrences stay quiet
                     continue
-                if snoozed is not None and snoozed > now:
+                if due.snoozed_until is not None and due.snoozed_until > now:
                     continue
-                tag = self._tag(task, due_at, snoozed, now)
-                round_ = self._round(due_at, now)
-                if tag == reminded and round_ < rounds_done:
+                tag = self._tag(task, due.due_at, due.snoozed_until, now)
+                round_ = self._round(due.due_at, now)
+                if tag == due.reminded and round_ < due.escalations:
                     continue  # recorded by an earlier sweep: nothing to do
-                if tag is not None and tag != reminded:
-                    for to in self._destinations(task, assignee):
-                        reminders.append(
-                            (
-                                f"calendar:remind:{occ_id}:{tag}:{to}",
-                                {"occurrence_id": occ_id, "to": to, "tag": tag},
-                            )
-                        )
-                if round_ >= rounds_done and self.calendar.escalation.to is not None:
-                    escalations.append(
-                        (
-                            f"calendar:escalate:{occ_id}:{round_}",
-                            {
-                                "occurrence_id": occ_id,
-                                "to": self.calendar.escalation.to,
-                                "round": round_,
-                            },
-                        )
+                if tag is not None and tag != due.reminded:
+                    reminders.extend(
+                        Reminder(due.id, to, tag) for to in self._destinations(task, due.assignee)
                     )
-                changed.append(
-                    {"id": occ_id, "reminded": tag, "escalations": max(rounds_done, round_ + 1)}
-                )
-            recorded = outbox.enqueue_many(
-                session=session, sink=SINK, kind="task_remind", items=reminders, now=now
+                if round_ >= due.escalations and self.calendar.escalation.to is not None:
+                    escalations.append(Escalation(due.id, self.calendar.escalation.to, round_))
+                marks.append(SweepMark(due.id, tag, max(due.escalations, round_ + 1)))
+            recorded, escalated = record_notices(
+                session=session, sink=SINK, now=now, reminders=reminders, escalations=escalations
             )
-            escalated = outbox.enqueue_many(
-                session=session, sink=SINK, kind="task_escalate", items=escalations, now=now
-            )
-            if changed:
-                session.execute(update(TaskOccurrence), changed)
+            mark_swept(session=session, marks=marks)
         if made or recorded or escalated:
             log.info("reminders.swept", made=made, reminders=recorded, escalations=escalated)
         return {"occurrences": made, "reminders": recorded, "escalations": escalated}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -10,10 +10,11 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.settings import Settings
-from ledger import services
+from ledger import scanlock, services
 from ledger.db import transaction
 from ledger.models import Scan
 from ledger.services import Observation, ScanCounts
+from ledger.verification import Recheck
 from rules.catalog import Catalog
 from rules.conditions import EvalContext
 from rules.engine import Verdict, evaluate_all
@@ -23,7 +24,8 @@ from scanners.model import Collection
 
 log = structlog.get_logger(__name__)
 Clock = Callable[[], datetime]
-MergedHook = Callable[[Session, Scan, ScanCounts], None]
+# Told of a stored scan inside the transaction that stores it (Slack notices, ticket work).
+ScanListener = Callable[[Session, Scan, ScanCounts], None]
 
 
 def utcnow() -> datetime:
@@ -88,12 +90,12 @@ def run_scan(
     accounts: set[str] | None = None,
     regions: set[str] | None = None,
     trigger: str = "cli",
-    on_merged: MergedHook | None = None,
+    listeners: Sequence[ScanListener] = (),
 ) -> ScanOutcome:
     """Scan now and store the result; one failing service never aborts the scan.
 
-    `on_merged` runs in the transaction that stores the result, so what it records (the Slack
-    notifications of this scan) is committed with the scan or not at all.
+    `listeners` run in the transaction that stores the result, so what they record (the Slack
+    notifications of this scan, the ticket work) is committed with the scan or not at all.
     """
     rules = catalog.select(rule_ids=rule_ids)
     scope = {
@@ -101,73 +103,80 @@ def run_scan(
         "accounts": sorted(accounts or []) or "all",
         "regions": sorted(regions or []) or "configured",
     }
-    with transaction(sessions) as session:
-        scan = services.start_scan(session=session, now=clock(), trigger=trigger, scope=scope)
-    try:
-        log.info("scan.started", scan_id=scan.id, rules=len(rules))
-        collection = collector.collect(
-            needs=catalog.needs(rules), accounts=accounts, regions=regions
-        )
-        if collection.errors and not collection.listed:
-            # No listing completed anywhere (a bad profile, no credentials, access denied on
-            # every call): storing it as a "partial" scan with zero findings would read as clean.
-            raise NothingScannedError(_nothing_scanned(collection))
-        now = clock()
-        results = evaluate_all(rules, collection.resources, EvalContext(now=now))
-        observations = [
-            Observation(
-                rule_id=r.rule.id,
-                account=r.resource.account,
-                region=r.resource.region,
-                resource_type=r.resource.type,
-                resource_id=r.resource.id,
-                resource_name=r.resource.name,
-                title=r.rule.title,
-                severity=str(r.rule.severity),
-                verdict=str(r.verdict),
+    # The scan lock, across processes: a second scan is refused (ScanAlreadyRunningError)
+    # before it records anything, and a scan left `running` by a dead process is marked failed.
+    with scanlock.hold_scan(sessions=sessions, clock=clock, trigger=trigger, scope=scope) as held:
+        scan = held.scan
+        try:
+            log.info("scan.started", scan_id=scan.id, rules=len(rules))
+            collection = collector.collect(
+                needs=catalog.needs(rules), accounts=accounts, regions=regions
             )
-            for r in results
-        ]
-        by_type: dict[str, list[str]] = {}
-        for rule in rules:
-            by_type.setdefault(rule.resource_type, []).append(rule.id)
-        covered = {
-            (rule_id, account, region)
-            for rtype, account, region in collection.listed
-            for rule_id in by_type.get(rtype, ())
-        }
-        with transaction(sessions) as session:
-            scan = session.merge(scan)
-            counts = services.upsert_from_scan(
-                session=session,
-                scan=scan,
-                observations=observations,
-                covered=covered,
-                rule_ids={r.id for r in rules},
-                accounts=collection.accounts,
-                now=now,
-            )
-            services.finish_scan(
-                session=session,
-                scan=scan,
-                now=clock(),
-                counts=counts,
-                api_calls=dict(collection.api_calls),
-                resources=len(collection.resources),
-                errors=collection.errors,
-            )
-            if on_merged is not None:
-                on_merged(session, scan, counts)
-    except Exception as exc:
-        # Record why, then let the caller report it: a scan never vanishes without a trace.
-        with transaction(sessions) as session:
-            services.fail_scan(
-                session=session,
-                scan=session.merge(scan),
-                now=clock(),
-                message=f"{type(exc).__name__}: {exc}",
-            )
-        raise
+            if collection.errors and not collection.listed:
+                # No listing completed anywhere (a bad profile, no credentials, access denied on
+                # every call): storing it as a "partial" scan with zero findings would read as
+                # clean.
+                raise NothingScannedError(_nothing_scanned(collection))
+            now = clock()
+            results = evaluate_all(rules, collection.resources, EvalContext(now=now))
+            observations = [
+                Observation(
+                    rule_id=r.rule.id,
+                    account=r.resource.account,
+                    region=r.resource.region,
+                    resource_type=r.resource.type,
+                    resource_id=r.resource.id,
+                    resource_name=r.resource.name,
+                    title=r.rule.title,
+                    severity=str(r.rule.severity),
+                    verdict=str(r.verdict),
+                )
+                for r in results
+            ]
+            by_type: dict[str, list[str]] = {}
+            for rule in rules:
+                by_type.setdefault(rule.resource_type, []).append(rule.id)
+            covered = {
+                (rule_id, account, region)
+                for rtype, account, region in collection.listed
+                for rule_id in by_type.get(rtype, ())
+            }
+            with transaction(sessions) as session:
+                # Still ours? A scan that lost its lock stores nothing beside another scan.
+                scan = held.resume(session)
+                counts = services.upsert_from_scan(
+                    session=session,
+                    scan=scan,
+                    observations=observations,
+                    covered=covered,
+                    rule_ids={r.id for r in rules},
+                    accounts=collection.accounts,
+                    now=now,
+                )
+                services.finish_scan(
+                    session=session,
+                    scan=scan,
+                    now=clock(),
+                    counts=counts,
+                    api_calls=dict(collection.api_calls),
+                    resources=len(collection.resources),
+                    errors=collection.errors,
+                )
+                for listener in listeners:
+                    listener(session, scan, counts)
+        except Exception as exc:
+            # Record why, then let the caller report it: a scan never vanishes without a trace.
+            # (One already marked interrupted by the scan that took its lock keeps that reason.)
+            with transaction(sessions) as session:
+                running = held.running(session)
+                if running is not None:
+                    services.fail_scan(
+                        session=session,
+                        scan=running,
+                        now=clock(),
+                        message=f"{type(exc).__name__}: {exc}",
+                    )
+            raise
     log.info(
         "scan.finished",
         scan_id=scan.id,
@@ -178,13 +187,6 @@ def run_scan(
         failing=sum(1 for r in results if r.verdict is Verdict.failed),
     )
     return ScanOutcome(scan=scan, counts=counts, collection=collection)
-
-
-@dataclass(frozen=True)
-class Recheck:
-    verdict: str  # "pass", "fail" or "unknown"
-    detail: str
-    api_calls: int
 
 
 def recheck(  # noqa: PLR0911 - one return per way a re-check can end

@@ -21,7 +21,7 @@ import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -36,12 +36,13 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Connection, Engine, delete, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.db import transaction
-from ledger.models import OutboxItem, OutboxStatus, ProcessedEvent
+from ledger.retention import prune
+from ledger.scanlock import ScanAlreadyRunningError
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +69,20 @@ def run_job(job_id: str) -> Any:
     if runner is None:
         log.warning("scheduler.unknown_job", job=job_id)
         return None
-    return runner()
+    try:
+        return runner()
+    except ScanAlreadyRunningError as exc:
+        # A scan job due while another scan runs (from the CLI, Slack, another target's job):
+        # this run is skipped, not failed; the next one is due on its cron as usual.
+        holder = exc.holder
+        log.warning(
+            "scheduler.scan_skipped",
+            job=job_id,
+            reason=str(exc),
+            running_scan=holder.scan_id,
+            running_where=holder.where,
+        )
+        return None
 
 
 @dataclass(frozen=True)
@@ -299,23 +313,12 @@ class ComplianceScheduler:
 def retention(
     *, sessions: sessionmaker[Session], clock: Callable[[], datetime], days: int
 ) -> dict[str, int]:
-    """Delete delivered outbox items older than `days`, and handled event ids over a week old.
-
-    The audit trail is append-only and never pruned.
-    """
-    now = clock()
+    """Delete delivered outbox items older than `days`, and handled event ids over a week old
+    (`ledger.retention.prune`). The audit trail is append-only and never pruned."""
     with transaction(sessions) as session:
-        items = session.execute(  # type: ignore[attr-defined]
-            delete(OutboxItem).where(
-                OutboxItem.status == OutboxStatus.delivered,
-                OutboxItem.delivered_at < now - timedelta(days=days),
-            )
-        ).rowcount
-        events = session.execute(  # type: ignore[attr-defined]
-            delete(ProcessedEvent).where(ProcessedEvent.at < now - timedelta(days=7))
-        ).rowcount
-    log.info("retention.pruned", outbox=items, events=events)
-    return {"outbox": int(items or 0), "events": int(events or 0)}
+        pruned = prune(session=session, now=clock(), outbox_days=days)
+    log.info("retention.pruned", **pruned)
+    return pruned
 
 
 def cron(expression: str, timezone: str) -> CronTrigger:

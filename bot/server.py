@@ -40,7 +40,14 @@ from bot.ics import token_allows
 from bot.metrics import Metrics
 from bot.middleware import AccessLog, BodyLimit
 from bot.reminders import ReminderSweep, TaskBook, check_calendar
-from bot.scanning import Recheck, ScanOutcome, collector_for, recheck, run_scan, utcnow
+from bot.scanning import (
+    ScanListener,
+    ScanOutcome,
+    collector_for,
+    recheck,
+    run_scan,
+    utcnow,
+)
 from bot.scheduler import ComplianceScheduler, JobSpec, cron, every, retention
 from bot.settings import ENV_PREFIX, ConfigError, Settings, require_secrets
 from bot.slack.app import BotServices, build_app, make_client
@@ -48,12 +55,14 @@ from bot.slack.delivery import SlackDelivery
 from bot.slack.notify import enqueue_scan
 from bot.slack.signing import RefusedError, SignedRequest
 from bot.slack.signing import check as check_slack_request
-from integrations.delivery import DeliveryWorker
+from integrations.delivery import DeliveryWorker, OutboxWorker
+from integrations.ticket_sync import TicketSync
 from integrations.tickets import TicketError, TicketSink
 from ledger import db
 from ledger.inbound import first_delivery
 from ledger.models import Scan
 from ledger.services import ScanCounts
+from ledger.verification import Recheck
 from rules.catalog import Catalog
 from rules.tasks import load_tasks
 
@@ -67,6 +76,21 @@ def task_book(settings: Settings, catalog: Catalog) -> TaskBook:
         frameworks=catalog.frameworks, extra_paths=calendar.paths, disabled=calendar.disabled
     )
     return TaskBook(tasks=tasks, calendar=calendar, frameworks=catalog.frameworks)
+
+
+def scan_listeners(*, settings: Settings, clock: Callable[[], datetime]) -> list[ScanListener]:
+    """What a stored scan tells, in its own transaction: Slack (its notices), so none of it
+    is lost if the process dies after. (Ticket work is planned by each tracker's sync round.)"""
+    listeners: list[ScanListener] = []
+    if settings.slack.enabled:
+
+        def notify(session: Session, scan: Scan, counts: ScanCounts) -> None:
+            enqueue_scan(
+                session=session, slack=settings.slack, scan=scan, counts=counts, now=clock()
+            )
+
+        listeners.append(notify)
+    return listeners
 
 
 def build_services(
@@ -84,7 +108,10 @@ def build_services(
     metrics = metrics or Metrics(sessions)
     client = make_client(settings.slack)
     book = task_book(settings, catalog) if settings.calendar.enabled else None
+    # The one outbox worker: every sink's items are drained by it (see `serve`).
+    outbox = OutboxWorker(sessions=sessions, clock=clock, on_outcome=metrics.outbox_outcome)
     delivery = SlackDelivery(
+        worker=outbox,
         client=client,
         sessions=sessions,
         catalog=catalog,
@@ -94,8 +121,10 @@ def build_services(
         book=book,
     )
 
-    def notify(session: Session, scan: Scan, counts: ScanCounts) -> None:
-        enqueue_scan(session=session, slack=settings.slack, scan=scan, counts=counts, now=clock())
+    if settings.slack.enabled:
+        outbox.add(delivery)
+
+    listeners = scan_listeners(settings=settings, clock=clock)
 
     def scan(account: str | None, trigger: str) -> ScanOutcome:
         outcome = run_scan(
@@ -105,7 +134,7 @@ def build_services(
             clock=clock,
             accounts={account} if account else None,
             trigger=trigger[:32],
-            on_merged=notify,
+            listeners=listeners,
         )
         metrics.scans.labels(trigger.split(":", maxsplit=1)[0], outcome.scan.status).inc()
         return outcome
@@ -381,7 +410,9 @@ def _logged(sink: TicketSink, exc: TicketError) -> None:
     log.warning("tickets.mapping_unchecked", tracker=sink.name, error=str(exc))
 
 
-def check_integrations(syncs: Sequence[Any], services: BotServices, settings: Settings) -> None:
+def check_integrations(
+    syncs: Sequence[TicketSync], services: BotServices, settings: Settings
+) -> None:
     """Refuse to start on a tracker mapping or a calendar that cannot work, naming every why."""
     problems = integration_problems(
         settings=settings,
@@ -400,7 +431,7 @@ def check_integrations(syncs: Sequence[Any], services: BotServices, settings: Se
 
 
 def scheduled_jobs(
-    *, settings: Settings, services: BotServices, syncs: Sequence[Any]
+    *, settings: Settings, services: BotServices, syncs: Sequence[TicketSync]
 ) -> dict[str, JobSpec]:
     """What the scheduler runs: scans on their cron, ticket sync (and polling) per tracker,
     the reminder sweep, and the nightly retention."""
@@ -412,7 +443,7 @@ def scheduled_jobs(
             cron(expression, tz), functools.partial(services.scan, account, "schedule")
         )
     for sync in syncs:
-        section = getattr(settings.tickets, sync.sink.name)
+        section = settings.tickets.section(sync.sink.name)
         jobs[f"tickets:{sync.sink.name}"] = JobSpec(
             every(section.interval), sync.run_once, at_once=True
         )
@@ -461,16 +492,20 @@ def serve(*, settings: Settings, catalog: Catalog, engine: Engine) -> None:
                 f"Slack did not accept the bot token at {settings.slack.api_url} "
                 f"(slack.bot_token / {ENV_PREFIX}SLACK__BOT_TOKEN): {exc}"
             ) from exc
-        worker = DeliveryWorker(services.delivery, settings.slack.delivery_interval)
-        services.wake = worker.wake
-        workers.append(worker)
+    # The one outbox worker's thread: every sink registered in services.outbox, each round.
+    worker = DeliveryWorker(services.deliver_round, settings.slack.delivery_interval)
+    services.wake = worker.wake
+    workers.append(worker)
     syncs = ticket_syncs(
         settings=settings,
         catalog=catalog,
         sessions=services.sessions,
         clock=utcnow,
         check=services.recheck,
+        worker=services.outbox,
     )
+    for sync in syncs:  # their items go out with the one worker's every round too
+        services.outbox.add(sync)
     try:
         check_integrations(syncs, services, settings)
         jobs = scheduled_jobs(settings=settings, services=services, syncs=syncs)

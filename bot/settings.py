@@ -9,25 +9,25 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import time
+from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, overload
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 from pydantic.fields import FieldInfo
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -36,13 +36,24 @@ from pydantic_settings import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from integrations import trackers
+from integrations.trackers import (
+    GENERATE,
+    TRACKERS,
+    Secret,
+    SecretKey,
+    Tracker,
+    TrackerSettings,
+)
+from integrations.trackers import unset_secrets as _unset
 from ledger.services import MAX_ACCEPTANCE_DAYS
 from rules.catalog import Severity
 from rules.errors import CompliancebotError, format_path
 from rules.redact import looks_like_url, mask_url, url_credentials
 from rules.yamlfile import PathKey, YamlDoc, load_yaml
 
-ENV_PREFIX = "COMPLIANCEBOT_"
+# The prefix of every variable; the trackers name theirs in their messages with it too.
+ENV_PREFIX = trackers.ENV_PREFIX
 DEFAULT_CONFIG = Path("compliancebot.yaml")
 
 
@@ -141,14 +152,6 @@ ChannelId = Annotated[str, _slack_id("channel", "CG", "channel details, bottom o
 SlackUserId = Annotated[str, _slack_id("user", "UW", "profile > the ⋮ menu > Copy member ID")]
 
 
-def _empty_is_unset(value: Any) -> Any:
-    # docker compose passes an unset variable as "": that is "not set", not a secret.
-    return None if value == "" else value
-
-
-Secret = Annotated[SecretStr | None, BeforeValidator(_empty_is_unset)]
-
-
 class SlackRoute(_Section):
     """Send findings that match every given filter to another channel."""
 
@@ -244,154 +247,131 @@ class SlackSettings(_Section):
         return self.channel
 
 
-class _SinkSettings(_Section):
-    """What every tracker's section has: on/off, which findings, who is who, how often."""
-
-    enabled: bool = False
-    min_severity: Severity = Severity.info
-    # Only findings of these accounts (target names) / citing these frameworks; empty: all.
-    accounts: list[str] = []
-    frameworks: list[str] = []
-    # Who claimed it (a Slack user id, a CLI name) -> the tracker's user: for Jira, what its
-    # user search finds the person by when assigning (Cloud: an email; Server / Data Center:
-    # the user name); for Trello, a board member's id. `config check` looks each one up.
-    users: dict[str, str] = {}
-    timeout: Annotated[float, Field(gt=0, le=120)] = 10.0
-    interval: Annotated[float, Field(gt=0, le=3600)] = 30.0
-    # Requests per second at most, in any one-second window: set it to the tracker's rate
-    # limit (0: no pacing; 429s are waited out).
-    requests_per_second: Annotated[float, Field(ge=0, le=1000)] = 0.0
-    # Ask the tracker what people changed every this many seconds (0: rely on webhooks).
-    poll_interval: Annotated[float, Field(ge=0, le=86400)] = 300.0
-    # The shared secret of POST /jira/webhook or /trello/webhook; unset: the endpoint is off.
-    webhook_secret: Secret = None
-
-    def takes(self, *, account: str) -> bool:
-        """Does this tracker take findings of the account?"""
-        return not self.accounts or account in self.accounts
+S = TypeVar("S", bound=TrackerSettings)
 
 
-class JiraSettings(_SinkSettings):
-    url: str | None = None
-    email: str | None = None  # Cloud: with api_token
-    api_token: Secret = None
-    token: Secret = None  # Server / Data Center personal access token
-    project: Annotated[str, Field(min_length=1)] = "SEC"
-    issue_type: Annotated[str, Field(min_length=1)] = "Task"
-    priorities: dict[Severity, str] = {
-        Severity.critical: "Highest",
-        Severity.high: "High",
-        Severity.medium: "Medium",
-        Severity.low: "Low",
-        Severity.info: "Lowest",
-    }
-    labels: list[str] = ["compliancebot"]
-    components: list[str] = []
-    fields: dict[str, Any] = {}
-    done_transition: str = "Done"
-    reopen_transition: str = "Reopen"
+class TicketsSettings(BaseModel):
+    """`tickets`: one sub-section per registered tracker (integrations.trackers), by its name.
 
-    @field_validator("labels")
+    The sections are made from the registry when the settings are validated, each by its
+    tracker's own model (`JiraSettings`...), so a new tracker is its module and nothing here.
+    A name no tracker has is an error naming those there are.
+
+    Reading a section: `settings.tickets.jira` works at runtime (each section is an extra
+    attribute of the model, dumped and masked like a field) and, for mypy, `__getattr__` types
+    it as the base `TrackerSettings`, the fields every tracker has (`enabled`, `users`,
+    `webhook_secret`...). A tracker's own fields are read through its Tracker, typed:
+    `settings.tickets.of(jira_sink.TRACKER)` is a `JiraSettings`. A model made with
+    `create_model` plus typed accessors was the other way: it cannot know a tracker registered
+    after it was made (a plug-in, the toy in the tests) and its accessors would name every
+    tracker here again.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    if TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> TrackerSettings: ...
+
+    @model_validator(mode="before")
     @classmethod
-    def _labels(cls, value: list[str]) -> list[str]:
-        for label in value:
-            if not label or " " in label:
-                raise ValueError(f"Jira labels cannot be empty or contain spaces: {label!r}")
-        return value
-
-    @model_validator(mode="after")
-    def _complete_when_enabled(self) -> JiraSettings:
-        if self.enabled and (not self.url or not self.url.startswith(("http://", "https://"))):
-            raise ValueError("jira is enabled but tickets.jira.url is not an http(s) URL")
-        return self
-
-    def missing_secrets(self) -> list[str]:
-        """The credentials Jira needs and lacks, naming both ways to give them ([]: none)."""
-        if not self.enabled or self.token is not None:
-            return []
-        if self.email is not None and self.api_token is not None:
-            return []
-        return [
-            "tickets.jira is enabled but has no credentials: set tickets.jira.email and "
-            f"{ENV_PREFIX}TICKETS__JIRA__API_TOKEN (Cloud), or "
-            f"{ENV_PREFIX}TICKETS__JIRA__TOKEN (Server / Data Center), in the environment or "
-            "the secrets file"
+    def _by_tracker(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data  # refused by pydantic as not a mapping, where it is
+        known = _registered()
+        names = [name for name, _model in known]
+        problems: list[InitErrorDetails] = [
+            {
+                "type": PydanticCustomError(
+                    "unknown_tracker",
+                    "unknown tracker {name}; known: {known}",
+                    {"name": repr(name), "known": ", ".join(names)},
+                ),
+                "loc": (str(name),),
+                "input": value,
+            }
+            for name, value in data.items()
+            if name not in names
         ]
+        given = {name: value for name, value in data.items() if name in names}
+        try:
+            sections = _sections_model(known).model_validate(given)
+        except ValidationError as exc:
+            if not problems:
+                raise
+            # Every problem at once: the sections' own, as they read, after the unknown names.
+            problems += [
+                {
+                    "type": PydanticCustomError(err["type"], err["msg"]),
+                    "loc": err["loc"],
+                    "input": err["input"],
+                }
+                for err in exc.errors()
+            ]
+        if problems:
+            raise ValidationError.from_exception_data(cls.__name__, problems)
+        return {name: getattr(sections, name) for name in names}
 
+    def sections(self) -> dict[str, TrackerSettings]:
+        """Every tracker's section by name, in name order."""
+        found = {name: getattr(self, name) for name in type(self).model_fields}
+        found.update(self.__pydantic_extra__ or {})
+        return {
+            name: found[name] for name in sorted(found) if isinstance(found[name], TrackerSettings)
+        }
 
-class TrelloSettings(_SinkSettings):
-    api_url: str = "https://api.trello.com/1"
-    api_key: Secret = None
-    token: Secret = None
-    board: str | None = None  # id, short link (from the board's URL) or name
-    # Finding state -> list name on the board.
-    lists: dict[Literal["open", "reopened", "claimed", "resolved", "accepted"], str] = {
-        "open": "To Do",
-        "reopened": "To Do",
-        "claimed": "Doing",
-        "resolved": "Done",
-        "accepted": "Done",
-    }
-    # Severity -> label name on the board (a severity not listed gets no label).
-    labels: dict[Severity, str] = {}
-    # Trello signs webhooks with the app's API secret over body + this exact callback URL.
-    webhook_url: str | None = None
+    def get(self, name: str) -> TrackerSettings | None:
+        """A tracker's section, or None when no tracker of that name was registered."""
+        return self.sections().get(name)
 
-    @field_validator("api_url")
-    @classmethod
-    def _api_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http(s) URL such as https://api.trello.com/1")
-        return value.rstrip("/")
-
-    @model_validator(mode="after")
-    def _complete_when_enabled(self) -> TrelloSettings:
-        if not self.enabled:
-            return self
-        if not self.board:
-            raise ValueError("trello is enabled but tickets.trello.board is not set")
-        if self.webhook_secret is not None and not self.webhook_url:
-            raise ValueError(
-                "tickets.trello.webhook_secret is set but webhook_url is not: Trello signs "
-                "over the callback URL, so it must be the URL the webhook was registered with"
+    def section(self, name: str) -> TrackerSettings:
+        """A tracker's section, or an error naming the trackers there are."""
+        found = self.get(name)
+        if found is None:
+            raise ConfigError(
+                f"tickets.{name}: no such tracker; known: {', '.join(self.sections())}"
             )
-        return self
+        return found
 
-    def missing_secrets(self) -> list[str]:
-        """The key and token Trello needs and lacks, naming their variables ([]: none)."""
-        if not self.enabled:
-            return []
-        missing = [
-            ("tickets", "trello", n) for n in ("api_key", "token") if getattr(self, n) is None
-        ]
-        return [_unset(missing, "Trello needs")] if missing else []
+    def of(self, tracker: Tracker[S, Any]) -> S:
+        """The tracker's section as its own model (JiraSettings for Jira's Tracker)."""
+        found = self.section(tracker.name)
+        if not isinstance(found, tracker.settings):
+            raise ConfigError(
+                f"tickets.{tracker.name}: read as {type(found).__name__}, not "
+                f"{tracker.settings.__name__}: the tracker was registered anew after the "
+                "settings were loaded"
+            )
+        return found
 
-
-class TicketsSettings(_Section):
-    jira: JiraSettings = JiraSettings()
-    trello: TrelloSettings = TrelloSettings()
-
-
-GENERATE = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+    def enabled(self) -> list[str]:
+        """The names of the enabled trackers."""
+        return [name for name, section in self.sections().items() if section.enabled]
 
 
-@dataclass(frozen=True)
-class SecretKey:
-    """A secret's key path, and the length below which it is refused (0: any length)."""
+Known = tuple[tuple[str, type[TrackerSettings]], ...]  # (name, settings model) per tracker
 
-    keys: tuple[str, ...]
-    min_length: int = 0
-    where_from: str = ""  # how to get a good one, for the error message
 
-    @property
-    def name(self) -> str:
-        """slack.signing_secret"""
-        return ".".join(self.keys)
+def _registered() -> Known:
+    return tuple((tracker.name, tracker.settings) for tracker in TRACKERS)
 
-    @property
-    def variable(self) -> str:
-        """COMPLIANCEBOT_SLACK__SIGNING_SECRET"""
-        return ENV_PREFIX + "__".join(self.keys).upper()
+
+def _fields(known: Known) -> dict[str, Any]:
+    return {name: (model, Field(default_factory=model)) for name, model in known}
+
+
+@lru_cache(maxsize=16)
+def _sections_model(known: Known) -> type[BaseModel]:
+    """A field per tracker: the sections validated at once, each error with its whole path
+    (tickets.jira.url: ...)."""
+    return create_model("TicketsSections", __config__=ConfigDict(extra="forbid"), **_fields(known))
+
+
+@lru_cache(maxsize=16)
+def _declared_tickets_model(known: Known) -> type[TicketsSettings]:
+    """TicketsSettings declaring a field per tracker: the environment source decodes a
+    variable's value (a list, a map in JSON) by the field it goes to, so it must see them."""
+    return create_model("TicketsSettings", __base__=TicketsSettings, **_fields(known))
 
 
 # Every secret: refused in the config file (named with its variable), masked when shown, and
@@ -399,7 +379,7 @@ class SecretKey:
 # callers of `serve` (an HMAC key, a shared secret, a URL token): a short one can be guessed
 # offline from one signed request, or online. Tokens issued by a service for us to call it are
 # whatever length the service gives.
-SECRET_KEYS: tuple[SecretKey, ...] = (
+_OWN_SECRETS = (
     SecretKey(("slack", "bot_token")),
     SecretKey(
         ("slack", "signing_secret"),
@@ -408,40 +388,43 @@ SECRET_KEYS: tuple[SecretKey, ...] = (
         "> App Credentials",
     ),
     SecretKey(("slack", "app_token")),
-    SecretKey(("tickets", "jira", "api_token")),
-    SecretKey(("tickets", "jira", "token")),
-    SecretKey(("tickets", "jira", "webhook_secret"), 32, f"generate one with {GENERATE}"),
-    SecretKey(("tickets", "trello", "api_key")),
-    SecretKey(("tickets", "trello", "token")),
-    SecretKey(
-        ("tickets", "trello", "webhook_secret"),
-        32,
-        "it is the Trello app's API secret (64 hex characters, next to the API key)",
-    ),
-    SecretKey(("calendar", "feed_token"), 32, f"generate one with {GENERATE}"),
 )
+_LAST_SECRETS = (SecretKey(("calendar", "feed_token"), 32, f"generate one with {GENERATE}"),)
 
 
-def _unset(keys: Sequence[tuple[str, ...]], needs: str) -> str:
-    """`a.b and a.c are not set, and <needs> them: set VAR_B and VAR_C or ...`."""
-    secrets = [SecretKey(tuple(k)) for k in keys]
-    names = " and ".join(s.name for s in secrets)
-    variables = " and ".join(s.variable for s in secrets)
-    it, are = ("them", "are") if len(secrets) > 1 else ("it", "is")
-    return (
-        f"{names} {are} not set, and {needs} {it}: set {variables} or put {it} in the "
-        f"secrets file ({ENV_PREFIX}SECRETS_FILE)"
-    )
+class _SecretKeys(Sequence[SecretKey]):
+    """Slack's secrets, every registered tracker's (tickets.<name>.<key>), the calendar's:
+    read from the registry each time, so a tracker registered later is in it."""
+
+    def _all(self) -> tuple[SecretKey, ...]:
+        tracker_keys = tuple(key for tracker in TRACKERS for key in tracker.secret_keys())
+        return (*_OWN_SECRETS, *tracker_keys, *_LAST_SECRETS)
+
+    @overload
+    def __getitem__(self, index: int) -> SecretKey: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[SecretKey]: ...
+
+    def __getitem__(self, index: int | slice) -> SecretKey | Sequence[SecretKey]:
+        return self._all()[index]
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+SECRET_KEYS: Sequence[SecretKey] = _SecretKeys()
 
 
 def missing_secrets(settings: Settings) -> list[str]:
     """The secrets every enabled integration needs and lacks: what `serve` and `config check`
     ask for, as they use them all (other commands ask only for the ones they use)."""
-    return [
-        *settings.slack.missing_secrets(),
-        *settings.tickets.jira.missing_secrets(),
-        *settings.tickets.trello.missing_secrets(),
+    tracker_problems = [
+        problem
+        for name, section in settings.tickets.sections().items()
+        for problem in TRACKERS.get(name).missing_secrets(section)
     ]
+    return [*settings.slack.missing_secrets(), *tracker_problems]
 
 
 def require_secrets(problems: Sequence[str]) -> None:
@@ -557,7 +540,7 @@ class Settings(BaseSettings):
     rules: RulesSettings = RulesSettings()
     logging: LoggingSettings = LoggingSettings()
     slack: SlackSettings = SlackSettings()
-    tickets: TicketsSettings = TicketsSettings()
+    tickets: TicketsSettings = Field(default_factory=TicketsSettings)
     calendar: CalendarSettings = CalendarSettings()
     schedule: ScheduleSettings = ScheduleSettings()
 
@@ -677,6 +660,11 @@ def _locate(loc: tuple[str | int, ...], docs: list[YamlDoc], environ: Mapping[st
         if found:
             line = doc.line_of(loc)
             return f"{doc.file}:{line}" if line else doc.file
+    # A whole section only variables gave (tickets.github, unknown; a check across its keys).
+    name = _env_name(loc)
+    under = sorted(k for k in env_keys if k.startswith(name + "__"))
+    if under and all(isinstance(p, str) for p in loc):
+        return f"environment variable {under[0]}" if len(under) == 1 else f"{name}__* variables"
     return "defaults"
 
 
@@ -711,12 +699,17 @@ def load_settings(
         ) -> tuple[PydanticBaseSettingsSource, ...]:
             return (init_settings, env_settings, _DictSource(settings_cls, data))
 
+    # `tickets` as a model declaring each registered tracker's section, for the environment.
+    tickets = _declared_tickets_model(_registered())
+    effective = create_model(
+        "_Effective", __base__=_Effective, tickets=(tickets, Field(default_factory=tickets))
+    )
     saved = dict(os.environ)
     try:
         if environ is not os.environ:
             os.environ.clear()
             os.environ.update(environ)
-        settings = Settings.model_validate(_Effective().model_dump())
+        settings = Settings.model_validate(effective().model_dump())
     except ValidationError as exc:
         problems = [_problem(err, docs, environ) for err in exc.errors()[:5]]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from exc

@@ -191,17 +191,13 @@ class OutboxWorker:
         return "delivered", None
 
 
-class Round(Protocol):
-    """One round of a delivery loop (Slack posts, ticket sync)."""
-
-    def run_once(self) -> dict[str, Any]: ...
-
-
 class DeliveryWorker:
-    """A thread running `run_once` every interval, or at once when woken."""
+    """A thread running a round every interval, or at once when woken."""
 
-    def __init__(self, delivery: Round, interval: float, name: str = "outbox") -> None:
-        self.delivery = delivery
+    def __init__(
+        self, run_round: Callable[[], object], interval: float, name: str = "outbox"
+    ) -> None:
+        self.run_round = run_round
         self.interval = interval
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -225,9 +221,8 @@ class DeliveryWorker:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.delivery.run_once()
+                self.run_round()
             except Exception:
                 log.exception("delivery_round_failed", worker=self._thread.name)
             self._wake.wait(self.interval)
             self._wake.clear()
-

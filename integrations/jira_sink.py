@@ -1,4 +1,5 @@
-"""Jira (Cloud, Server, Data Center; REST v2) as a `TicketSink`, through the `jira` package.
+"""Jira (Cloud, Server, Data Center; REST v2) as a `TicketSink`, through the `jira` package,
+and the `jira` tracker plug-in (`TRACKER`: settings section, secrets, factory, webhook).
 
 The `jira` client retries by itself for minutes on a dead server; here it retries nothing
 (`max_retries=0`) and every failure becomes a TicketError, so the caller's outbox decides
@@ -10,15 +11,18 @@ issue, so what comes back from Jira is matched by the issue key the bot recorded
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 
 from jira import JIRA, JIRAError
+from pydantic import Field, field_validator, model_validator
 from requests.exceptions import RequestException
 
 from integrations.markup import jira_wiki, one_line
@@ -32,7 +36,16 @@ from integrations.tickets import (
     describe,
     fingerprint_label,
 )
+from integrations.trackers import (
+    Secret,
+    Tracker,
+    TrackerSecret,
+    TrackerSettings,
+    Webhook,
+    register,
+)
 from ledger import outbox
+from rules.catalog import Severity
 
 DEFAULT_PRIORITIES = {
     "critical": "Highest",
@@ -518,3 +531,122 @@ def _jql_string(value: str) -> str:
 def _object(value: Any) -> Mapping[str, Any]:
     """A JSON object from a delivery, or an empty one when it is anything else."""
     return value if isinstance(value, Mapping) else {}
+
+
+# ---- the plug-in: tickets.jira, its secrets, POST /jira/webhook --------------------------------
+
+
+class JiraSettings(TrackerSettings):
+    """tickets.jira: where the issues go and how a finding maps onto one."""
+
+    url: str | None = None
+    email: str | None = None  # Cloud: with api_token
+    api_token: Secret = None
+    token: Secret = None  # Server / Data Center personal access token
+    project: Annotated[str, Field(min_length=1)] = "SEC"
+    issue_type: Annotated[str, Field(min_length=1)] = "Task"
+    priorities: dict[Severity, str] = {
+        Severity.critical: "Highest",
+        Severity.high: "High",
+        Severity.medium: "Medium",
+        Severity.low: "Low",
+        Severity.info: "Lowest",
+    }
+    labels: list[str] = ["compliancebot"]
+    components: list[str] = []
+    fields: dict[str, Any] = {}
+    done_transition: str = "Done"
+    reopen_transition: str = "Reopen"
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: list[str]) -> list[str]:
+        for label in value:
+            if not label or " " in label:
+                raise ValueError(f"Jira labels cannot be empty or contain spaces: {label!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _complete_when_enabled(self) -> JiraSettings:
+        if self.enabled and (not self.url or not self.url.startswith(("http://", "https://"))):
+            raise ValueError("jira is enabled but tickets.jira.url is not an http(s) URL")
+        return self
+
+
+def missing_secrets(section: JiraSettings) -> list[str]:
+    """The credentials Jira needs and lacks, naming both ways to give them ([]: none)."""
+    if not section.enabled or section.token is not None:
+        return []
+    if section.email is not None and section.api_token is not None:
+        return []
+    return [
+        "tickets.jira is enabled but has no credentials: set tickets.jira.email and "
+        f"{TRACKER.variable('api_token')} (Cloud), or "
+        f"{TRACKER.variable('token')} (Server / Data Center), in the environment or "
+        "the secrets file"
+    ]
+
+
+def build_sink(section: JiraSettings) -> JiraSink:
+    """The sink as configured (its credentials are set: `missing_secrets` said none lacks)."""
+    return JiraSink(
+        JiraConfig(
+            url=str(section.url),
+            project=section.project,
+            issue_type=section.issue_type,
+            email=section.email,
+            api_token=section.api_token.get_secret_value() if section.api_token else None,
+            token=section.token.get_secret_value() if section.token else None,
+            priorities={str(k): v for k, v in section.priorities.items()},
+            labels=tuple(section.labels),
+            components=tuple(section.components),
+            fields=dict(section.fields),
+            done_transition=section.done_transition,
+            reopen_transition=section.reopen_transition,
+            users=dict(section.users),
+            timeout=section.timeout,
+            requests_per_second=section.requests_per_second or None,
+        )
+    )
+
+
+def verify_delivery(
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+    body: bytes,
+    secret: str,
+    section: JiraSettings,
+) -> bool:
+    """The body is signed with the secret (a Cloud admin webhook: `X-Hub-Signature:
+    sha256=<hex HMAC-SHA256>`), or the URL carries it (`?secret=`: Server, Data Center, Cloud
+    automation, which cannot sign)."""
+    signature = headers.get("X-Hub-Signature", "")
+    if signature.startswith("sha256="):
+        digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(signature.removeprefix("sha256=").encode(), digest.encode())
+    given = query.get("secret")
+    return given is not None and hmac.compare_digest(given.encode(), secret.encode())
+
+
+def parse_delivery(
+    sink: JiraSink, payload: Mapping[str, Any], headers: Mapping[str, str]
+) -> TicketRef | None:
+    """What a verified delivery says of an issue (`JiraSink.ref_from_event`).
+
+    Jira sends the same X-Atlassian-Webhook-Identifier on every retry of a delivery: the ref
+    carries it, so a retry is known as one (ticket sync applies each change once).
+    """
+    delivery = headers.get("X-Atlassian-Webhook-Identifier") or None
+    return sink.ref_from_event(payload, delivery=delivery)
+
+
+TRACKER: Tracker[JiraSettings, JiraSink] = Tracker(
+    name="jira",
+    title="Jira",
+    settings=JiraSettings,
+    factory=build_sink,
+    secrets=(TrackerSecret("api_token"), TrackerSecret("token")),  # and webhook_secret
+    missing_secrets=missing_secrets,
+    webhook=Webhook(verify=verify_delivery, parse=parse_delivery),
+)
+register(TRACKER)

@@ -1,4 +1,5 @@
-"""Trello (REST API v1) as a `TicketSink`, through `py-trello`'s client.
+"""Trello (REST API v1) as a `TicketSink`, through `py-trello`'s client, and the `trello`
+tracker plug-in (`TRACKER`: settings section, secrets, factory, webhook).
 
 py-trello hard-codes https://api.trello.com/1 but sends every request through the
 `http_service` it is given: `TrelloSession` rebases those URLs onto the configured API base
@@ -16,15 +17,19 @@ card id the bot recorded.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import requests
+from pydantic import field_validator, model_validator
 from requests.exceptions import RequestException
 from trello import TrelloClient
 from trello.exceptions import ResourceUnavailable
@@ -39,7 +44,17 @@ from integrations.tickets import (
     describe,
     fingerprint_label,
 )
+from integrations.trackers import (
+    Secret,
+    Tracker,
+    TrackerSecret,
+    TrackerSettings,
+    Webhook,
+    register,
+    unset_secrets,
+)
 from ledger import outbox
+from rules.catalog import Severity
 
 TRELLO_API = "https://api.trello.com/1"
 MARKER = "compliancebot: "
@@ -523,3 +538,122 @@ def _parse_date(value: Any) -> datetime | None:
     except ValueError:
         return None
     return when if when.tzinfo is not None else None
+
+
+# ---- the plug-in: tickets.trello, its secrets, POST /trello/webhook ----------------------------
+
+
+class TrelloSettings(TrackerSettings):
+    """tickets.trello: which board the cards go on and how a finding maps onto one."""
+
+    api_url: str = TRELLO_API
+    api_key: Secret = None
+    token: Secret = None
+    board: str | None = None  # id, short link (from the board's URL) or name
+    # Finding state -> list name on the board.
+    lists: dict[Literal["open", "reopened", "claimed", "resolved", "accepted"], str] = {
+        "open": "To Do",
+        "reopened": "To Do",
+        "claimed": "Doing",
+        "resolved": "Done",
+        "accepted": "Done",
+    }
+    # Severity -> label name on the board (a severity not listed gets no label).
+    labels: dict[Severity, str] = {}
+    # Trello signs webhooks with the app's API secret over body + this exact callback URL.
+    webhook_url: str | None = None
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL such as https://api.trello.com/1")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _complete_when_enabled(self) -> TrelloSettings:
+        if not self.enabled:
+            return self
+        if not self.board:
+            raise ValueError("trello is enabled but tickets.trello.board is not set")
+        if self.webhook_secret is not None and not self.webhook_url:
+            raise ValueError(
+                "tickets.trello.webhook_secret is set but webhook_url is not: Trello signs "
+                "over the callback URL, so it must be the URL the webhook was registered with"
+            )
+        return self
+
+
+def missing_secrets(section: TrelloSettings) -> list[str]:
+    """The key and token Trello needs and lacks, naming their variables ([]: none)."""
+    if not section.enabled:
+        return []
+    missing = [
+        ("tickets", "trello", n) for n in ("api_key", "token") if getattr(section, n) is None
+    ]
+    return [unset_secrets(missing, "Trello needs")] if missing else []
+
+
+def build_sink(section: TrelloSettings) -> TrelloSink:
+    """The sink as configured (its key and token are set: `missing_secrets` said so)."""
+    return TrelloSink(
+        TrelloConfig(
+            api_key=section.api_key.get_secret_value() if section.api_key else "",
+            token=section.token.get_secret_value() if section.token else "",
+            board=str(section.board),
+            api_url=section.api_url,
+            lists={str(k): v for k, v in section.lists.items()},
+            labels={str(k): v for k, v in section.labels.items()},
+            users=dict(section.users),
+            timeout=section.timeout,
+            requests_per_second=section.requests_per_second or None,
+        )
+    )
+
+
+def verify_delivery(
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+    body: bytes,
+    secret: str,
+    section: TrelloSettings,
+) -> bool:
+    """Trello's X-Trello-Webhook: base64(HMAC-SHA1(app secret, body + callback URL))."""
+    callback = section.webhook_url or ""
+    digest = hmac.new(secret.encode(), body + callback.encode(), hashlib.sha1).digest()
+    given = headers.get("X-Trello-Webhook", "")
+    return hmac.compare_digest(given.encode(), base64.b64encode(digest))
+
+
+def parse_delivery(
+    sink: TrelloSink, payload: Mapping[str, Any], headers: Mapping[str, str]
+) -> TicketRef | None:
+    """What a verified delivery's board action says of a card (None: our own move, or no
+    news). The action's id names the change: a redelivery, or the same action polled, is a
+    replay."""
+    action = payload.get("action")
+    if not isinstance(action, Mapping):
+        return None
+    if action.get("idMemberCreator") == sink.me:
+        return None  # our own move, maybe delivered late: not news
+    return sink.ref_from_action(action)
+
+
+TRACKER: Tracker[TrelloSettings, TrelloSink] = Tracker(
+    name="trello",
+    title="Trello",
+    settings=TrelloSettings,
+    factory=build_sink,
+    secrets=(
+        TrackerSecret("api_key"),
+        TrackerSecret("token"),
+        TrackerSecret(
+            "webhook_secret",
+            32,
+            "it is the Trello app's API secret (64 hex characters, next to the API key)",
+        ),
+    ),
+    missing_secrets=missing_secrets,
+    webhook=Webhook(verify=verify_delivery, parse=parse_delivery, head=True),
+)
+register(TRACKER)

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    CheckConstraint,
     Column,
     Date,
     DateTime,
@@ -21,9 +22,13 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     Unicode,
+    and_,
+    not_,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.hybrid import hybrid_method
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.elements import ColumnElement
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -109,6 +114,25 @@ class Scan(Base):
     )
 
 
+class ScanLockRow(Base):
+    """The one row naming the scan that holds the scan lock (see ledger/scanlock.py).
+
+    On SQLite it is the lock; on PostgreSQL an advisory lock is, and the row only says who holds it.
+    """
+
+    __tablename__ = "scan_lock"
+    __table_args__ = (CheckConstraint("id = 1", name="ck_scan_lock_one_row"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    token: Mapped[str | None] = mapped_column(String(32))  # this holding; NULL: free
+    scan_id: Mapped[int | None] = mapped_column(ForeignKey("scans.id", ondelete="SET NULL"))
+    trigger: Mapped[str | None] = mapped_column(String(32))
+    holder: Mapped[str | None] = mapped_column(String(255))  # "pid 4242 on web-1", to show
+    process: Mapped[str | None] = mapped_column(String(255))  # to tell whether it still lives
+    acquired_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+
+
 class ScanErrorRow(Base):
     __tablename__ = "scan_errors"
 
@@ -124,6 +148,40 @@ class ScanErrorRow(Base):
     resource_id: Mapped[str | None] = mapped_column(String(1024))
 
     scan: Mapped[Scan] = relationship(back_populates="errors")
+
+
+# Risk acceptance, written once: for a loaded finding (Python) and for a query (SQL), side by
+# side so that they cannot drift apart. Finding.acceptance_in_force / acceptance_lapsed are the
+# hybrids every caller uses.
+
+
+def _acceptance_in_force(finding: Finding, now: datetime) -> bool:
+    """Accepted, until an instant after `now`: not failing. An acceptance without an end
+    (the ledger never records one) is not in force."""
+    return (
+        finding.status == FindingStatus.accepted
+        and finding.accepted_until is not None
+        and finding.accepted_until > now
+    )
+
+
+def _acceptance_in_force_sql(cls: type[Finding], now: datetime) -> ColumnElement[bool]:
+    # IS NOT NULL keeps the clause two-valued, so that its NOT (lapsed) is never NULL.
+    return and_(
+        cls.status == FindingStatus.accepted,
+        cls.accepted_until.is_not(None),
+        cls.accepted_until > now,
+    )
+
+
+def _acceptance_lapsed(finding: Finding, now: datetime) -> bool:
+    """Accepted, but the acceptance is no longer in force at `now`: failing again (the next
+    scan reopens it)."""
+    return finding.status == FindingStatus.accepted and not _acceptance_in_force(finding, now)
+
+
+def _acceptance_lapsed_sql(cls: type[Finding], now: datetime) -> ColumnElement[bool]:
+    return and_(cls.status == FindingStatus.accepted, not_(_acceptance_in_force_sql(cls, now)))
 
 
 class Finding(Base):
@@ -176,15 +234,13 @@ class Finding(Base):
         back_populates="finding", order_by="FindingEvent.id"
     )
 
+    # The one rule of a risk acceptance in force, usable on a loaded finding and in a query.
+    acceptance_in_force = hybrid_method(_acceptance_in_force, _acceptance_in_force_sql)
+    acceptance_lapsed = hybrid_method(_acceptance_lapsed, _acceptance_lapsed_sql)
+
     def is_failing(self, now: datetime) -> bool:
-        """Counts against the posture: active, or accepted with the acceptance expired."""
-        if self.status in ACTIVE:
-            return True
-        return (
-            self.status == FindingStatus.accepted
-            and self.accepted_until is not None
-            and self.accepted_until <= now
-        )
+        """Counts against the posture: active, or accepted with the acceptance lapsed."""
+        return self.status in ACTIVE or self.acceptance_lapsed(now)
 
 
 class FindingEvent(Base):

@@ -131,6 +131,8 @@ def take(*, session: Session, item_id: int) -> OutboxItem | None:
 
 # The mark an attempt leaves in `result` before its call is made (see `begin`).
 IN_FLIGHT = "in_flight"
+# The mark `begin` leaves when it finds an earlier attempt's IN_FLIGHT with no outcome.
+UNFINISHED = "unfinished_attempt"
 
 
 def begin(
@@ -155,13 +157,16 @@ def begin(
     if item is None:
         return None
     item.next_attempt_at = now + lease
+    earlier = (item.result or {}).get(IN_FLIGHT) is not None or (item.result or {}).get(UNFINISHED)
     item.result = {**(item.result or {}), IN_FLIGHT: token}
+    if earlier:  # an attempt began and recorded no outcome: it may have reached the far side
+        item.result[UNFINISHED] = True
     return item
 
 
 def in_doubt(item: OutboxItem) -> bool:
     """An earlier attempt may have reached the far side: it failed unseen, or never finished."""
-    return item.attempts > 0 or IN_FLIGHT in (item.result or {})
+    return item.attempts > 0 or bool((item.result or {}).get(UNFINISHED))
 
 
 def delivered(*, item: OutboxItem, now: datetime, result: dict[str, Any]) -> None:
@@ -264,3 +269,19 @@ def counts(*, session: Session, sink: str) -> dict[str, int]:
 def by_key(*, session: Session, key: str) -> OutboxItem | None:
     """The item recorded under `key`, if any."""
     return session.scalar(select(OutboxItem).where(OutboxItem.key == key))
+
+
+def stuck(*, session: Session, sink: str, limit: int = 50) -> Sequence[OutboxItem]:
+    """A sink's undelivered items that failed at least once, oldest first, with their error."""
+    return session.scalars(
+        select(OutboxItem)
+        .where(OutboxItem.sink == sink, OutboxItem.status != OutboxStatus.delivered)
+        .where(OutboxItem.last_error.is_not(None))
+        .order_by(OutboxItem.id)
+        .limit(limit)
+    ).all()
+
+
+def sinks(*, session: Session) -> list[str]:
+    """Every sink that has items recorded."""
+    return sorted(session.scalars(select(OutboxItem.sink).distinct()))

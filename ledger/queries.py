@@ -104,7 +104,7 @@ def posture(
     )
     expired = (
         select(Finding.rule_id, Finding.severity, func.count(), func.min(Finding.first_seen))
-        .where(Finding.status == FindingStatus.accepted, Finding.accepted_until <= now)
+        .where(Finding.acceptance_lapsed(now))
         .group_by(Finding.rule_id, Finding.severity)
     )
     for query in (active, expired):
@@ -117,9 +117,7 @@ def posture(
                 failing_by_rule[rule_id] = (count, since)
     accepted = (
         session.scalar(
-            select(func.count())
-            .select_from(Finding)
-            .where(Finding.status == FindingStatus.accepted, Finding.accepted_until > now)
+            select(func.count()).select_from(Finding).where(Finding.acceptance_in_force(now))
         )
         or 0
     )
@@ -214,6 +212,37 @@ def oldest_active(*, session: Session) -> Finding | None:
         .order_by(Finding.first_seen, Finding.id)
         .limit(1)
     )
+
+
+def claimed_by(*, session: Session, user: str, limit: int) -> tuple[list[Finding], int]:
+    """The active findings `user` has (claimed, or reopened while theirs), oldest first, at
+    most `limit`; and how many there are."""
+    mine = (
+        Finding.assignee == user,
+        Finding.status.in_([FindingStatus.claimed, FindingStatus.reopened]),
+    )
+    rows = session.scalars(select(Finding).where(*mine).order_by(Finding.first_seen).limit(limit))
+    total = session.scalar(select(func.count()).select_from(Finding).where(*mine))
+    return list(rows), int(total or 0)
+
+
+def active_findings(
+    *, session: Session, assignee: str | None = None, limit: int | None = None
+) -> list[Finding]:
+    """Active findings (of one assignee), the longest failing first; at most `limit`."""
+    query = select(Finding).where(Finding.status.in_([str(s) for s in ACTIVE]))
+    if assignee is not None:
+        query = query.where(Finding.assignee == assignee)
+    return list(session.scalars(query.order_by(Finding.first_seen).limit(limit)))
+
+
+def findings_by_id(*, session: Session, ids: Sequence[int], chunk: int = 500) -> list[Finding]:
+    """The findings with these ids (those that exist), in a few bounded IN queries."""
+    rows: list[Finding] = []
+    for start in range(0, len(ids), chunk):
+        part = list(ids[start : start + chunk])
+        rows.extend(session.scalars(select(Finding).where(Finding.id.in_(part))))
+    return rows
 
 
 def count_unclaimed(*, session: Session, severity: str) -> int:

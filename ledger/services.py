@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, label, select, update
 from sqlalchemy.orm import Session
 
 from ledger.models import (
@@ -32,6 +32,7 @@ VERIFY_PENDING = "pending"
 _INCREMENT_REOPEN = "_increment_reopen_count"
 _CHUNK = 500
 MAX_ACCEPTANCE_DAYS = 365  # the default of slack.max_acceptance_days
+MAX_SNOOZE_DAYS = 90  # the default of slack.max_snooze_days
 
 
 class LedgerError(CompliancebotError):
@@ -41,6 +42,11 @@ class LedgerError(CompliancebotError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class LimitError(LedgerError):
+    """A date past the most days ahead the caller allows (its `max_days`): the caller knows
+    which setting set that limit, and may name it."""
 
 
 def fingerprint(rule_id: str, account: str, region: str, resource_id: str) -> str:
@@ -223,17 +229,16 @@ class _Plan:
                     _INCREMENT_REOPEN: True,
                 },
             )
-        elif (
-            row.status == FindingStatus.accepted
-            and row.accepted_until is not None
-            and row.accepted_until <= self.now
-        ):
+        elif row.lapsed:
             self.counts.accepted_expired += 1
+            ended = row.accepted_until
             self.transition(
                 row,
                 FindingStatus.open,
                 "acceptance_expired",
-                f"risk acceptance expired {row.accepted_until:%Y-%m-%d}",
+                f"risk acceptance expired {ended:%Y-%m-%d}"
+                if ended is not None
+                else "risk acceptance had no end date",
                 {**seen, "accepted_by": None, "accepted_reason": None, "accepted_until": None},
             )
         else:
@@ -358,19 +363,15 @@ def upsert_from_scan(
                 Finding.region,
                 Finding.severity,
                 Finding.title,
+                label("in_force", Finding.acceptance_in_force(now)),
+                label("lapsed", Finding.acceptance_lapsed(now)),
             ).where(Finding.rule_id.in_(sorted(rule_ids)), Finding.account.in_(sorted(accounts)))
         ).all()
         existing = {row.fingerprint: row for row in rows}
     plan = _Plan(scan_id=scan.id, now=now)
     for fp, obs in fails.items():
         row = existing.get(fp)
-        in_force = (
-            row is not None
-            and row.status == FindingStatus.accepted
-            and row.accepted_until is not None
-            and row.accepted_until > now
-        )
-        if not in_force:
+        if row is None or not row.in_force:
             plan.counts.by_severity[obs.severity] = plan.counts.by_severity.get(obs.severity, 0) + 1
         if row is None:
             plan.new_finding(fp, obs)
@@ -555,20 +556,10 @@ def accept_risk(
 ) -> Finding:
     """Accept the risk until a date (at most `max_days` days ahead), with a reason; not reported
     as failing until then."""
-    if not reason or not reason.strip():
-        raise LedgerError("a risk acceptance needs a reason", field="reason")
-    if until <= now:
-        raise LedgerError(
-            f"the acceptance expiry {until:%Y-%m-%d} must be in the future", field="until"
-        )
-    # Counted in calendar days, so that "365 days" admits the end of the 365th day.
-    latest = now.astimezone(UTC).date() + timedelta(days=max_days)
-    if until.astimezone(UTC).date() > latest:
-        raise LedgerError(
-            f"a risk acceptance can last at most {max_days} days: pick {latest:%Y-%m-%d} "
-            f"or earlier, not {until:%Y-%m-%d}",
-            field="until",
-        )
+    problems = acceptance_problems(reason=reason, until=until, now=now, max_days=max_days)
+    if problems:
+        at_fault, problem = next(iter(problems.items()))
+        raise LedgerError(problem, field=at_fault)
     finding = get_finding(session=session, finding_id=finding_id)
     _require(finding, ACTIVE, "risk-accepted")
     finding.accepted_by, finding.accepted_reason = user, reason.strip()
@@ -583,6 +574,36 @@ def accept_risk(
         note=f"{reason.strip()} (until {until:%Y-%m-%d})",
     )
     return finding
+
+
+def acceptance_problems(
+    *,
+    reason: str | None,
+    until: datetime | None,
+    now: datetime,
+    max_days: int = MAX_ACCEPTANCE_DAYS,
+) -> dict[str, str]:
+    """What is wrong with a risk acceptance's reason and end, by field ("reason", "until");
+    empty when it will do. `accept_risk` refuses the first; a form shows them all at once."""
+    problems = {}
+    if not reason or not reason.strip():
+        problems["reason"] = "a risk acceptance needs a reason"
+    if until is None:
+        problems["until"] = "a risk acceptance needs an end date"
+    elif until <= now:
+        problems["until"] = f"the acceptance expiry {until:%Y-%m-%d} must be in the future"
+    elif (latest := _latest_day(now, max_days)) < until.astimezone(UTC).date():
+        problems["until"] = (
+            f"a risk acceptance can last at most {max_days} days: pick {latest:%Y-%m-%d} "
+            f"or earlier, not {until:%Y-%m-%d}"
+        )
+    return problems
+
+
+def _latest_day(now: datetime, max_days: int) -> date:
+    """The last UTC day `max_days` days ahead allow: counted in calendar days, so that "365
+    days" admits the end of the 365th day."""
+    return now.astimezone(UTC).date() + timedelta(days=max_days)
 
 
 def reopen(
@@ -651,11 +672,25 @@ def verify_resolution(
 
 
 def snooze(
-    *, session: Session, finding_id: int, user: str, until: datetime, now: datetime
+    *,
+    session: Session,
+    finding_id: int,
+    user: str,
+    until: datetime,
+    now: datetime,
+    max_days: int = MAX_SNOOZE_DAYS,
 ) -> Finding:
-    """Hide an active finding from reminders until a date; it still counts as failing."""
+    """Hide an active finding from reminders until a date, at most `max_days` calendar days
+    ahead; it still counts as failing."""
     if until <= now:
-        raise LedgerError(f"the snooze date {until:%Y-%m-%d} must be in the future")
+        raise LedgerError(f"the snooze date {until:%Y-%m-%d} must be in the future", field="until")
+    latest = _latest_day(now, max_days)
+    if until.astimezone(UTC).date() > latest:
+        raise LimitError(
+            f"a finding can be snoozed for at most {max_days} days: pick {latest:%Y-%m-%d} "
+            f"or earlier, not {until:%Y-%m-%d}",
+            field="until",
+        )
     finding = get_finding(session=session, finding_id=finding_id)
     _require(finding, ACTIVE, "snoozed")
     finding.snoozed_until, finding.snoozed_by = until, user

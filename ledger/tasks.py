@@ -3,7 +3,8 @@
 Each due date of a task is one `TaskOccurrence` row (unique per task and date), made ahead of
 time by `materialize`. Completing one records who, when, the evidence and whether it was on
 time; the evidence a task requires is enforced here, whoever completes it (Slack, the CLI).
-Every change is in the audit trail.
+Every change a person makes is in the audit trail. The reminder sweep decides what is due
+(bot/reminders.py); what it records, and what it leaves on each occurrence, is written here.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from ledger import outbox
 from ledger.models import OccurrenceStatus, OutboxItem, TaskOccurrence, row_id
-from ledger.services import LedgerError, audit
+from ledger.services import LedgerError, LimitError, audit
 from rules.tasks import Evidence, Task, is_user_id
 
 _CHUNK = 500
@@ -234,11 +236,10 @@ def complete(
         )
     note = (note or "").strip() or None
     link = (link or "").strip() or None
-    missing = _missing_evidence(task.evidence, note=note, link=link, file=file)
-    if missing:
-        raise LedgerError(missing)
-    if link is not None and not link.startswith(("https://", "http://")):
-        raise LedgerError(f"the evidence link must be an http(s) URL, not {link!r}")
+    problems = evidence_problems(task.evidence, note=note, link=link, has_file=file is not None)
+    if problems:
+        at_fault, problem = next(iter(problems.items()))
+        raise LedgerError(problem, field=at_fault)
     occurrence.status = OccurrenceStatus.done
     occurrence.completed_at, occurrence.completed_by = now, user
     occurrence.on_time = not past_due(occurrence.due_at, now)
@@ -266,16 +267,23 @@ def complete(
     return occurrence
 
 
-def _missing_evidence(
-    required: Evidence, *, note: str | None, link: str | None, file: EvidenceFile | None
-) -> str | None:
+def evidence_problems(
+    required: Evidence, *, note: str | None, link: str | None, has_file: bool
+) -> dict[str, str]:
+    """What is wrong with the evidence given for a task, by field ("note", "link", "file");
+    empty when it will do. `complete` refuses the first; a form shows them all at once."""
+    note = (note or "").strip() or None
+    link = (link or "").strip() or None
+    problems = {}
     if required == Evidence.note and note is None:
-        return "this task needs a note saying what was done"
+        problems["note"] = "this task needs a note saying what was done"
     if required == Evidence.link and link is None:
-        return "this task needs a link to the evidence (a document, a ticket, a report)"
-    if required == Evidence.file and file is None:
-        return "this task needs a file as evidence (an export, a report, a screenshot)"
-    return None
+        problems["link"] = "this task needs a link to the evidence (a document, a ticket, a report)"
+    if required == Evidence.file and not has_file:
+        problems["file"] = "this task needs a file as evidence (an export, a report, a screenshot)"
+    if link is not None and not link.startswith(("https://", "http://")):
+        problems["link"] = "the link must start with https:// or http://"
+    return problems
 
 
 def snooze(
@@ -295,11 +303,15 @@ def snooze(
     # refused) whatever the time of day the snooze is asked for.
     today = clock.today(now)
     if until <= today:
-        raise LedgerError(f"the snooze date {until:%Y-%m-%d} must be in the future (after {today})")
-    if (until - today).days > max_days:
         raise LedgerError(
+            f"the snooze date {until:%Y-%m-%d} must be in the future (after {today})",
+            field="until",
+        )
+    if (until - today).days > max_days:
+        raise LimitError(
             f"a task can be snoozed for at most {max_days} days "
-            f"(until {today + timedelta(days=max_days)})"
+            f"(until {today + timedelta(days=max_days)})",
+            field="until",
         )
     at = clock.due_at(until)
     occurrence.snoozed_until, occurrence.snoozed_by = at, user
@@ -351,15 +363,129 @@ def _open(session: Session, occurrence_id: int, action: str) -> TaskOccurrence:
 
 
 def upcoming(
-    *, session: Session, now: datetime, until: datetime, limit: int = 500
+    *, session: Session, now: datetime, until: datetime, limit: int | None = 500
 ) -> Sequence[TaskOccurrence]:
-    """Open occurrences due before `until` (overdue ones first), by due date."""
+    """Open occurrences due before `until` (overdue ones first), by due date; at most `limit`
+    (None: all)."""
     return session.scalars(
         select(TaskOccurrence)
         .where(TaskOccurrence.status == OccurrenceStatus.open, TaskOccurrence.due_at <= until)
         .order_by(TaskOccurrence.due_at, TaskOccurrence.id)
         .limit(limit)
     ).all()
+
+
+# ---- the reminder sweep's state ------------------------------------------------------------------
+
+# The outbox kinds of an occurrence's notices (the Slack worker posts them).
+REMIND = "task_remind"
+ESCALATE = "task_escalate"
+
+
+@dataclass(frozen=True)
+class DueOccurrence:
+    """An open occurrence inside a sweep's window, with what the sweeps before recorded."""
+
+    id: int
+    task_id: str
+    due_at: datetime
+    snoozed_until: datetime | None
+    assignee: str | None
+    reminded: str | None  # the tag of the latest reminder recorded (None: none yet)
+    escalations: int  # escalation rounds recorded: the next one to record is this round
+
+
+def due_by(*, session: Session, until: datetime) -> list[DueOccurrence]:
+    """The open occurrences due by `until` (a sweep's window), in one query."""
+    rows = session.execute(
+        select(
+            TaskOccurrence.id,
+            TaskOccurrence.task_id,
+            TaskOccurrence.due_at,
+            TaskOccurrence.snoozed_until,
+            TaskOccurrence.assignee,
+            TaskOccurrence.reminded,
+            TaskOccurrence.escalations,
+        ).where(TaskOccurrence.status == OccurrenceStatus.open, TaskOccurrence.due_at <= until)
+    ).all()
+    return [DueOccurrence(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class Reminder:
+    """A reminder of one occurrence to one destination (a user, user group or channel ID).
+
+    `tag` says which reminder it is (lead<seconds>, snooze<timestamp>, reassigned): with the
+    occurrence and the destination it makes the key, so each is recorded once.
+    """
+
+    occurrence_id: int
+    to: str
+    tag: str
+
+    @property
+    def item(self) -> tuple[str, dict[str, Any]]:
+        """Its outbox key and payload."""
+        key = f"calendar:remind:{self.occurrence_id}:{self.tag}:{self.to}"
+        return key, {"occurrence_id": self.occurrence_id, "to": self.to, "tag": self.tag}
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """An overdue occurrence escalated to `to`, once per round (days overdue past the first
+    escalation, divided by the cadence)."""
+
+    occurrence_id: int
+    to: str
+    round: int
+
+    @property
+    def item(self) -> tuple[str, dict[str, Any]]:
+        """Its outbox key and payload."""
+        key = f"calendar:escalate:{self.occurrence_id}:{self.round}"
+        return key, {"occurrence_id": self.occurrence_id, "to": self.to, "round": self.round}
+
+
+@dataclass(frozen=True)
+class SweepMark:
+    """What a sweep leaves on an occurrence: the reminder tag due now and the rounds done."""
+
+    occurrence_id: int
+    reminded: str | None
+    escalations: int
+
+
+def record_notices(
+    *,
+    session: Session,
+    sink: str,
+    now: datetime,
+    reminders: Sequence[Reminder] = (),
+    escalations: Sequence[Escalation] = (),
+) -> tuple[int, int]:
+    """Record reminders and escalations for `sink` to deliver, once per key whoever asks
+    again; returns how many of each were new."""
+    return (
+        outbox.enqueue_many(
+            session=session, sink=sink, kind=REMIND, items=[r.item for r in reminders], now=now
+        ),
+        outbox.enqueue_many(
+            session=session, sink=sink, kind=ESCALATE, items=[e.item for e in escalations], now=now
+        ),
+    )
+
+
+def mark_swept(*, session: Session, marks: Sequence[SweepMark]) -> None:
+    """Leave on each occurrence what the sweep recorded for it, in one statement, so the next
+    sweep touches only what changed."""
+    if marks:
+        session.execute(
+            update(TaskOccurrence),
+            [
+                {"id": m.occurrence_id, "reminded": m.reminded, "escalations": m.escalations}
+                for m in marks
+            ],
+        )
 
 
 # ---- reading the record ------------------------------------------------------------------------

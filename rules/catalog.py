@@ -151,6 +151,20 @@ class Catalog:
             chosen = [r for r in chosen if r.frameworks.get(framework)]
         return sorted(chosen, key=lambda r: r.id)
 
+    def rule(self, rule_id: str) -> Rule | None:
+        """The rule of a finding, enabled or disabled since (None: gone from the catalog)."""
+        return self.rules.get(rule_id) or self.disabled.get(rule_id)
+
+    def controls_of(self, rule_id: str) -> list[tuple[str, list[str]]]:
+        """The controls a rule serves: (framework name, control ids), in the rule's order."""
+        rule = self.rule(rule_id)
+        if rule is None:
+            return []
+        return [
+            (self.frameworks[fw].name if fw in self.frameworks else fw, list(ids))
+            for fw, ids in rule.frameworks.items()
+        ]
+
     def require_framework(self, framework: str) -> Framework:
         """The framework, or an error listing the known ones."""
         if framework not in self.frameworks:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -17,16 +16,18 @@ from slack_sdk.errors import SlackApiError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.metrics import Metrics
-from bot.scanning import Recheck, ScanOutcome
+from bot.scanning import ScanOutcome
 from bot.settings import Settings, SlackSettings
 from bot.slack.cache import LedgerCache
 from bot.slack.delivery import SlackDelivery
 from bot.slack.retries import retry_handlers
 from bot.slack.task_blocks import TaskView, when
+from integrations.delivery import OutboxWorker
 from ledger.db import transaction
-from ledger.inbound import first_delivery
+from ledger.inbound import delivery_key, first_delivery
 from ledger.services import audit_refusal
 from ledger.tasks import upcoming
+from ledger.verification import Recheck
 from rules.catalog import Catalog
 from rules.tasks import is_group_id
 
@@ -66,19 +67,28 @@ class BotServices:
     recheck: Callable[[str, str, str, str], Recheck]
     wake: Callable[[], None] = lambda: None
     book: TaskBook | None = None  # the compliance calendar, when it is on
-    scan_lock: threading.Lock = field(default_factory=threading.Lock)
+    # The one outbox worker: Slack's sink, the trackers' and any other are drained by it.
+    outbox: OutboxWorker = field(init=False)
     cache: LedgerCache = field(init=False)
 
     # User group -> (when read, its members): one minute old at most.
     _groups: dict[str, tuple[datetime, frozenset[str]]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.outbox = self.delivery.worker
         self.cache = LedgerCache(self.sessions, max_stale=self.settings.slack.cache_seconds)
         self._groups = {}
 
     @property
     def slack(self) -> SlackSettings:
         return self.settings.slack
+
+    def deliver_round(self) -> dict[str, Any]:
+        """One round of the outbox worker over every sink, then Slack's redraws."""
+        done: dict[str, Any] = dict(self.outbox.run_once())
+        if self.settings.slack.enabled:
+            done["refreshed"] = self.delivery.refresh_stale()
+        return done
 
     def task_views(self, days: int = 30) -> list[TaskView]:
         """Open task occurrences due in the next `days` days, overdue first."""
@@ -156,8 +166,10 @@ def _dedupe_events(services: BotServices) -> Callable[..., Any]:
         event_id = body.get("event_id") if body.get("type") == "event_callback" else None
         if not event_id:
             return next()
+        # Hashed like every inbound key: the id is the sender's, of any length and content.
+        key = delivery_key("slack-event", str(event_id))
         if not first_delivery(
-            sessions=services.sessions, key=str(event_id), source="slack", at=services.clock()
+            sessions=services.sessions, key=key, source="slack", at=services.clock()
         ):
             log.info("slack.duplicate_event", event_id=str(event_id)[:64])
             services.metrics.requests.labels("event", "duplicate").inc()

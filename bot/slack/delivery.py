@@ -114,7 +114,6 @@ class SlackDelivery:
         self.worker = worker or OutboxWorker(
             sessions=sessions, clock=clock, on_outcome=metrics.outbox_outcome
         )
-        self.worker.add(self)
         self._lock = threading.Lock()
 
     # ---- the loop body --------------------------------------------------------------------------

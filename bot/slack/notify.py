@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.settings import Settings, SlackSettings
+from bot.settings import SlackSettings
 from ledger import outbox
-from ledger.models import Finding, Scan
+from ledger.models import Scan
+from ledger.queries import findings_by_id
 from ledger.services import ScanCounts
 from rules.catalog import Severity
 
@@ -34,11 +33,7 @@ def enqueue_scan(
         return 0
     changed = [*counts.new_ids, *counts.reopened_ids]
     reopened = set(counts.reopened_ids)
-    rows: list[Finding] = []
-    for start in range(0, len(changed), 500):
-        rows.extend(
-            session.scalars(select(Finding).where(Finding.id.in_(changed[start : start + 500])))
-        )
+    rows = findings_by_id(session=session, ids=changed)
     rows.sort(key=lambda f: (Severity(f.severity).rank, f.id))
     threshold = Severity(slack.min_severity)
     loud = [f for f in rows if Severity(f.severity).at_least(threshold)]
@@ -102,20 +97,3 @@ def enqueue_reply(
     if mention:
         payload["mention"] = mention
     outbox.enqueue(session=session, sink=SINK, kind="reply", key=key, payload=payload, now=now)
-
-
-def scan_notifier(settings: Settings) -> Callable[[Session, Scan, ScanCounts], None] | None:
-    """The hook that records a scan's Slack messages with the scan itself, when Slack is on."""
-    if not settings.slack.enabled:
-        return None
-
-    def hook(session: Session, scan: Scan, counts: ScanCounts) -> None:
-        enqueue_scan(
-            session=session,
-            slack=settings.slack,
-            scan=scan,
-            counts=counts,
-            now=scan.finished_at or datetime.now(UTC),
-        )
-
-    return hook

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bot.output import controls_and_remediation, remediation_command
+from bot.output import remediation_command
 from bot.slack.blocks import (
     FindingsPage,
     FindingView,
@@ -19,9 +18,10 @@ from bot.slack.blocks import (
 )
 from bot.slack.cache import LedgerCache
 from bot.slack.ids import FindingsQuery
-from ledger.models import ACTIVE, Finding, FindingStatus, Scan
+from ledger.models import ACTIVE, Finding, Scan
 from ledger.queries import (
     Posture,
+    claimed_by,
     count_by_severity,
     count_unclaimed,
     findings_filter,
@@ -34,8 +34,7 @@ from rules.catalog import Catalog
 
 def finding_view(finding: Finding, catalog: Catalog, now: datetime) -> FindingView:
     """A finding as its message shows it, with the rule's controls and remediation."""
-    rule = catalog.rules.get(finding.rule_id) or catalog.disabled.get(finding.rule_id)
-    controls, remediation = controls_and_remediation(finding.rule_id, catalog)
+    rule = catalog.rule(finding.rule_id)
     cli = None
     if rule is not None and rule.remediation.cli:
         cli = remediation_command(rule.remediation.cli, finding)
@@ -53,8 +52,8 @@ def finding_view(finding: Finding, catalog: Catalog, now: datetime) -> FindingVi
         first_seen=finding.first_seen,
         last_seen=finding.last_seen,
         assignee=finding.assignee,
-        controls=controls,
-        remediation=remediation,
+        controls=catalog.controls_of(finding.rule_id),
+        remediation=rule.remediation.text if rule else None,
         remediation_cli=cli,
         resolved_by=finding.resolved_by,
         resolution_note=finding.resolution_note,
@@ -211,18 +210,11 @@ def home(
     cache: LedgerCache | None = None,
 ) -> HomeView:
     """The App Home of one user."""
-    mine_filter = (
-        Finding.assignee == user,
-        Finding.status.in_([FindingStatus.claimed, FindingStatus.reopened]),
-    )
-    mine = session.scalars(
-        select(Finding).where(*mine_filter).order_by(Finding.first_seen).limit(15)
-    ).all()
-    total = session.scalar(select(func.count()).select_from(Finding).where(*mine_filter)) or 0
+    mine, total = claimed_by(session=session, user=user, limit=15)
     return HomeView(
         user=user,
         mine=[listed(f) for f in mine],
-        mine_total=int(total),
+        mine_total=total,
         status=status_view(session=session, catalog=catalog, now=now, cache=cache),
         tasks=tasks,
     )

@@ -12,12 +12,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.scanning import Recheck
 from bot.settings import ConfigError, Settings, load_settings
-from bot.tickets import Check, TicketSync, jira_sink, jira_sync, slack_link, ticket_syncs
+from bot.tickets import jira_sink, jira_sync, ticket_syncs
+from integrations.ticket_sync import TicketSync, slack_link
 from ledger import services as ledger
 from ledger.db import transaction
 from ledger.models import AuditEntry, OutboxItem, SlackMessage, Ticket
+from ledger.verification import Check, Recheck
 from rules.catalog import load_catalog
 from rules.errors import CompliancebotError
 from tests.cli import cli_command, run_cli

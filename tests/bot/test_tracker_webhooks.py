@@ -17,12 +17,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
 
 from bot.metrics import Metrics
-from bot.scanning import Recheck
 from bot.settings import Settings
-from bot.tickets import Check, TicketSync, ticket_syncs
+from bot.tickets import ticket_syncs
 from bot.webhooks import tracker_routes
+from integrations.ticket_sync import TicketSync
 from integrations.tickets import fingerprint_label
 from ledger.models import AuditEntry, Ticket
+from ledger.verification import Check, Recheck
 from rules.catalog import load_catalog
 from tests.conftest import FakeClock
 from tests.fakes.asgi import running

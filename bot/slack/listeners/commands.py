@@ -21,11 +21,18 @@ from bot.slack.task_blocks import (
     history_text,
     tasks_list_blocks,
 )
+from ledger.scanlock import ScanAlreadyRunningError, current_holder
 from ledger.services import LedgerError, get_finding
 from ledger.tasks import completions, count_completions
 
 log = structlog.get_logger(__name__)
 TASKS_DAYS = 30  # how far ahead `/compliance tasks` looks
+
+
+def _running(exc: ScanAlreadyRunningError) -> str:
+    """`A scan is already running (started by ..., scan #3); its summary will be posted ...`."""
+    text = kit.esc(str(exc))  # the holder's trigger names a Slack user: data, not markup
+    return f"{text[:1].upper()}{text[1:]}; its summary will be posted when it finishes."
 
 
 def register(app: App, services: BotServices) -> None:
@@ -126,11 +133,11 @@ def register(app: App, services: BotServices) -> None:
             problem = f"no AWS target named {account!r}; configured: {valid}"
             ack(text=problem, blocks=kit.help_blocks(name, problem), response_type="ephemeral")
             return
-        if not services.scan_lock.acquire(blocking=False):
-            ack(
-                text="A scan is already running; its summary will be posted when it finishes.",
-                response_type="ephemeral",
-            )
+        # Asked before the ack so the asker is told at once; the scan itself takes the lock
+        # (whichever process runs the other scan) and refuses if it lost a race since.
+        holder = current_holder(sessions=services.sessions, now=services.clock())
+        if holder is not None:
+            ack(text=_running(ScanAlreadyRunningError(holder)), response_type="ephemeral")
             return
         try:
             ack(
@@ -140,6 +147,9 @@ def register(app: App, services: BotServices) -> None:
             )
             try:
                 outcome = services.scan(account, f"slack:{user}")
+            except ScanAlreadyRunningError as exc:
+                respond(text=_running(exc), response_type="ephemeral")
+                return
             except Exception as exc:
                 log.exception("slack.scan_failed")
                 respond(text=f":x: The scan failed: {exc}", response_type="ephemeral")
@@ -154,7 +164,6 @@ def register(app: App, services: BotServices) -> None:
                 response_type="ephemeral",
             )
         finally:
-            services.scan_lock.release()
             services.wake()
 
     def _report(

@@ -43,7 +43,6 @@ from bot.slack.task_blocks import (
     reassign_modal,
     task_snooze_modal,
 )
-from ledger import outbox
 from ledger import tasks as occurrences
 from ledger.db import transaction
 from ledger.models import OccurrenceStatus
@@ -51,6 +50,15 @@ from ledger.services import LedgerError
 from ledger.tasks import EvidenceFile
 
 log = structlog.get_logger(__name__)
+
+
+# The modal's block of each field the ledger's evidence rules name.
+_EVIDENCE_BLOCKS = {"note": NOTE_BLOCK, "link": LINK_BLOCK, "file": FILE_BLOCK}
+
+
+def _sentence(text: str) -> str:
+    """A ledger message as a modal shows it: capitalized, with a full stop."""
+    return f"{text[:1].upper()}{text[1:]}."
 
 
 def _state(view: dict[str, Any], block: str, action: str) -> dict[str, Any]:
@@ -203,17 +211,16 @@ def register(app: App, services: BotServices) -> None:
         note = (_state(view, NOTE_BLOCK, NOTE_INPUT).get("value") or "").strip() or None
         link = (_state(view, LINK_BLOCK, LINK_INPUT).get("value") or "").strip() or None
         file_id, file_error = evidence_file(_state(view, FILE_BLOCK, FILE_INPUT).get("files"))
-        errors = {}
-        if shown.evidence == "note" and note is None:
-            errors[NOTE_BLOCK] = "This task needs a note saying what was done."
-        if shown.evidence == "link" and link is None:
-            errors[LINK_BLOCK] = "This task needs a link to the evidence."
-        if shown.evidence == "file" and file_id is None:
-            errors[FILE_BLOCK] = "This task needs a file as evidence."
+        book = services.book
+        assert book is not None  # view_of refused the submission otherwise
+        task = book.tasks.tasks[shown.task_id]
+        # The ledger's evidence rules, shown beside their fields before the modal closes.
+        problems = occurrences.evidence_problems(
+            task.evidence, note=note, link=link, has_file=file_id is not None
+        )
+        errors = {_EVIDENCE_BLOCKS[at_fault]: _sentence(p) for at_fault, p in problems.items()}
         if file_error is not None:
             errors[FILE_BLOCK] = file_error
-        if link is not None and not link.startswith(("https://", "http://")):
-            errors[LINK_BLOCK] = "The link must start with https:// or http://."
         if errors:
             ack(response_action="errors", errors=errors)
             return
@@ -222,9 +229,6 @@ def register(app: App, services: BotServices) -> None:
         # After the ack: fetching a file from Slack may take longer than Slack waits.
         try:
             kept = fetch_evidence(client, file_id) if file_id else None
-            book = services.book
-            assert book is not None
-            task = book.tasks.tasks[shown.task_id]
             with transaction(services.sessions) as session:
                 occurrences.complete(
                     session=session,
@@ -314,13 +318,11 @@ def register(app: App, services: BotServices) -> None:
                     now=now,
                 )
                 # The new owner hears of it now, through the Slack worker (retried, once).
-                outbox.enqueue(
+                occurrences.record_notices(
                     session=session,
                     sink="slack",
-                    kind="task_remind",
-                    key=f"calendar:remind:{occurrence.id}:reassigned:{to}",
-                    payload={"occurrence_id": occurrence.id, "to": to, "tag": "reassigned"},
                     now=now,
+                    reminders=[occurrences.Reminder(occurrence.id, to, "reassigned")],
                 )
         except LedgerError as exc:
             ack(response_action="errors", errors={USER_BLOCK: str(exc)})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 import structlog
@@ -24,7 +24,8 @@ from bot.slack.listeners.common import refused_acceptance, user_of
 from bot.slack.notify import enqueue_reply
 from ledger import services as ledger
 from ledger.db import transaction
-from ledger.services import LedgerError
+from ledger.services import LedgerError, LimitError
+from ledger.verification import recheck_resolution
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +42,10 @@ def _date(view: dict[str, Any]) -> date | None:
         return date.fromisoformat(str(raw)) if raw else None
     except ValueError:
         return None
+
+
+# The modal's block of each field the ledger's acceptance rules name.
+_ACCEPT_BLOCKS = {"reason": REASON_BLOCK, "until": DATE_BLOCK}
 
 
 def _end_of(day: date) -> datetime:
@@ -75,28 +80,18 @@ def register(app: App, services: BotServices) -> None:
                     note=note,
                     verify=True,
                 )
-                target = (finding.rule_id, finding.account, finding.region, finding.resource_id)
         except LedgerError as exc:
             ack(response_action="errors", errors={NOTE_BLOCK: str(exc)})
             return
         ack()
         services.delivery.refresh_finding(ref.finding_id)
         # After the ack: the re-check calls AWS and may take seconds.
-        try:
-            result = services.recheck(*target)
-        except Exception as exc:  # noqa: BLE001 - any failure of the re-check is "could not tell"
-            log.warning("slack.recheck_failed", finding_id=ref.finding_id, error=str(exc))
-            verdict, detail = "unknown", f"{type(exc).__name__}: {exc}"
-        else:
-            verdict, detail = result.verdict, result.detail
         with transaction(services.sessions) as session:
-            finding = ledger.verify_resolution(
-                session=session,
-                finding_id=ref.finding_id,
-                verdict=verdict,
-                now=services.clock(),
-                detail=detail,
+            finding = ledger.get_finding(session=session, finding_id=ref.finding_id)
+            done = recheck_resolution(
+                session=session, finding=finding, check=services.recheck, clock=services.clock
             )
+            verdict, detail = done or ("unknown", "")
             if verdict == "fail" and finding.verification == "failed":
                 enqueue_reply(
                     session=session,
@@ -123,18 +118,18 @@ def register(app: App, services: BotServices) -> None:
             return
         reason = (_value(view, REASON_BLOCK, REASON_INPUT) or "").strip()
         day = _date(view)
+        until = _end_of(day) if day is not None else None
         now = services.clock()
-        errors = {}
-        if not reason:
-            errors[REASON_BLOCK] = "Say why the risk is acceptable."
-        if day is None:
-            errors[DATE_BLOCK] = "Pick the date the acceptance ends."
-        elif _end_of(day) <= now:
-            errors[DATE_BLOCK] = "The acceptance must end in the future."
-        if errors:
+        max_days = services.slack.max_acceptance_days
+        # The ledger's rules, every field's problem shown at once beside it.
+        problems = ledger.acceptance_problems(
+            reason=reason, until=until, now=now, max_days=max_days
+        )
+        if problems:
+            errors = {_ACCEPT_BLOCKS[at_fault]: p for at_fault, p in problems.items()}
             ack(response_action="errors", errors=errors)
             return
-        assert day is not None
+        assert until is not None
         try:
             with transaction(services.sessions) as session:
                 ledger.accept_risk(
@@ -142,9 +137,9 @@ def register(app: App, services: BotServices) -> None:
                     finding_id=ref.finding_id,
                     user=user,
                     reason=reason,
-                    until=_end_of(day),
+                    until=until,
                     now=now,
-                    max_days=services.slack.max_acceptance_days,
+                    max_days=max_days,
                 )
         except LedgerError as exc:
             block = DATE_BLOCK if exc.field == "until" else REASON_BLOCK
@@ -159,19 +154,8 @@ def register(app: App, services: BotServices) -> None:
         if ref is None:
             return
         day = _date(view)
-        now = services.clock()
-        limit = services.slack.max_snooze_days
         if day is None:
             ack(response_action="errors", errors={DATE_BLOCK: "Pick a date."})
-            return
-        if _end_of(day) <= now:
-            ack(response_action="errors", errors={DATE_BLOCK: "Pick a date in the future."})
-            return
-        if _end_of(day) > now + timedelta(days=limit + 1):
-            ack(
-                response_action="errors",
-                errors={DATE_BLOCK: f"At most {limit} days ahead (slack.max_snooze_days)."},
-            )
             return
         try:
             with transaction(services.sessions) as session:
@@ -180,8 +164,12 @@ def register(app: App, services: BotServices) -> None:
                     finding_id=ref.finding_id,
                     user=user_of(body),
                     until=_end_of(day),
-                    now=now,
+                    now=services.clock(),
+                    max_days=services.slack.max_snooze_days,
                 )
+        except LimitError as exc:  # the ledger knows the limit, we know which setting it is
+            ack(response_action="errors", errors={DATE_BLOCK: f"{exc} (slack.max_snooze_days)"})
+            return
         except LedgerError as exc:
             ack(response_action="errors", errors={DATE_BLOCK: str(exc)})
             return

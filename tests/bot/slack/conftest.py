@@ -16,10 +16,11 @@ import pytest
 from slack_sdk.signature import SignatureVerifier
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.scanning import Recheck, ScanOutcome
+from bot.scanning import ScanOutcome
 from bot.server import build_asgi, build_services
 from bot.settings import Settings, SlackSettings
 from bot.slack.app import BotServices, build_app
+from ledger.verification import Recheck
 from rules.catalog import load_catalog
 from tests.conftest import FakeClock
 from tests.fakes.asgi import running
