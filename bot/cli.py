@@ -40,6 +40,7 @@ from rules.catalog import Catalog, Severity, load_catalog, validate_paths
 from rules.errors import CompliancebotError
 
 if TYPE_CHECKING:
+    from bot.reminders import TaskBook
     from ledger.tasks import Completion
 
 app = typer.Typer(
@@ -135,13 +136,14 @@ class Context:
         return db.session_factory(self.engine())
 
     @property
-    def book(self) -> Any:
-        """The task catalog with the calendar settings (a TaskBook)."""
+    def book(self) -> TaskBook:
+        """The task catalog with the calendar settings."""
         if "book" not in self.extra:
             from bot.server import task_book
 
             self.extra["book"] = task_book(self.settings, self.catalog)
-        return self.extra["book"]
+        book: TaskBook = self.extra["book"]
+        return book
 
 
 def _ctx(ctx: typer.Context) -> Context:

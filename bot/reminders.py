@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.settings import CalendarSettings, Settings
 from bot.slack.task_blocks import TaskView
 from ledger.db import transaction
 from ledger.models import TaskOccurrence
@@ -47,7 +47,7 @@ log = structlog.get_logger(__name__)
 SINK = "slack"  # delivered by the Slack worker, with its retries and crash adoption
 
 
-def check_calendar(tasks: TaskCatalog, calendar: Any) -> list[str]:
+def check_calendar(tasks: TaskCatalog, calendar: CalendarSettings) -> list[str]:
     """What stops reminders reaching anyone: an owner role not in calendar.owners, a task
     whose reminders have nowhere to go (a user group owner and no channel). Each problem is
     one line, `file:line: field: message`, like every other task error."""
@@ -77,7 +77,7 @@ class ReminderSweep:
     """Makes occurrences and records the reminders and escalations that are due."""
 
     tasks: TaskCatalog
-    calendar: Any  # CalendarSettings
+    calendar: CalendarSettings
     sessions: sessionmaker[Session]
     clock: Callable[[], datetime]
     queries: list[str] = field(default_factory=list)  # filled by the bench's counter
@@ -175,7 +175,7 @@ class TaskBook:
     """The task catalog and calendar settings, to show occurrences to people."""
 
     tasks: TaskCatalog
-    calendar: Any  # CalendarSettings
+    calendar: CalendarSettings
     frameworks: Mapping[str, Framework]
 
     @property
@@ -234,7 +234,7 @@ class TaskBook:
 EvidenceStore = Callable[[str, Iterable[bytes]], EvidenceFile]
 
 
-def evidence_store(settings: Any) -> EvidenceStore:
+def evidence_store(settings: Settings) -> EvidenceStore:
     """Where evidence files go: calendar.evidence_bucket (S3) if set, else evidence_dir; a file
     over calendar.max_evidence_mb is refused as it streams in. A store that fails (a full
     disk, an evidence_dir that is a file, S3 refusing) is a LedgerError naming the setting, so

@@ -500,7 +500,7 @@ def serve(*, settings: Settings, catalog: Catalog, engine: Engine) -> None:
         settings=settings,
         catalog=catalog,
         sessions=services.sessions,
-        clock=utcnow,
+        clock=services.clock,
         check=services.recheck,
         worker=services.outbox,
     )

@@ -30,6 +30,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -558,6 +559,24 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
 
 
+class _EnvironSource(EnvSettingsSource):
+    """Variables from the environment `load_settings` was given, not necessarily the process's:
+    nothing process-wide is swapped to read another one."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ  # read by _load_env_vars, which the base __init__ calls
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # pydantic-settings' hook for where variables come from (its .env source overrides it
+        # the same way); names are matched as the base class matches os.environ's.
+        return {
+            (name if self.case_sensitive else name.lower()): value
+            for name, value in self._environ.items()
+            if not (self.env_ignore_empty and value == "")
+        }
+
+
 class _DictSource(PydanticBaseSettingsSource):
     """Values from an already-parsed YAML document."""
 
@@ -687,6 +706,8 @@ def load_settings(
         docs.insert(0, secret_doc)
         data = _deep_merge(data, secret_doc.data)
 
+    env = environ
+
     class _Effective(Settings):
         @classmethod
         def settings_customise_sources(
@@ -697,28 +718,24 @@ def load_settings(
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (init_settings, env_settings, _DictSource(settings_cls, data))
+            return (
+                init_settings,
+                _EnvironSource(settings_cls, env),
+                _DictSource(settings_cls, data),
+            )
 
     # `tickets` as a model declaring each registered tracker's section, for the environment.
     tickets = _declared_tickets_model(_registered())
     effective = create_model(
         "_Effective", __base__=_Effective, tickets=(tickets, Field(default_factory=tickets))
     )
-    saved = dict(os.environ)
     try:
-        if environ is not os.environ:
-            os.environ.clear()
-            os.environ.update(environ)
         settings = Settings.model_validate(effective().model_dump())
     except ValidationError as exc:
         problems = [_problem(err, docs, environ) for err in exc.errors()[:5]]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from exc
     except ValueError as exc:  # an environment value that is not valid JSON for a list/map
         raise ConfigError(f"invalid configuration from the environment: {exc}") from exc
-    finally:
-        if environ is not os.environ:
-            os.environ.clear()
-            os.environ.update(saved)
     weak = _weak_secrets(settings, docs, environ)
     if weak:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(weak))

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from bot.settings import (
     SECRET_KEYS,
     ConfigError,
+    ScheduleSettings,
     load_settings,
     masked,
     missing_secrets,
@@ -402,3 +403,21 @@ def test_a_database_url_from_the_environment_is_masked_everywhere_it_is_shown() 
     assert "hunter" not in shown
     assert "postgresql://bot:***@db/compliance?sslpassword=***&Password=***" in shown
     assert "https://bot:***@jira.acme.com" in shown
+
+
+def test_settings_read_the_environment_they_are_given_and_leave_the_process_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`load_settings(environ=...)` reads that mapping only; the process's variables are
+    neither read nor changed (other threads keep seeing them)."""
+    import os
+
+    monkeypatch.setenv("COMPLIANCEBOT_SCHEDULE__RETENTION_DAYS", "11")
+    before = dict(os.environ)
+
+    given = load_settings(environ={"COMPLIANCEBOT_SCHEDULE__RETENTION_DAYS": "22"})
+    empty = load_settings(environ={})
+
+    assert given.schedule.retention_days == 22
+    assert empty.schedule.retention_days == ScheduleSettings().retention_days == 90
+    assert dict(os.environ) == before
