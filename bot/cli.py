@@ -196,9 +196,10 @@ def _emit(
             json.dumps(output.findings_document(findings, catalog, scan), indent=2) + "\n"
         )
     elif fmt == "ocsf":
-        rules = {**catalog.disabled, **catalog.rules}
+        now = utcnow()
         events = [
-            output.ocsf_event(f, rules.get(f.rule_id), product_version=_version()) for f in findings
+            output.ocsf_event(f, catalog.rule(f.rule_id), product_version=_version(), now=now)
+            for f in findings
         ]
         sys.stdout.write(json.dumps(events, indent=2) + "\n")
     else:
@@ -1008,6 +1009,13 @@ def tasks_done(
         task = book.tasks.tasks.get(occurrence.task_id)
         if task is None:
             raise ConfigError(f"task {occurrence.task_id!r} is no longer in the catalog")
+        # The ledger's evidence rules, asked before a file is kept: a refused completion
+        # leaves no file behind.
+        problems = occurrences.evidence_problems(
+            task.evidence, note=note, link=link, has_file=file is not None
+        )
+        if problems:
+            raise ConfigError("; ".join(f"--{field}: {why}" for field, why in problems.items()))
         if file is not None:
             if not file.is_file():
                 raise ConfigError(f"--file: {file} is not a readable file")
@@ -1323,7 +1331,7 @@ def _dry_run(app_ctx: Context, at: datetime) -> None:
 
     from bot.reminders import SINK
     from bot.slack.task_blocks import duration, local_time
-    from ledger.tasks import last_outbox_id, notices_recorded
+    from ledger.tasks import ESCALATE, REMIND, last_outbox_id, notices_recorded
 
     book = app_ctx.book
     zone = book.calendar_clock.zone
@@ -1337,7 +1345,7 @@ def _dry_run(app_ctx: Context, at: datetime) -> None:
                 session=session,
                 after_id=before,
                 at=at,
-                kinds=("task_remind", "task_escalate"),
+                kinds=(REMIND, ESCALATE),
             )
             table = Table(title=f"What a sweep at {local_time(at, zone)} would send ({SINK})")
             for name in ("Kind", "To", "Task", "Due", "ID", "Why"):
@@ -1345,7 +1353,7 @@ def _dry_run(app_ctx: Context, at: datetime) -> None:
             for notice in notices:
                 occurrence = notice.occurrence
                 task = book.tasks.tasks.get(occurrence.task_id)
-                if notice.kind == "task_escalate":
+                if notice.kind == ESCALATE:
                     kind, style = "escalation", "red"
                     why = f"round {notice.detail}: overdue by {duration(at - occurrence.due_at)}"
                 else:

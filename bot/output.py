@@ -107,8 +107,12 @@ def findings_document(
     return doc
 
 
-def ocsf_event(finding: Finding, rule: Rule | None, *, product_version: str) -> dict[str, Any]:
-    """One OCSF 1.1 Compliance Finding (class 2003) event."""
+def ocsf_event(
+    finding: Finding, rule: Rule | None, *, product_version: str, now: datetime
+) -> dict[str, Any]:
+    """One OCSF 1.1 Compliance Finding (class 2003) event; an acceptance that has lapsed at
+    `now` is failing again."""
+    passing = finding.status == FindingStatus.resolved or finding.acceptance_in_force(now)
     activity = (
         3
         if finding.status == FindingStatus.resolved
@@ -144,8 +148,8 @@ def ocsf_event(finding: Finding, rule: Rule | None, *, product_version: str) -> 
             "types": [finding.rule_id],
         },
         "compliance": {
-            "status_id": 1 if finding.status in ("resolved", "accepted") else 3,
-            "status": "Pass" if finding.status in ("resolved", "accepted") else "Fail",
+            "status_id": 1 if passing else 3,
+            "status": "Pass" if passing else "Fail",
             "control": finding.rule_id,
             "standards": sorted({fw for fw, _ in controls}),
             "requirements": [f"{fw}:{c}" for fw, c in controls],

@@ -208,7 +208,7 @@ class TaskBook:
             return None
         clock = self.calendar_clock
         today = clock.today(now)
-        snoozed = occurrence.snoozed_until
+        snoozed = occurrence.snooze_at(now)
         return TaskView(
             occurrence_id=occurrence.id,
             task_id=task.id,
@@ -226,7 +226,7 @@ class TaskBook:
             holders=self.holders(task, occurrence),
             overdue=is_overdue(occurrence, now),
             due_local=occurrence.due_at.astimezone(clock.zone),
-            snoozed_until=clock.today(snoozed) if snoozed and snoozed > now else None,
+            snoozed_until=clock.today(snoozed) if snoozed else None,
             snoozed_by=occurrence.snoozed_by,
         )
 

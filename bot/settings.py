@@ -47,7 +47,7 @@ from integrations.trackers import (
     TrackerSettings,
 )
 from integrations.trackers import unset_secrets as _unset
-from ledger.services import MAX_ACCEPTANCE_DAYS
+from ledger.services import MAX_ACCEPTANCE_DAYS, MAX_SNOOZE_DAYS
 from rules.catalog import Severity
 from rules.errors import CompliancebotError, format_path
 from rules.redact import looks_like_url, mask_url, url_credentials
@@ -193,7 +193,7 @@ class SlackSettings(_Section):
     approver_group: Annotated[
         str | None, _slack_id("user group", "S", "the group's URL ends with it")
     ] = None
-    max_snooze_days: Annotated[int, Field(ge=1, le=365)] = 90
+    max_snooze_days: Annotated[int, Field(ge=1, le=365)] = MAX_SNOOZE_DAYS
     # A risk acceptance ends at most this many days ahead, from Slack or the CLI.
     max_acceptance_days: Annotated[int, Field(ge=1, le=3650)] = MAX_ACCEPTANCE_DAYS
     page_size: Annotated[int, Field(ge=1, le=20)] = 10

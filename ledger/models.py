@@ -155,6 +155,11 @@ class ScanErrorRow(Base):
 # hybrids every caller uses.
 
 
+def _in_force(until: datetime | None, now: datetime) -> datetime | None:
+    """`until` if it is after `now` (a snooze still holding), else None."""
+    return until if until is not None and until > now else None
+
+
 def _acceptance_in_force(finding: Finding, now: datetime) -> bool:
     """Accepted, until an instant after `now`: not failing. An acceptance without an end
     (the ledger never records one) is not in force."""
@@ -242,6 +247,10 @@ class Finding(Base):
         """Counts against the posture: active, or accepted with the acceptance lapsed."""
         return self.status in ACTIVE or self.acceptance_lapsed(now)
 
+    def snooze_at(self, now: datetime) -> datetime | None:
+        """Until when the finding is snoozed, if the snooze is still in force at `now`."""
+        return _in_force(self.snoozed_until, now)
+
 
 class FindingEvent(Base):
     """One change of a finding's state: the history shown by `findings show`."""
@@ -264,7 +273,9 @@ class FindingEvent(Base):
 
 
 class AuditEntry(Base):
-    """Append-only: the database refuses UPDATE and DELETE on this table (see migrations)."""
+    """Append-only: the database refuses UPDATE and DELETE on this table (see migrations), and
+    each entry carries the hash of the one before it (ledger/audit.py), so an edit made around
+    the triggers is found by `compliancebot audit verify`."""
 
     __tablename__ = "audit_log"
 
@@ -275,6 +286,13 @@ class AuditEntry(Base):
     object_type: Mapped[str] = mapped_column(String(32))
     object_id: Mapped[str] = mapped_column(String(128))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The chain (ledger.audit.append writes them; nullable so that a row inserted around the
+    # ledger is stored, and then named by verify, rather than refused with a bare constraint).
+    # chain_seq is the chain's order; unique, so two appends can never fork it.
+    chain_seq: Mapped[int | None] = mapped_column(unique=True)
+    key_id: Mapped[str | None] = mapped_column(String(16))  # "" unkeyed, else the key's id
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class OutboxStatus(enum.StrEnum):
@@ -408,6 +426,10 @@ class TaskOccurrence(Base):
     # Bumped by every change a person would see (done, snoozed, reassigned), as a finding's is:
     # a reminder rendered at an older version is re-rendered, whoever made the change and where.
     version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+    def snooze_at(self, now: datetime) -> datetime | None:
+        """Until when reminders are held, if the snooze is still in force at `now`."""
+        return _in_force(self.snoozed_until, now)
 
 
 # APScheduler's job store (SQLAlchemyJobStore), declared here so its table is created and

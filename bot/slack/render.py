@@ -61,9 +61,7 @@ def finding_view(finding: Finding, catalog: Catalog, now: datetime) -> FindingVi
         accepted_by=finding.accepted_by,
         accepted_reason=finding.accepted_reason,
         accepted_until=finding.accepted_until,
-        snoozed_until=finding.snoozed_until
-        if finding.snoozed_until and finding.snoozed_until > now
-        else None,
+        snoozed_until=finding.snooze_at(now),
         active=finding.status in ACTIVE,
     )
 

@@ -595,6 +595,43 @@ def test_tasks_done_keeps_a_file_whose_name_sanitizes_to_nothing(
     assert kept.read_bytes() == b"firewall export: 41 rules, 0 open to the world"
 
 
+def test_a_refused_completion_keeps_no_evidence_file(
+    calendar_cli: CalendarCli, tmp_path: Path
+) -> None:
+    """`tasks done --file` with a link that is not a URL: refused with the ledger's reason, the
+    occurrence stays open, and no file is left in the evidence directory."""
+    cal = calendar_cli
+    cal.clock.now = datetime(2026, 12, 10, 9, 0, tzinfo=UTC)
+    cal.run("tasks", "sweep")
+    occ = occurrence_due(cal.sessions, date(2026, 12, 15)).id
+    report = tmp_path / "report.txt"
+    report.write_bytes(b"firewall export")
+
+    result = cal.runner.invoke(
+        app,
+        [
+            "--config",
+            str(cal.config),
+            "tasks",
+            "done",
+            str(occ),
+            "--by",
+            "alice",
+            "--note",
+            "ok",
+            "--link",
+            "javascript:alert(1)",
+            "--file",
+            str(report),
+        ],
+    )
+
+    assert result.exit_code != 0
+    assert "--link: the link must start with https:// or http://" in str(result.exception)
+    assert occurrence_due(cal.sessions, date(2026, 12, 15)).status == "open"
+    assert not (tmp_path / "evidence").exists() or not any((tmp_path / "evidence").rglob("*.*"))
+
+
 def test_config_check_names_an_unmapped_owner_role_at_its_line(
     tmp_path: Path, calendar_cli: CalendarCli
 ) -> None:
