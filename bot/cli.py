@@ -41,6 +41,7 @@ from rules.errors import CompliancebotError
 
 if TYPE_CHECKING:
     from bot.reminders import TaskBook
+    from ledger.models import Finding
     from ledger.tasks import Completion
 
 app = typer.Typer(
@@ -431,7 +432,7 @@ def findings_show(
             )
 
 
-def _act(ctx: typer.Context, fn: Any, **kwargs: Any) -> None:
+def _act(ctx: typer.Context, fn: Callable[..., Finding], **kwargs: Any) -> None:
     app_ctx = _ctx(ctx)
     with db.transaction(app_ctx.sessions()) as session:
         finding = fn(session=session, now=utcnow(), **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -53,7 +54,7 @@ def register(app: App, services: BotServices) -> None:
         client: WebClient,
         respond: Respond,
         finding_id: int,
-        build: Any,
+        build: Callable[[ModalRef, str], dict[str, Any]],
         verb: str,
     ) -> None:
         with services.sessions() as session:
