@@ -78,6 +78,10 @@ tasks_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(tasks_app, name="tasks")
+audit_app = typer.Typer(
+    help="The tamper-evident audit trail: verify its hash chain, export it.", no_args_is_help=True
+)
+app.add_typer(audit_app, name="audit")
 
 # Plain consoles: what they print is data, never markup (see output.PlainConsole).
 out = output.PlainConsole()
@@ -134,7 +138,11 @@ class Context:
         return self._engine
 
     def sessions(self) -> sessionmaker[Session]:
-        return db.session_factory(self.engine())
+        from ledger.audit import use_key
+
+        sessions = db.session_factory(self.engine())
+        use_key(sessions, self.settings.audit.key())  # audit entries are chained with it
+        return sessions
 
     @property
     def book(self) -> TaskBook:
@@ -536,6 +544,150 @@ def status(
             sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         else:
             output.posture_table(out, state)
+
+
+# ---- report ----------------------------------------------------------------------------------
+
+
+class ReportFormat(StrEnum):
+    """What `report` writes."""
+
+    md = "md"
+    json = "json"
+    csv = "csv"
+    html = "html"
+    pdf = "pdf"
+
+
+def _report_at(value: str) -> datetime:
+    """--at: a day (the report is as of its end, UTC) or an ISO instant (UTC unless it says)."""
+    try:
+        if len(value) > 40:
+            raise ValueError
+        if len(value) == 10:
+            return datetime.combine(date.fromisoformat(value), time.max, tzinfo=UTC)
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        shown = repr(value) if len(value) <= 40 else repr(value[:40]) + "…"
+        raise typer.BadParameter(
+            f"{shown} is not a date: write YYYY-MM-DD (as of the end of that day, UTC) or "
+            "an instant such as 2026-06-30T17:00Z"
+        ) from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file beside it, renamed over it once
+    complete: a failure leaves no partial file."""
+    import os
+    import tempfile
+
+    directory = path.parent if str(path.parent) else Path()
+    try:
+        handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot write {str(path)!r}: {exc.strerror or exc}", param_hint="-o"
+        ) from None
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+        Path(temporary).replace(path)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise typer.BadParameter(
+            f"cannot write {str(path)!r}: {exc.strerror or exc}", param_hint="-o"
+        ) from None
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    framework: Annotated[
+        str, typer.Option(help="The framework (`compliancebot status` lists them).")
+    ],
+    report_format: Annotated[
+        ReportFormat, typer.Option("--format", "-f", help="md, json, csv or html.")
+    ] = ReportFormat.md,
+    at: Annotated[
+        datetime | None,
+        typer.Option(
+            parser=_report_at,
+            metavar="DATE",
+            help="Report the state as it was then: YYYY-MM-DD (the end of that day, UTC) or "
+            "an ISO instant. Default: now.",
+        ),
+    ] = None,
+    account: Annotated[str | None, typer.Option(help="Only this AWS account's findings.")] = None,
+    output_file: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the report here (html needs it)."),
+    ] = None,
+) -> None:
+    """One framework's report: each control's status, failing resources, accepted risks and
+    task evidence; the posture score, open findings, time to remediate and SLA breaches."""
+    from bot.reports import make_report
+    from ledger.history import first_scan_at
+
+    app_ctx = _ctx(ctx)
+    catalog = app_ctx.catalog
+    if framework not in catalog.frameworks:
+        raise typer.BadParameter(
+            f"unknown framework {framework!r}; known: {', '.join(sorted(catalog.frameworks))}",
+            param_hint="--framework",
+        )
+    if report_format == ReportFormat.pdf:
+        raise typer.BadParameter(
+            "PDF is not available yet: write --format html and print it from a browser "
+            "(the HTML report has print styles)",
+            param_hint="--format",
+        )
+    if report_format == ReportFormat.html and output_file is None:
+        raise typer.BadParameter(
+            "an HTML report is a file: name it with -o FILE", param_hint="--format"
+        )
+    now = utcnow()
+    settings = app_ctx.settings
+    with app_ctx.sessions()() as session:
+        first = first_scan_at(session=session)
+        if at is not None:
+            # A day (the end of it, from _report_at) is in the future from tomorrow on.
+            whole_day = at.astimezone(UTC).time() == time.max
+            if at.astimezone(UTC).date() > now.astimezone(UTC).date() if whole_day else at > now:
+                raise typer.BadParameter(
+                    f"{at.astimezone(UTC):%Y-%m-%d %H:%M} UTC is in the future", param_hint="--at"
+                )
+            at = min(at, now)  # today: as of now
+            if first is None:
+                raise typer.BadParameter(
+                    "no scan has run yet: there is no state to report", param_hint="--at"
+                )
+            if at < first:
+                raise typer.BadParameter(
+                    f"{at.astimezone(UTC):%Y-%m-%d %H:%M} UTC is before the first scan "
+                    f"({first:%Y-%m-%d %H:%M} UTC)",
+                    param_hint="--at",
+                )
+        text = make_report(
+            session=session,
+            settings=settings,
+            catalog=catalog,
+            tasks=list(app_ctx.book.tasks.tasks.values()) if settings.calendar.enabled else [],
+            framework=framework,
+            fmt=report_format.value,
+            at=now if at is None else at,
+            now=now,
+            account=account,
+        )
+    if output_file is None:
+        sys.stdout.write(text)
+        return
+    _write_atomically(output_file, text)
+    name = catalog.frameworks[framework].name
+    err.print(f"Wrote the {name} report ({report_format.value}) to {output_file}.")
 
 
 # ---- rules -----------------------------------------------------------------------------------
@@ -1394,6 +1546,83 @@ def _reminder_why(tag: str, zone: ZoneInfo) -> str:
         lead = timedelta(seconds=int(tag[4:]))
         return f"{duration(lead)} before the due time" if lead else "at the due time"
     return tag
+
+
+# ---- audit -------------------------------------------------------------------------------------
+
+
+@audit_app.command("verify")
+def audit_verify(
+    ctx: typer.Context,
+    every: Annotated[
+        bool, typer.Option("--all", help="List every break, not only the first.")
+    ] = False,
+) -> None:
+    """Walk the audit trail's hash chain: exit 0 when intact, 1 naming the first entry changed,
+    removed or inserted (with audit.hmac_key, from COMPLIANCEBOT_AUDIT__HMAC_KEY, when set)."""
+    from ledger import audit
+
+    app_ctx = _ctx(ctx)
+    with app_ctx.sessions()() as session:
+        report = audit.verify(session=session, key=app_ctx.settings.audit.key())
+    if report.intact:
+        out.print(report.summary(), markup=False, soft_wrap=True)
+        return
+    line = output.styled(("error:", "red"), f" {report.summary()}")
+    err.print(line, highlight=False, soft_wrap=True)
+    if every:
+        for problem in report.problems[1:]:
+            err.print(output.styled(f"  {problem.message}"), highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@audit_app.command("export")
+def audit_export(
+    ctx: typer.Context,
+    path: Annotated[
+        Path, typer.Option("--output", "-o", help="The JSON Lines file to write ('-': stdout).")
+    ],
+    since: Annotated[
+        date | None,
+        typer.Option(parser=_day, metavar="YYYY-MM-DD", help="Only entries from this day (UTC)."),
+    ] = None,
+) -> None:
+    """Write the audit trail as JSON Lines, one entry a line with its hashes, in chain order."""
+    import os
+    import tempfile
+
+    from ledger import audit
+
+    app_ctx = _ctx(ctx)
+    after = None if since is None else datetime.combine(since, time(), UTC)
+    with app_ctx.sessions()() as session:
+        entries = audit.export(session=session, since=after)
+        if str(path) == "-":
+            for entry in entries:
+                sys.stdout.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            return
+        # A temporary file beside the target, renamed over it when whole: never a partial file.
+        try:
+            fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        except OSError as exc:
+            raise CompliancebotError(f"cannot write {path}: {exc.strerror or exc}") from None
+        temp = Path(name)
+        count = 0
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                for entry in entries:
+                    handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                    count += 1
+                handle.flush()
+                os.fsync(handle.fileno())
+            temp.replace(path)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            raise CompliancebotError(f"cannot write {path}: {exc.strerror or exc}") from None
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+    out.print(f"Wrote {count} audit entries to {path}.", markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -59,6 +59,7 @@ from integrations.delivery import DeliveryWorker, OutboxWorker
 from integrations.ticket_sync import TicketSync
 from integrations.tickets import TicketError, TicketSink
 from ledger import db
+from ledger.audit import check_chain, use_key
 from ledger.inbound import first_delivery
 from ledger.models import Scan
 from ledger.services import ScanCounts
@@ -105,6 +106,7 @@ def build_services(
     if settings.slack.enabled:  # the client is Slack's only with its token
         require_secrets(settings.slack.missing_secrets())
     sessions = db.session_factory(engine)
+    use_key(sessions, settings.audit.key())  # audit entries are chained with it
     metrics = metrics or Metrics(sessions)
     client = make_client(settings.slack)
     book = task_book(settings, catalog) if settings.calendar.enabled else None
@@ -434,7 +436,7 @@ def scheduled_jobs(
     *, settings: Settings, services: BotServices, syncs: Sequence[TicketSync]
 ) -> dict[str, JobSpec]:
     """What the scheduler runs: scans on their cron, ticket sync (and polling) per tracker,
-    the reminder sweep, and the nightly retention."""
+    the reminder sweep, the nightly retention and audit chain check."""
     tz = settings.schedule.timezone
     jobs: dict[str, JobSpec] = {}
     for target, expression in settings.schedule.scans.items():  # names checked by Settings
@@ -464,6 +466,17 @@ def scheduled_jobs(
             sessions=services.sessions,
             clock=services.clock,
             days=settings.schedule.retention_days,
+        ),
+    )
+    # The audit chain verified nightly; a break is logged and alerted in Slack once.
+    jobs["audit"] = JobSpec(
+        cron(settings.audit.verify_cron, tz),
+        functools.partial(
+            check_chain,
+            sessions=services.sessions,
+            clock=services.clock,
+            key=settings.audit.key(),
+            channel=settings.slack.channel if settings.slack.enabled else None,
         ),
     )
     return jobs

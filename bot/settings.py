@@ -390,7 +390,10 @@ _OWN_SECRETS = (
     ),
     SecretKey(("slack", "app_token")),
 )
-_LAST_SECRETS = (SecretKey(("calendar", "feed_token"), 32, f"generate one with {GENERATE}"),)
+_LAST_SECRETS = (
+    SecretKey(("calendar", "feed_token"), 32, f"generate one with {GENERATE}"),
+    SecretKey(("audit", "hmac_key"), 32, f"generate one with {GENERATE}"),
+)
 
 
 class _SecretKeys(Sequence[SecretKey]):
@@ -519,6 +522,22 @@ class ScheduleSettings(_Section):
     retention_days: Annotated[int, Field(ge=1, le=3650)] = 90
 
 
+class AuditSettings(_Section):
+    """The audit trail's hash chain (ledger/audit.py) and its nightly verification."""
+
+    # HMAC-SHA256 key for the chain: without one, whoever can write the database can also
+    # rebuild a consistent chain after editing it. Entries chained before it was set stay
+    # plain SHA-256. It cannot be rotated: entries of an old key fail verification with a new
+    # one (`audit verify` names the first of them and the key id it was made with).
+    hmac_key: Secret = None
+    # When `serve` verifies the chain and alerts slack.channel on a break (schedule.timezone).
+    verify_cron: Crontab = "15 3 * * *"
+
+    def key(self) -> str | None:
+        """The chain's HMAC key, or None when unset."""
+        return self.hmac_key.get_secret_value() if self.hmac_key is not None else None
+
+
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 3000
@@ -544,6 +563,7 @@ class Settings(BaseSettings):
     tickets: TicketsSettings = Field(default_factory=TicketsSettings)
     calendar: CalendarSettings = CalendarSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    audit: AuditSettings = AuditSettings()
 
     @model_validator(mode="after")
     def _scheduled_targets_exist(self) -> Settings:

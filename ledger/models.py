@@ -289,7 +289,7 @@ class AuditEntry(Base):
     # The chain (ledger.audit.append writes them; nullable so that a row inserted around the
     # ledger is stored, and then named by verify, rather than refused with a bare constraint).
     # chain_seq is the chain's order; unique, so two appends can never fork it.
-    chain_seq: Mapped[int | None] = mapped_column(unique=True)
+    chain_seq: Mapped[int | None] = mapped_column(index=True, unique=True)
     key_id: Mapped[str | None] = mapped_column(String(16))  # "" unkeyed, else the key's id
     prev_hash: Mapped[str | None] = mapped_column(String(64))
     hash: Mapped[str | None] = mapped_column(String(64))

@@ -127,6 +127,25 @@ def posture(
         .order_by(Scan.id.desc())
         .limit(1)
     )
+    ordered = {str(s): by_severity.get(str(s), 0) for s in Severity}
+    return Posture(
+        frameworks=frameworks_posture(
+            catalog=catalog, failing_by_rule=failing_by_rule, frameworks=frameworks
+        ),
+        open_by_severity=ordered,
+        accepted=accepted,
+        last_scan=last_scan,
+    )
+
+
+def frameworks_posture(
+    *,
+    catalog: Catalog,
+    failing_by_rule: dict[str, tuple[int, datetime]],
+    frameworks: Sequence[str] | None = None,
+) -> list[FrameworkPosture]:
+    """Each framework's controls, given the failing findings per rule (count, oldest first seen):
+    shared by the posture now and the posture rebuilt at an instant (ledger.history)."""
     out = []
     for fw_id in frameworks or sorted(catalog.frameworks):
         fw = catalog.require_framework(fw_id)
@@ -151,8 +170,7 @@ def posture(
                     state.since = since if state.since is None else min(state.since, since)
             controls.append(state)
         out.append(FrameworkPosture(framework=fw_id, name=fw.name, controls=controls))
-    ordered = {str(s): by_severity.get(str(s), 0) for s in Severity}
-    return Posture(frameworks=out, open_by_severity=ordered, accepted=accepted, last_scan=last_scan)
+    return out
 
 
 def page_findings(

@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import insert, label, select, update
 from sqlalchemy.orm import Session
 
+from ledger import audit as chain
 from ledger.models import (
     ACTIVE,
-    AuditEntry,
     Finding,
     FindingEvent,
     FindingStatus,
@@ -137,8 +137,8 @@ def _audit(
     object_id: str,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    session.execute(
-        insert(AuditEntry),
+    chain.append(
+        session,
         [
             {
                 "at": now,
@@ -303,8 +303,9 @@ def _write(session: Session, plan: _Plan) -> None:
             session.execute(update(Finding).where(Finding.id.in_(chunk)).values(**values))
     if plan.events:
         session.execute(insert(FindingEvent), plan.events)
-        session.execute(
-            insert(AuditEntry),
+        # One bulk insert, chained in Python (ledger.audit.append).
+        chain.append(
+            session,
             [
                 {
                     "at": plan.now,

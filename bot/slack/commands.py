@@ -34,9 +34,13 @@ class Scan:
     account: str | None
 
 
+REPORT_FORMATS = ("md", "html", "csv", "json")
+
+
 @dataclass(frozen=True)
 class Report:
     framework: str
+    format: str = "md"  # one of REPORT_FORMATS
 
 
 @dataclass(frozen=True)
@@ -106,11 +110,19 @@ def parse(text: str, frameworks: Collection[str]) -> Command:  # noqa: PLR0912 -
             raise SlackInputError("`scan` takes at most one account (a target name or account id)")
         return Scan(raw_words[1] if args else None)
     if sub == "report":
-        if len(args) != 1 or _framework(args[0], frameworks) is None:
-            raise SlackInputError(f"`report` takes one framework: {known}")
+        if not 1 <= len(args) <= 2 or _framework(args[0], frameworks) is None:
+            raise SlackInputError(
+                f"`report` takes one framework: {known}; then a format if you like: "
+                f"{', '.join(REPORT_FORMATS)}"
+            )
         fw = _framework(args[0], frameworks)
         assert fw is not None
-        return Report(fw)
+        if len(args) == 2 and args[1] not in REPORT_FORMATS:
+            raise SlackInputError(
+                f"`report {fw}`: {shown(args[1])} is not a format; valid: "
+                f"{', '.join(REPORT_FORMATS)}"
+            )
+        return Report(fw, args[1] if len(args) == 2 else "md")
     raise SlackInputError(f"unknown subcommand {sub!r}; valid: {', '.join(SUBCOMMANDS)}")
 
 

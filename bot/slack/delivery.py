@@ -137,6 +137,7 @@ class SlackDelivery:
             "reply": self._reply,
             "task_remind": self._task,
             "task_escalate": self._task,
+            "alert": self._alert,
         }.get(item.kind)
         if handler is None:
             raise Refused(f"unknown outbox kind {item.kind!r}")
@@ -259,6 +260,16 @@ class SlackDelivery:
         line = kit.reply_line(str(p["text"]), mention=p.get("mention"))
         return self._post(
             item, channel=channel, text=line, blocks=[kit.section(line)], thread=thread
+        )
+
+    def _alert(self, session: Session, item: OutboxItem) -> dict[str, Any]:
+        """An operational alert (the audit chain broke) to slack.channel; its text is data."""
+        channel = self.slack.channel or item.payload.get("channel")
+        if not channel:
+            raise Refused("an alert needs slack.channel")
+        line = f":rotating_light: {kit.esc(str(item.payload.get('text', '')))}"
+        return self._post(
+            item, channel=str(channel), text=line, blocks=[kit.section(line)], thread=None
         )
 
     def _task(self, session: Session, item: OutboxItem) -> dict[str, Any]:

@@ -140,7 +140,8 @@ def test_a_changed_trigger_replaces_the_job_and_a_removed_job_goes(
 def test_scheduled_jobs_follow_the_configuration(
     sessions: sessionmaker[Session], clock: FakeClock
 ) -> None:
-    """Scans per target on cron, retention; an unknown target is an error naming the real ones."""
+    """Scans per target on cron, retention, the audit check; an unknown target is an error
+    naming the real ones."""
     settings = Settings.model_validate(
         {
             "aws": {"targets": [{"name": "prod"}, {"name": "dev"}]},
@@ -161,7 +162,7 @@ def test_scheduled_jobs_follow_the_configuration(
             },
         )
 
-    assert sorted(jobs) == ["retention", "scan:all", "scan:prod"]
+    assert sorted(jobs) == ["audit", "retention", "scan:all", "scan:prod"]
     assert (
         "COMPLIANCEBOT_SCHEDULE__SCANS: schedule.scans: no AWS target named 'stage'; "
         "targets: dev, prod (or 'all')"

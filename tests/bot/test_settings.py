@@ -299,12 +299,14 @@ MINIMUMS = {s.name: s for s in SECRET_KEYS if s.min_length}
 
 
 def test_the_secrets_people_choose_or_copy_have_minimums() -> None:
-    """The secrets that authenticate callers of `serve` all have a minimum length of 32."""
+    """The secrets that authenticate callers of `serve`, and the audit chain's HMAC key, all
+    have a minimum length of 32."""
     assert {name: s.min_length for name, s in MINIMUMS.items()} == {
         "slack.signing_secret": 32,
         "tickets.jira.webhook_secret": 32,
         "tickets.trello.webhook_secret": 32,
         "calendar.feed_token": 32,
+        "audit.hmac_key": 32,
     }
 
 

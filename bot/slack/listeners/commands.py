@@ -9,7 +9,7 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.report import framework_report
+from bot.reports import make_report
 from bot.slack import blocks as kit
 from bot.slack import commands as cmd
 from bot.slack.app import BotServices
@@ -103,7 +103,7 @@ def register(app: App, services: BotServices) -> None:
         elif isinstance(parsed, cmd.Scan):
             _scan(ack, respond, parsed.account, user)
         elif isinstance(parsed, cmd.Report):
-            _report(ack, respond, client, command, parsed.framework)
+            _report(ack, respond, client, command, parsed)
 
     def _history(ack: Ack, task: str | None) -> None:
         book = services.book
@@ -167,20 +167,29 @@ def register(app: App, services: BotServices) -> None:
             services.wake()
 
     def _report(
-        ack: Ack, respond: Respond, client: WebClient, command: dict[str, Any], framework: str
+        ack: Ack, respond: Respond, client: WebClient, command: dict[str, Any], asked: cmd.Report
     ) -> None:
+        framework, fmt = asked.framework, asked.format
         fw_name = services.catalog.frameworks[framework].name
         ack(text=f"Preparing the {fw_name} report…", response_type="ephemeral")
         now = services.clock()
+        book = services.book
         with services.sessions() as session:
-            content = framework_report(
-                session=session, catalog=services.catalog, framework=framework, now=now
+            content = make_report(
+                session=session,
+                settings=services.settings,
+                catalog=services.catalog,
+                tasks=list(book.tasks.tasks.values()) if book is not None else [],
+                framework=framework,
+                fmt=fmt,
+                at=now,
+                now=now,
             )
         try:
             client.files_upload_v2(
                 channel=str(command.get("channel_id")),
                 content=content,
-                filename=f"{framework}-report-{now:%Y-%m-%d}.md",
+                filename=f"{framework}-report-{now:%Y-%m-%d}.{fmt}",
                 title=f"{fw_name} report {now:%Y-%m-%d}",
                 initial_comment=f"{fw_name} compliance report, requested by "
                 f"<@{command.get('user_id')}>.",
