@@ -46,9 +46,9 @@ from botocore.config import Config
 from botocore.parsers import ResponseParserError
 
 from bot.logging import configure as configure_logging
-from bot.scanning import run_scan
+from bot.scanning import recheck, run_scan
 from ledger import db
-from rules.catalog import load_catalog
+from rules.catalog import Catalog, load_catalog
 from scanners.aws.collector import AwsCollector, AwsTarget, CollectorOptions
 from scanners.model import Collection
 
@@ -461,6 +461,24 @@ class Seeder:
 
         self.fan_out(report, make)
 
+    def seed_rds_clusters(self, report: KindReport) -> None:
+        """Aurora PostgreSQL clusters with mixed encryption, backups, protection and IAM auth."""
+        rds = self.c["rds"]
+
+        def make(i: int) -> None:
+            rds.create_db_cluster(
+                DBClusterIdentifier=f"bench-cluster-{i:05d}",
+                Engine="aurora-postgresql",
+                MasterUsername="app",
+                MasterUserPassword="bench-password-1",
+                StorageEncrypted=i % 2 == 0,
+                BackupRetentionPeriod=7 if i % 3 else 1,
+                DeletionProtection=i % 5 == 0,
+                EnableIAMDatabaseAuthentication=i % 4 == 0,
+            )
+
+        self.fan_out(report, make)
+
     def seed_rds_snapshots(self, report: KindReport) -> None:
         """Manual snapshots of one extra instance; every PUBLIC_EVERY-th one restorable by all."""
         rds = self.c["rds"]
@@ -617,6 +635,7 @@ KINDS: tuple[tuple[str, str, str | None], ...] = (
     ("iam_users", "seed_users", None),
     ("iam_policies", "seed_policies", None),
     ("rds_instances", "seed_rds_instances", None),
+    ("rds_clusters", "seed_rds_clusters", None),
     ("rds_snapshots", "seed_rds_snapshots", None),
     ("dynamodb_tables", "seed_tables", None),
     ("kms_keys", "seed_kms_keys", None),
@@ -783,6 +802,7 @@ def run_benchmark_scan(server: MotoServer, workers: int, database: str) -> dict[
         engine.dispose()
 
     col = outcome.collection
+    rechecks = measure_rechecks(catalog, server, col)
     api_calls = sum(col.api_calls.values())
     http = sum(col.http_requests.values())
     unexpected, polled, worst = recorder.duplicates()
@@ -825,9 +845,55 @@ def run_benchmark_scan(server: MotoServer, workers: int, database: str) -> dict[
         "duplicate_calls": unexpected,
         "duplicate_calls_polled": polled,
         "duplicate_calls_sample": [f"{n}x {what}" for what, n in worst],
+        "recheck_api_calls": rechecks,
         "rss_before_scan_mb": round(rss_before, 1),
         "peak_rss_mb": round(rss_peak, 1),
     }
+
+
+# One rule per collected type (a Slack Resolve or a closed ticket re-checks one resource).
+RECHECK_RULES = (
+    "ec2_sg_ssh_open_to_world",
+    "ec2_instance_imdsv2_required",
+    "ec2_volume_encrypted",
+    "ec2_snapshot_public",
+    "s3_bucket_public_policy",
+    "iam_user_console_without_mfa",
+    "iam_policy_full_admin_attached",
+    "rds_instance_storage_encrypted",
+    "rds_cluster_storage_encrypted",
+    "rds_snapshot_public",
+    "dynamodb_pitr_enabled",
+    "kms_key_rotation_enabled",
+    "cloudtrail_trail_multi_region",
+    "elbv2_listener_https_only",
+)
+
+
+def measure_rechecks(catalog: Catalog, server: MotoServer, col: Collection) -> dict[str, int]:
+    """API calls to re-check one resource (the first collected) for each RECHECK_RULES rule."""
+    collector = AwsCollector(
+        targets=[AwsTarget(name="bench", regions=(REGION,), endpoint_url=server.endpoint)],
+        sleep=lambda _s: None,
+    )
+    out: dict[str, int] = {}
+    for rule_id in RECHECK_RULES:
+        rule = catalog.rules.get(rule_id)
+        if rule is None:
+            continue
+        sample = next((r for r in col.resources if r.type == rule.resource_type), None)
+        if sample is None:
+            continue
+        outcome = recheck(
+            catalog=catalog,
+            collector=collector,
+            rule_id=rule_id,
+            account=sample.account,
+            region=sample.region,
+            resource_id=sample.id,
+        )
+        out[f"{rule_id} ({outcome.verdict})"] = outcome.api_calls
+    return out
 
 
 # ---- reporting -----------------------------------------------------------------------------------
@@ -899,6 +965,14 @@ def print_report(result: dict[str, Any]) -> None:
     )
     for line in result["duplicate_calls_sample"]:
         print(f"  {line}")
+    rechecks = result["recheck_api_calls"]
+    if rechecks:
+        print(
+            f"re-check of one resource: at most {max(rechecks.values())} API calls"
+            " (sts.GetCallerIdentity included)"
+        )
+        for what, n in rechecks.items():
+            print(f"  {what:<52} {n:>3}")
     moto_rss = result["moto_peak_rss_mb"]
     print(
         f"peak RSS:            {result['peak_rss_mb']:.1f} MB for this process"

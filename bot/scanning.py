@@ -205,7 +205,13 @@ def recheck(  # noqa: PLR0911 - one return per way a re-check can end
         return Recheck("unknown", f"rule {rule_id} is not enabled", 0)
     # Global resources carry a pseudo-region; their services are listed whatever the filter.
     regions = {region} if region.count("-") >= 2 else None
-    collection = collector.collect(needs=catalog.needs([rule]), accounts={account}, regions=regions)
+    # Only this resource is fetched (by its id) where its type allows; see ResourceSpec.by_id.
+    collection = collector.collect(
+        needs=catalog.needs([rule]),
+        accounts={account},
+        regions=regions,
+        only=(rule.resource_type, resource_id),
+    )
     calls = sum(collection.api_calls.values())
     if collection.errors:
         first = collection.errors[0]

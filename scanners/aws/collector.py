@@ -139,6 +139,23 @@ class CallContext:
         except (ClientError, BotoCoreError) as exc:
             raise _failure(service, operation, exc) from exc
 
+    def call_optional(
+        self,
+        service: str,
+        operation: str,
+        *,
+        missing: tuple[str, ...],
+        region: str | None = None,
+        **params: Any,
+    ) -> dict[str, Any] | None:
+        """One API call whose `missing` error codes mean "not configured": None, not a failure."""
+        try:
+            return self.call(service, operation, region=region, **params)
+        except _CallFailedError as exc:
+            if exc.code in missing:
+                return None
+            raise
+
     def paginate(
         self, service: str, operation: str, result: str, *, region: str | None = None, **params: Any
     ) -> list[Any]:
@@ -299,8 +316,13 @@ class AwsCollector:
         needs: Mapping[str, set[str]] | None = None,
         accounts: set[str] | None = None,
         regions: set[str] | None = None,
+        only: tuple[str, str] | None = None,
     ) -> Collection:
-        """Collect the resource types (and enriched keys) in `needs`; None means everything."""
+        """Collect the resource types (and enriched keys) in `needs`; None means everything.
+
+        `only` (resource type, id): fetch that one resource by its id where its spec says how
+        (`by_id`), instead of listing every resource of its type (a re-check).
+        """
         run = _Run(self.options, self.sleep)
         wanted = _needed_specs(needs)
         with ThreadPoolExecutor(
@@ -312,7 +334,7 @@ class AwsCollector:
             outstanding = total = done = 0
             for target in self.targets:
                 future = pool.submit(
-                    self._open_account, run, pool, target, wanted, accounts, regions
+                    self._open_account, run, pool, target, wanted, accounts, regions, only
                 )
                 future.add_done_callback(finished.put)
                 outstanding += 1
@@ -341,6 +363,7 @@ class AwsCollector:
         wanted: dict[str, set[str] | None],
         accounts: set[str] | None,
         regions: set[str] | None,
+        only: tuple[str, str] | None,
     ) -> list[Future[Any]]:
         label = target.account_id or target.name
         try:
@@ -371,9 +394,12 @@ class AwsCollector:
         for rtype, keys in wanted.items():
             spec = SPECS_BY_TYPE[rtype]
             places = region_list if spec.scope in ("regional", "region") else [GLOBAL_REGION]
+            one = only[1] if only and only[0] == rtype and spec.by_id else None
             for region in places:
                 futures.append(
-                    pool.submit(self._list, run, pool, account, spec, keys, region, region_list)
+                    pool.submit(
+                        self._list, run, pool, account, spec, keys, region, region_list, one
+                    )
                 )
         return futures
 
@@ -417,6 +443,7 @@ class AwsCollector:
         keys: set[str] | None,
         region: str,
         region_list: list[str],
+        one: str | None = None,
     ) -> list[Future[Any]]:
         if spec.scope in ("account", "region"):
             rid = account.id if spec.scope == "account" else region
@@ -424,7 +451,10 @@ class AwsCollector:
         else:
             ctx = CallContext(account, region)
             try:
-                raw = ctx.paginate(spec.service, spec.operation, spec.result, **spec.constants)
+                if one is not None:
+                    raw = self._fetch_one(ctx, spec, one)
+                else:
+                    raw = ctx.paginate(spec.service, spec.operation, spec.result, **spec.constants)
             except _CallFailedError as exc:
                 run.error(account.id, region, exc, resource_type=spec.type)
                 return []
@@ -455,6 +485,28 @@ class AwsCollector:
         return [
             pool.submit(self._enrich, run, account, spec, enrichers, res, region_list)
             for res in items
+        ]
+
+    @staticmethod
+    def _fetch_one(ctx: CallContext, spec: ResourceSpec, rid: str) -> list[Any]:
+        """The listing item(s) of one resource, by its id; [] when it no longer exists."""
+        by_id = spec.by_id
+        assert by_id is not None
+        if not by_id.operation:
+            return [rid] if spec.item_key else [{spec.id: rid}]
+        params = {**by_id.constants, by_id.param: [rid] if by_id.as_list else rid}
+        try:
+            answer = ctx.call(spec.service, by_id.operation, **params)
+        except _CallFailedError as exc:
+            if exc.code in by_id.gone:
+                return []
+            raise
+        found = jmespath.search(by_id.result or spec.result, answer)
+        # An answer about the resource that does not repeat its id (HeadBucket) gets it here.
+        return [
+            {spec.id: rid, **item} if isinstance(item, dict) else item
+            for item in (found or [])
+            if item is not None
         ]
 
     def _enrich(

@@ -49,6 +49,24 @@ class Derive:
 
 
 @dataclass(frozen=True)
+class ById:
+    """How to fetch one resource by its id instead of listing them all (a re-check).
+
+    With no `operation` the id alone is the listing item (`{spec.id: id}`), for types whose
+    listing carries nothing but the id (S3 buckets, DynamoDB tables, KMS keys). `param` takes
+    the id (`[id]` when `as_list`); `result` defaults to the spec's (an item without the `id`
+    field gets it); `gone` are the error codes that mean the resource no longer exists.
+    """
+
+    operation: str = ""
+    param: str = ""
+    as_list: bool = True
+    result: str | None = None
+    constants: Mapping[str, Any] = field(default_factory=dict)
+    gone: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ResourceSpec:
     """How to enumerate one resource type.
 
@@ -73,6 +91,8 @@ class ResourceSpec:
     item_key: str | None = None
     # Listings that repeat an item in every region (shadow trails): the key naming its home.
     home_key: str | None = None
+    # Fetching one resource for a re-check; None: list them all and pick it out.
+    by_id: ById | None = None
 
     def enrich_keys(self) -> set[str]:
         """Every key this spec can add beyond the listing."""

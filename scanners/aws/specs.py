@@ -9,23 +9,33 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from scanners.aws.normalize import bucket_region, normalize_policy, parse_credential_report
-from scanners.aws.spec import Derive, Enrich, ResourceSpec
+from scanners.aws.spec import ById, Derive, Enrich, ResourceSpec
+from scanners.model import GLOBAL_REGION
 
 if TYPE_CHECKING:
     from scanners.aws.collector import CallContext
     from scanners.model import Resource
 
 ROOT_USER = "<root_account>"
+# The credential report is usually ready within a second: poll soon, then back off, giving up
+# after about 30 s in all (0.25 + 0.5 + 1 + 2 + 4 * 6).
 CREDENTIAL_REPORT_POLLS = 10
+CREDENTIAL_REPORT_FIRST_WAIT = 0.25
+CREDENTIAL_REPORT_MAX_WAIT = 4.0
+# ListBuckets answers with each bucket's region (BucketRegion) only when the request carries a
+# parameter; 10,000 is the largest page (and the default bucket quota), so one call lists all.
+LIST_BUCKETS_PAGE = 10_000
 
 
 def _credential_report(ctx: CallContext) -> dict[str, dict[str, Any]]:
     def load() -> dict[str, dict[str, Any]]:
+        wait = CREDENTIAL_REPORT_FIRST_WAIT
         for _ in range(CREDENTIAL_REPORT_POLLS):
             state = ctx.call("iam", "generate_credential_report").get("State")
             if state == "COMPLETE":
                 break
-            ctx.sleep(2.0)
+            ctx.sleep(wait)
+            wait = min(wait * 2, CREDENTIAL_REPORT_MAX_WAIT)
         report = ctx.call("iam", "get_credential_report")
         return parse_credential_report(report["Content"])
 
@@ -68,10 +78,28 @@ def _vpc_flow_logs(ctx: CallContext, res: Resource) -> Any:
 
 
 def _bucket_region(ctx: CallContext, res: Resource) -> Any:
+    # Given by ListBuckets (called with MaxBuckets); GetBucketLocation only when it is not
+    # (an older endpoint, an emulator, a re-check that never listed).
     if res.data.get("BucketRegion"):
         return res.data["BucketRegion"]
     answer = ctx.call("s3", "get_bucket_location", Bucket=res.data["Name"])
     return bucket_region(answer.get("LocationConstraint"))
+
+
+def _account_public_access_block(ctx: CallContext, res: Resource) -> Any:
+    """The account's S3 Block Public Access, fetched once per account for all its buckets."""
+
+    def load() -> Any:
+        answer = ctx.call_optional(
+            "s3control",
+            "get_public_access_block",
+            missing=("NoSuchPublicAccessBlockConfiguration",),
+            region=GLOBAL_REGION,
+            AccountId=ctx.account_id,
+        )
+        return None if answer is None else answer.get("PublicAccessBlockConfiguration")
+
+    return ctx.shared(("s3control", "public_access_block"), load)
 
 
 def _account_trails(trails: list[Resource]) -> list[dict[str, Any]]:
@@ -114,14 +142,8 @@ SPECS: tuple[ResourceSpec, ...] = (
                 missing=("NoSuchEntity",),
             ),
             Enrich("RootCredentials", custom=_root_credentials),
-            Enrich(
-                "S3PublicAccessBlock",
-                "get_public_access_block",
-                service="s3control",
-                params={"AccountId": "$account"},
-                result="PublicAccessBlockConfiguration",
-                missing=("NoSuchPublicAccessBlockConfiguration",),
-            ),
+            # Shared with the buckets' AccountPublicAccessBlock: one call per account.
+            Enrich("S3PublicAccessBlock", service="s3control", custom=_account_public_access_block),
         ),
         derive=(
             Derive(
@@ -154,6 +176,7 @@ SPECS: tuple[ResourceSpec, ...] = (
         operation="list_users",
         result="Users",
         id="UserName",
+        by_id=ById("get_user", "UserName", as_list=False, result="[User]", gone=("NoSuchEntity",)),
         name="UserName",
         enrich=(
             Enrich("Credentials", custom=_user_credentials),
@@ -179,6 +202,9 @@ SPECS: tuple[ResourceSpec, ...] = (
         constants={"Scope": "Local"},
         result="Policies",
         id="Arn",
+        by_id=ById(
+            "get_policy", "PolicyArn", as_list=False, result="[Policy]", gone=("NoSuchEntity",)
+        ),
         name="PolicyName",
         enrich=(
             Enrich(
@@ -198,6 +224,7 @@ SPECS: tuple[ResourceSpec, ...] = (
         operation="describe_security_groups",
         result="SecurityGroups",
         id="GroupId",
+        by_id=ById("describe_security_groups", "GroupIds", gone=("InvalidGroup.NotFound",)),
         name="GroupName",
     ),
     ResourceSpec(
@@ -207,6 +234,7 @@ SPECS: tuple[ResourceSpec, ...] = (
         operation="describe_instances",
         result="Reservations[].Instances[]",
         id="InstanceId",
+        by_id=ById("describe_instances", "InstanceIds", gone=("InvalidInstanceID.NotFound",)),
         name="Tags[?Key=='Name'].Value | [0]",
     ),
     ResourceSpec(
@@ -216,6 +244,7 @@ SPECS: tuple[ResourceSpec, ...] = (
         operation="describe_volumes",
         result="Volumes",
         id="VolumeId",
+        by_id=ById("describe_volumes", "VolumeIds", gone=("InvalidVolume.NotFound",)),
         name="Tags[?Key=='Name'].Value | [0]",
     ),
     ResourceSpec(
@@ -226,6 +255,7 @@ SPECS: tuple[ResourceSpec, ...] = (
         constants={"OwnerIds": ["self"]},
         result="Snapshots",
         id="SnapshotId",
+        by_id=ById("describe_snapshots", "SnapshotIds", gone=("InvalidSnapshot.NotFound",)),
         enrich=(
             Enrich(
                 "CreateVolumePermissions",
@@ -244,6 +274,7 @@ SPECS: tuple[ResourceSpec, ...] = (
         constants={"Owners": ["self"]},
         result="Images",
         id="ImageId",
+        by_id=ById("describe_images", "ImageIds", gone=("InvalidAMIID.NotFound",)),
         name="Name",
     ),
     ResourceSpec(
@@ -253,6 +284,7 @@ SPECS: tuple[ResourceSpec, ...] = (
         operation="describe_vpcs",
         result="Vpcs",
         id="VpcId",
+        by_id=ById("describe_vpcs", "VpcIds", gone=("InvalidVpcID.NotFound",)),
         name="Tags[?Key=='Name'].Value | [0]",
         enrich=(Enrich("FlowLogs", custom=_vpc_flow_logs),),
     ),
@@ -262,8 +294,17 @@ SPECS: tuple[ResourceSpec, ...] = (
         service="s3",
         scope="global",
         operation="list_buckets",
+        constants={"MaxBuckets": LIST_BUCKETS_PAGE},
         result="Buckets",
         id="Name",
+        # HeadBucket: the bucket's region in one call, and a 404 when it is gone.
+        by_id=ById(
+            "head_bucket",
+            "Bucket",
+            as_list=False,
+            result="[{BucketRegion: BucketRegion}]",
+            gone=("404", "NotFound", "NoSuchBucket"),
+        ),
         name="Name",
         region_key="Region",
         enrich=(
@@ -300,6 +341,11 @@ SPECS: tuple[ResourceSpec, ...] = (
                 transform=_statement_doc,
             ),
             Enrich("Grants", "get_bucket_acl", params={"Bucket": "Name"}, result="Grants"),
+            Enrich(
+                "AccountPublicAccessBlock",
+                service="s3control",
+                custom=_account_public_access_block,
+            ),
         ),
     ),
     # ---- RDS -----------------------------------------------------------------------------------
@@ -310,7 +356,30 @@ SPECS: tuple[ResourceSpec, ...] = (
         operation="describe_db_instances",
         result="DBInstances",
         id="DBInstanceIdentifier",
+        by_id=ById(
+            "describe_db_instances",
+            "DBInstanceIdentifier",
+            as_list=False,
+            gone=("DBInstanceNotFound",),
+        ),
         name="DBInstanceIdentifier",
+    ),
+    # Aurora, Neptune, DocumentDB and Multi-AZ DB clusters: encryption, backups, deletion
+    # protection and IAM authentication are set here, not on their member instances.
+    ResourceSpec(
+        type="aws.rds.cluster",
+        service="rds",
+        scope="regional",
+        operation="describe_db_clusters",
+        result="DBClusters",
+        id="DBClusterIdentifier",
+        by_id=ById(
+            "describe_db_clusters",
+            "DBClusterIdentifier",
+            as_list=False,
+            gone=("DBClusterNotFoundFault",),
+        ),
+        name="DBClusterIdentifier",
     ),
     ResourceSpec(
         type="aws.rds.snapshot",
@@ -320,6 +389,12 @@ SPECS: tuple[ResourceSpec, ...] = (
         constants={"SnapshotType": "manual"},
         result="DBSnapshots",
         id="DBSnapshotIdentifier",
+        by_id=ById(
+            "describe_db_snapshots",
+            "DBSnapshotIdentifier",
+            as_list=False,
+            gone=("DBSnapshotNotFound",),
+        ),
         name="DBSnapshotIdentifier",
         enrich=(
             Enrich(
@@ -338,6 +413,7 @@ SPECS: tuple[ResourceSpec, ...] = (
         operation="list_tables",
         result="TableNames",
         id="TableName",
+        by_id=ById(),
         name="TableName",
         item_key="TableName",
         enrich=(
@@ -358,6 +434,7 @@ SPECS: tuple[ResourceSpec, ...] = (
         operation="list_keys",
         result="Keys",
         id="KeyId",
+        by_id=ById(),
         enrich=(
             Enrich("Metadata", "describe_key", params={"KeyId": "KeyId"}, result="KeyMetadata"),
             Enrich(
@@ -385,6 +462,12 @@ SPECS: tuple[ResourceSpec, ...] = (
         id="TrailARN",
         name="Name",
         home_key="HomeRegion",
+        by_id=ById(
+            "describe_trails",
+            "trailNameList",
+            constants={"includeShadowTrails": True},
+            gone=("TrailNotFoundException",),
+        ),
         enrich=(
             Enrich(
                 "Status",
@@ -402,6 +485,7 @@ SPECS: tuple[ResourceSpec, ...] = (
         operation="describe_load_balancers",
         result="LoadBalancers",
         id="LoadBalancerArn",
+        by_id=ById("describe_load_balancers", "LoadBalancerArns", gone=("LoadBalancerNotFound",)),
         name="LoadBalancerName",
         enrich=(
             Enrich(

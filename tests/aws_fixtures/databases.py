@@ -114,3 +114,35 @@ def _ddb_kms(aws: Aws, passing: bool) -> str:
         return _table(aws)
     key = aws.client("kms").create_key(Description="orders table")["KeyMetadata"]["Arn"]
     return _table(aws, SSESpecification={"Enabled": True, "SSEType": "KMS", "KMSMasterKeyId": key})
+
+
+def _cluster(aws: Aws, name: str, **settings: Any) -> str:
+    """An Aurora PostgreSQL cluster with `settings` passed to create_db_cluster."""
+    aws.client("rds").create_db_cluster(
+        DBClusterIdentifier=name,
+        Engine="aurora-postgresql",
+        MasterUsername="app",
+        MasterUserPassword="correct-horse-battery",
+        **settings,
+    )
+    return name
+
+
+@fixture("rds_cluster_storage_encrypted")
+def _cluster_encrypted(aws: Aws, passing: bool) -> str:
+    return _cluster(aws, "prod", StorageEncrypted=passing)
+
+
+@fixture("rds_cluster_backup_retention")
+def _cluster_backups(aws: Aws, passing: bool) -> str:
+    return _cluster(aws, "prod", BackupRetentionPeriod=7 if passing else 1)
+
+
+@fixture("rds_cluster_deletion_protection")
+def _cluster_deletion(aws: Aws, passing: bool) -> str:
+    return _cluster(aws, "prod", DeletionProtection=passing)
+
+
+@fixture("rds_cluster_iam_authentication")
+def _cluster_iam_auth(aws: Aws, passing: bool) -> str:
+    return _cluster(aws, "prod", EnableIAMDatabaseAuthentication=passing)

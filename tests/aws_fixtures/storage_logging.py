@@ -245,3 +245,8 @@ def _key_deletion(aws: Aws, passing: bool) -> str:
     if not passing:
         kms.schedule_key_deletion(KeyId=key, PendingWindowInDays=7)
     return key
+
+
+@fixture("cloudtrail_trail_multi_region")
+def _trail_multi_region(aws: Aws, passing: bool) -> str:
+    return _trail(aws, "everywhere" if passing else "home-only", IsMultiRegionTrail=passing)

@@ -21,6 +21,9 @@ from scanners.model import Resource
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "writing-rules.md"
 NOW = EvalContext(now=datetime(2026, 12, 1, tzinfo=UTC))
+# The checks rules/checks.py registers: the built-in rules cite them, so a test that loads the
+# catalog with the guide's example check needs them too.
+BUILT_IN_CHECKS = dict(CHECKS)
 
 RULE = """\
 id: {id}
@@ -60,6 +63,7 @@ def checks() -> Iterator[dict[str, Check]]:
 @pytest.fixture
 def documented_check(checks: dict[str, Check]) -> dict[str, Check]:
     """The guide's example check, registered exactly as the guide writes it."""
+    checks.update(BUILT_IN_CHECKS)
     (code,) = _guide_blocks("python")
     # The guide's own code is run as written, so the example cannot drift from the API.
     exec(compile(code, str(GUIDE), "exec"), {})  # noqa: S102 - our own documentation
@@ -123,7 +127,7 @@ def test_unknown_check_name_names_file_line_name_and_known_checks(tmp_path: Path
         validate_paths([path])
     assert str(info.value) == (
         f"{path}:11: condition.check: unknown check 'ingress_wider_thn'; "
-        "known checks: ingress_wider_than"
+        "known checks: bucket_policy_public, ingress_wider_than"
     )
 
 
@@ -131,8 +135,14 @@ def test_unknown_check_name_names_file_line_name_and_known_checks(tmp_path: Path
 def test_unknown_check_with_none_registered_says_where_checks_live(tmp_path: Path) -> None:
     """With no checks at all, the error points the author at rules/checks.py."""
     path = write_rule(tmp_path, "condition:\n  any: [{check: cidr_wide}]\n")
+    # Without the built-in rules (they cite the built-in checks this test removes), so the
+    # built-in frameworks are copied next to the rule.
+    builtin = GUIDE.parents[1] / "rules" / "frameworks"
+    (path.parent / "frameworks").mkdir()
+    for framework in builtin.glob("*.yaml"):
+        (path.parent / "frameworks" / framework.name).write_bytes(framework.read_bytes())
     with pytest.raises(CatalogError) as info:
-        validate_paths([path])
+        load_catalog(extra_paths=[path.parent], include_builtin=False)
     assert str(info.value) == (
         f"{path}:11: condition.any[0].check: unknown check 'cidr_wide'; "
         "no checks are registered (they live in rules/checks.py)"
