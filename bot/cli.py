@@ -690,6 +690,63 @@ def report(
     err.print(f"Wrote the {name} report ({report_format.value}) to {output_file}.")
 
 
+# ---- trends ----------------------------------------------------------------------------------
+
+
+@app.command()
+def trends(
+    ctx: typer.Context,
+    framework: Annotated[
+        list[str] | None,
+        typer.Option(help="Only this framework (repeatable; `compliancebot status` lists them)."),
+    ] = None,
+    days: Annotated[int, typer.Option(min=1, max=3660, help="How many days, ending today.")] = 30,
+    output_format: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
+) -> None:
+    """The posture score and open findings by severity per day, from the daily snapshots."""
+    from bot.trends import print_trends, span, trends_document
+    from ledger import snapshots
+
+    app_ctx = _ctx(ctx)
+    catalog = app_ctx.catalog
+    for fw in framework or ():
+        if fw not in catalog.frameworks:
+            known = ", ".join(sorted(catalog.frameworks))
+            err.print(
+                output.styled(("error:", "red"), f" --framework: unknown framework {fw!r}; "),
+                f"known: {known}",
+                sep="",
+                soft_wrap=True,
+            )
+            raise typer.Exit(2)
+    if output_format not in ("table", "json"):
+        raise typer.BadParameter(f"{output_format!r} is not one of table, json", param_hint="-o")
+    now = utcnow()
+    timezone = app_ctx.settings.schedule.timezone
+    sessions = app_ctx.sessions()
+    with sessions() as session:
+        empty = not snapshots.has_snapshots(session=session)
+    if empty:
+        err.print(
+            f"No snapshots yet: back-filling the last {days} days from the finding history "
+            "(the scheduler's snapshot job keeps them from now on).",
+            soft_wrap=True,
+        )
+        snapshots.catch_up(
+            sessions=sessions, catalog=catalog, now=now, timezone=timezone, days=days
+        )
+    shown = span(today=snapshots.local_day(now, timezone), days=days)
+    with sessions() as session:
+        found = snapshots.trends(
+            session=session, frameworks=framework or sorted(catalog.frameworks), since=shown[0]
+        )
+    if output_format == "json":
+        doc = trends_document(catalog=catalog, snapshots=found, days=shown)
+        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    else:
+        print_trends(out, catalog=catalog, snapshots=found, days=shown)
+
+
 # ---- rules -----------------------------------------------------------------------------------
 
 
@@ -1623,6 +1680,128 @@ def audit_export(
             temp.unlink(missing_ok=True)
             raise
     out.print(f"Wrote {count} audit entries to {path}.", markup=False, soft_wrap=True)
+
+
+# ---- evidence packs ----------------------------------------------------------------------------
+
+evidence_app = typer.Typer(
+    help="Evidence packs for auditors: make one (a signed zip), verify one.", no_args_is_help=True
+)
+app.add_typer(evidence_app, name="evidence")
+
+
+def _fail(message: str) -> typer.Exit:
+    """Bad input: one line naming it on stderr; the caller raises the returned Exit (code 2)."""
+    err.print(output.styled(("error:", "red"), f" {message}"), highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+@evidence_app.command("pack")
+def evidence_pack(
+    ctx: typer.Context,
+    framework: Annotated[
+        str, typer.Option(help="The framework (`compliancebot status` lists them).")
+    ],
+    start: Annotated[
+        date,
+        typer.Option(
+            "--from", parser=_day, metavar="YYYY-MM-DD", help="The period's first day (UTC)."
+        ),
+    ],
+    end: Annotated[
+        date,
+        typer.Option(
+            "--to", parser=_day, metavar="YYYY-MM-DD", help="The period's last day (UTC)."
+        ),
+    ],
+    path: Annotated[Path, typer.Option("--output", "-o", help="The zip file to write.")],
+    account: Annotated[str | None, typer.Option(help="Only this AWS account's findings.")] = None,
+) -> None:
+    """One zip for an auditor: the report as of --to (HTML, CSV), the task completions of the
+    period with their evidence files, the finding history, the audit trail, and a manifest of
+    SHA-256 hashes, signed with a key derived from audit.hmac_key when it is set."""
+    from bot.evidence import PackError, build_pack
+    from ledger.history import last_scan_at
+
+    app_ctx = _ctx(ctx)
+    catalog = app_ctx.catalog
+    if framework not in catalog.frameworks:
+        known = ", ".join(sorted(catalog.frameworks))
+        raise _fail(f"--framework: unknown framework {framework!r}; known: {known}")
+    if start > end:
+        raise _fail(f"--from {start} is after --to {end}: the period would be empty")
+    now = utcnow()
+    if end > now.astimezone(UTC).date():
+        raise _fail(f"--to {end} is in the future (today is {now.astimezone(UTC):%Y-%m-%d} UTC)")
+    since = datetime.combine(start, time(), UTC)
+    until = min(datetime.combine(end, time.max, UTC), now)  # today: as of now
+    settings = app_ctx.settings
+    tasks = list(app_ctx.book.tasks.tasks.values()) if settings.calendar.enabled else []
+    with app_ctx.sessions()() as session:
+        if last_scan_at(session=session, at=until) is None:
+            raise _fail(f"--to {end}: no scan had finished by then, so there is nothing to report")
+        try:
+            summary = build_pack(
+                session=session,
+                settings=settings,
+                catalog=catalog,
+                tasks=tasks,
+                framework=framework,
+                start=since,
+                end=until,
+                now=now,
+                target=path,
+                account=account,
+                key=settings.audit.key(),
+                tool_version=_version(),
+            )
+        except PackError as exc:
+            raise _fail(f"-o: {exc}") from None
+    signed = (
+        f"signed (key id {summary.signed_with})"
+        if summary.signed_with
+        else "unsigned (audit.hmac_key is not set)"
+    )
+    missing = f", {len(summary.missing)} with a problem" if summary.missing else ""
+    out.print(
+        f"Wrote {path}: {summary.files} files, {summary.completions} task completions "
+        f"({summary.evidence_files} evidence files{missing}), {summary.events} finding events, "
+        f"{summary.audit_entries} audit entries; {signed}.",
+        markup=False,
+        soft_wrap=True,
+    )
+    for problem in summary.missing:
+        err.print(
+            output.styled(
+                ("warning:", "yellow"),
+                f" evidence of occurrence {problem['occurrence_id']} ({problem['location']}): "
+                f"{problem['reason']}",
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@evidence_app.command("verify")
+def evidence_verify(
+    ctx: typer.Context,
+    pack: Annotated[Path, typer.Argument(help="The pack (zip) to check.")],
+) -> None:
+    """Check a pack without extracting it: every file's SHA-256 and size against the manifest,
+    nothing missing or extra, the signature (with audit.hmac_key). Exit 0 when intact, 1 with
+    one line per problem."""
+    from bot.evidence import PackError, verify_pack
+
+    try:
+        result = verify_pack(pack, key=_ctx(ctx).settings.audit.key())
+    except PackError as exc:
+        raise _fail(str(exc)) from None
+    if result.intact:
+        out.print(result.summary(), markup=False, soft_wrap=True)
+        return
+    for problem in result.problems:
+        err.print(output.styled(("error:", "red"), f" {problem}"), highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
 
 
 @app.command()

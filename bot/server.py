@@ -58,7 +58,7 @@ from bot.slack.signing import check as check_slack_request
 from integrations.delivery import DeliveryWorker, OutboxWorker
 from integrations.ticket_sync import TicketSync
 from integrations.tickets import TicketError, TicketSink
-from ledger import db
+from ledger import db, snapshots
 from ledger.audit import check_chain, use_key
 from ledger.inbound import first_delivery
 from ledger.models import Scan
@@ -436,7 +436,7 @@ def scheduled_jobs(
     *, settings: Settings, services: BotServices, syncs: Sequence[TicketSync]
 ) -> dict[str, JobSpec]:
     """What the scheduler runs: scans on their cron, ticket sync (and polling) per tracker,
-    the reminder sweep, the nightly retention and audit chain check."""
+    the reminder sweep, the nightly retention and audit chain check, the daily snapshot."""
     tz = settings.schedule.timezone
     jobs: dict[str, JobSpec] = {}
     for target, expression in settings.schedule.scans.items():  # names checked by Settings
@@ -477,6 +477,18 @@ def scheduled_jobs(
             clock=services.clock,
             key=settings.audit.key(),
             channel=settings.slack.channel if settings.slack.enabled else None,
+        ),
+    )
+    # Each framework's and control's posture at the end of the day just over; on the first run
+    # every day since the first scan, back-filled from the finding history (no rescan).
+    jobs["snapshot"] = JobSpec(
+        cron("5 0 * * *", tz),
+        functools.partial(
+            snapshots.daily,
+            sessions=services.sessions,
+            catalog=services.catalog,
+            clock=services.clock,
+            timezone=tz,
         ),
     )
     return jobs

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -485,3 +485,83 @@ def _completion(o: TaskOccurrence) -> Completion:
         file=o.evidence_file,
         sha256=o.evidence_sha256,
     )
+
+
+# ---- a period: what an evidence pack holds -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PeriodEvent:
+    """One finding event of a period, with the finding it belongs to."""
+
+    id: int
+    at: datetime
+    finding_id: int
+    rule_id: str
+    severity: str
+    account: str
+    region: str
+    resource_type: str
+    resource_id: str
+    kind: str
+    from_status: str | None
+    to_status: str
+    actor: str
+    note: str | None
+    scan_id: int | None
+
+
+def events_between(
+    *,
+    session: Session,
+    start: datetime,
+    end: datetime,
+    rule_ids: Collection[str] | None = None,
+    account: str | None = None,
+) -> Iterator[PeriodEvent]:
+    """The finding events from `start` to `end` (both included) of these rules and account, in
+    the order they happened; streamed, whatever their number."""
+    query = (
+        select(
+            FindingEvent.id,
+            FindingEvent.at,
+            FindingEvent.finding_id,
+            Finding.rule_id,
+            Finding.severity,
+            Finding.account,
+            Finding.region,
+            Finding.resource_type,
+            Finding.resource_id,
+            FindingEvent.kind,
+            FindingEvent.from_status,
+            FindingEvent.to_status,
+            FindingEvent.actor,
+            FindingEvent.note,
+            FindingEvent.scan_id,
+        )
+        .join(Finding, Finding.id == FindingEvent.finding_id)
+        .where(FindingEvent.at >= start, FindingEvent.at <= end, *_scope(rule_ids, account))
+        .order_by(FindingEvent.at, FindingEvent.id)
+    )
+    for row in session.execute(query.execution_options(yield_per=10_000)):
+        yield PeriodEvent(**row._asdict())
+
+
+def completions_between(
+    *, session: Session, start: datetime, end: datetime, task_ids: Collection[str] | None = None
+) -> list[Completion]:
+    """Task occurrences completed from `start` to `end` (both included), of these tasks, the
+    earliest first."""
+    where = [
+        TaskOccurrence.status == OccurrenceStatus.done,
+        TaskOccurrence.completed_at >= start,
+        TaskOccurrence.completed_at <= end,
+    ]
+    if task_ids is not None:
+        where.append(TaskOccurrence.task_id.in_(sorted(task_ids)))
+    query = (
+        select(TaskOccurrence)
+        .where(*where)
+        .order_by(TaskOccurrence.completed_at, TaskOccurrence.id)
+    )
+    return [_completion(o) for o in session.scalars(query)]

@@ -441,3 +441,44 @@ scheduler_jobs = Table(
     Column("next_run_time", Float(25), index=True),
     Column("job_state", LargeBinary, nullable=False),
 )
+
+
+class PostureSnapshot(Base):
+    """One framework's posture at the end of one day (ledger/snapshots.py writes it): what
+    `compliancebot trends` reads, so a trend never rescans nor replays the history."""
+
+    __tablename__ = "posture_snapshots"
+    __table_args__ = (Index("ux_posture_snapshots_day_fw", "day", "framework", unique=True),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    day: Mapped[date] = mapped_column(Date)  # in the schedule's time zone
+    framework: Mapped[str] = mapped_column(String(64))
+    # % of controls with rules not failing; None without any.
+    score: Mapped[float | None] = mapped_column(Float)
+    failing: Mapped[int] = mapped_column(Integer)  # controls, per state
+    accepted: Mapped[int] = mapped_column(Integer)
+    passing: Mapped[int] = mapped_column(Integer)
+    not_covered: Mapped[int] = mapped_column(Integer)
+    # Findings failing (an acceptance in force is not) under the framework's rules, per severity.
+    open_by_severity: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    accepted_findings: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime]  # the instant it describes: the day's end, or when taken if before
+    taken_at: Mapped[datetime]
+    source: Mapped[str] = mapped_column(String(16))  # "live" or "backfill"
+
+
+class ControlSnapshot(Base):
+    """One control's state at the end of one day, beside its framework's PostureSnapshot."""
+
+    __tablename__ = "control_snapshots"
+    __table_args__ = (
+        Index("ux_control_snapshots_day_fw_control", "day", "framework", "control", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    day: Mapped[date] = mapped_column(Date)
+    framework: Mapped[str] = mapped_column(String(64))
+    control: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16))  # failing, accepted, passing, not_covered
+    failing_findings: Mapped[int] = mapped_column(Integer)
+    accepted_findings: Mapped[int] = mapped_column(Integer)

@@ -13,6 +13,7 @@ from typing import Literal
 from sqlalchemy.orm import Session
 
 from ledger import history
+from ledger.snapshots import score
 from rules.catalog import Catalog, Severity
 from rules.tasks import Task
 
@@ -158,10 +159,11 @@ def rank(severity: str) -> int:
 
 def score_of(statuses: Sequence[ControlStatus]) -> float | None:
     """The share of automated controls not failing, in %, one decimal; None without any."""
-    automated = [s for s in statuses if s in ("failing", "accepted", "passing")]
-    if not automated:
-        return None
-    return round(100 * sum(1 for s in automated if s != "failing") / len(automated), 1)
+    return score(
+        failing=sum(1 for s in statuses if s == "failing"),
+        accepted=sum(1 for s in statuses if s == "accepted"),
+        passing=sum(1 for s in statuses if s == "passing"),
+    )
 
 
 def _cited(catalog: Catalog, framework: str) -> dict[str, list[str]]:
