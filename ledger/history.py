@@ -464,27 +464,11 @@ def tasks_at(*, session: Session, task_ids: Collection[str], at: datetime) -> di
     return {
         task_id: TaskAt(
             task_id=task_id,
-            last=None if task_id not in last else _completion(last[task_id]),
+            last=None if task_id not in last else Completion.of(last[task_id]),
             overdue=int(late.get(task_id, 0)),
         )
         for task_id in ids
     }
-
-
-def _completion(o: TaskOccurrence) -> Completion:
-    return Completion(
-        occurrence_id=o.id,
-        task_id=o.task_id,
-        due_on=o.due_on,
-        due_at=o.due_at,
-        completed_at=o.completed_at or o.due_at,
-        completed_by=o.completed_by or "",
-        on_time=bool(o.on_time),
-        note=o.evidence_note,
-        link=o.evidence_link,
-        file=o.evidence_file,
-        sha256=o.evidence_sha256,
-    )
 
 
 # ---- a period: what an evidence pack holds -----------------------------------------------------
@@ -564,4 +548,4 @@ def completions_between(
         .where(*where)
         .order_by(TaskOccurrence.completed_at, TaskOccurrence.id)
     )
-    return [_completion(o) for o in session.scalars(query)]
+    return [Completion.of(o) for o in session.scalars(query)]

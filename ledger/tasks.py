@@ -507,6 +507,24 @@ class Completion:
     file: str | None  # where the evidence file is kept: a path or an s3:// URI
     sha256: str | None
 
+    @classmethod
+    def of(cls, o: TaskOccurrence) -> Completion:
+        """A done occurrence as a completion."""
+        return cls(
+            occurrence_id=o.id,
+            task_id=o.task_id,
+            due_on=o.due_on,
+            due_at=o.due_at,
+            # A done row always has these (complete() sets them together).
+            completed_at=o.completed_at or o.due_at,
+            completed_by=o.completed_by or "",
+            on_time=bool(o.on_time),
+            note=o.evidence_note,
+            link=o.evidence_link,
+            file=o.evidence_file,
+            sha256=o.evidence_sha256,
+        )
+
     @property
     def late_by(self) -> timedelta | None:
         """How long after its due instant it was completed; None when on time."""
@@ -536,23 +554,7 @@ def completions(
         .where(*_done(task_id, since))
         .order_by(TaskOccurrence.completed_at.desc(), TaskOccurrence.id.desc())
     )
-    return [
-        Completion(
-            occurrence_id=o.id,
-            task_id=o.task_id,
-            due_on=o.due_on,
-            due_at=o.due_at,
-            # A done row always has these (complete() sets them together).
-            completed_at=o.completed_at or o.due_at,
-            completed_by=o.completed_by or "",
-            on_time=bool(o.on_time),
-            note=o.evidence_note,
-            link=o.evidence_link,
-            file=o.evidence_file,
-            sha256=o.evidence_sha256,
-        )
-        for o in session.scalars(query.limit(limit))
-    ]
+    return [Completion.of(o) for o in session.scalars(query.limit(limit))]
 
 
 def count_completions(
