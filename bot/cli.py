@@ -415,6 +415,11 @@ def findings_show(
             f"first seen {finding.first_seen:%Y-%m-%d %H:%M} UTC, last seen "
             f"{finding.last_seen:%Y-%m-%d %H:%M} UTC"
         )
+        if finding.detail:
+            out.print(output.styled(("\nWhat is wrong", "bold"), f"\n  {finding.detail}"))
+            if finding.evidence:
+                evidence = json.dumps(finding.evidence, indent=2, sort_keys=True)
+                out.print("  " + evidence.replace("\n", "\n  "), markup=False)
         if finding.accepted_until:
             out.print(
                 f"risk accepted by {finding.accepted_by} until "

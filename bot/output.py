@@ -86,6 +86,8 @@ def finding_json(finding: Finding, rule: Rule | None) -> dict[str, Any]:
         "resource_name": finding.resource_name,
         "account": finding.account,
         "region": finding.region,
+        "detail": finding.detail,
+        "evidence": finding.evidence,
         "first_seen": _iso(finding.first_seen),
         "last_seen": _iso(finding.last_seen),
         "assignee": finding.assignee,

@@ -130,6 +130,8 @@ def run_scan(
                     title=r.rule.title,
                     severity=str(r.rule.severity),
                     verdict=str(r.verdict),
+                    detail=r.detail.text if r.detail else None,
+                    evidence=r.detail.evidence if r.detail else None,
                 )
                 for r in results
             ]
@@ -233,7 +235,8 @@ def recheck(  # noqa: PLR0911 - one return per way a re-check can end
         return Recheck("pass", "the rule no longer applies to the resource", calls)
     verdict = results[0].verdict
     if verdict is Verdict.failed:
-        return Recheck("fail", f"{rule.title} ({resource_id})", calls)
+        found = results[0].detail
+        return Recheck("fail", (found and found.text) or f"{rule.title} ({resource_id})", calls)
     if verdict is Verdict.passed:
         return Recheck("pass", f"{resource_id} now complies", calls)
     return Recheck("unknown", "the data the rule needs could not be read", calls)

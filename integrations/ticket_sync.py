@@ -213,6 +213,7 @@ class TicketSync:
             resource_name=finding.resource_name,
             account=finding.account,
             region=finding.region,
+            detail=finding.detail,
             controls=self.catalog.controls_of(finding.rule_id),
             remediation=rule.remediation.text if rule else None,
             link=self.link(session, finding) if self.link else None,
@@ -264,6 +265,9 @@ class TicketSync:
             else:
                 self.sink.comment(ref, f"compliancebot: claimed by {finding.assignee}")
                 done.append("commented")
+        if is_active and tickets.detail_untold(ticket=ticket, finding=finding):
+            self.sink.comment(ref, f"compliancebot: what is wrong now: {finding.detail}")
+            done.append("detail")
         self._synced(ticket, finding)
         return {"key": ticket.key, "did": done}
 

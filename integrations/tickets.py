@@ -37,6 +37,7 @@ class TicketFinding:
     resource_name: str | None
     account: str
     region: str
+    detail: str | None = None  # what exactly is wrong (rules.detail)
     controls: Sequence[tuple[str, Sequence[str]]] = ()
     remediation: str | None = None
     link: str | None = None
@@ -154,6 +155,8 @@ def describe(finding: TicketFinding, escape: Callable[[str], str]) -> str:
         f"Account / region: {inline(f'{finding.account} / {finding.region}')}",
         f"compliancebot finding #{finding.finding_id}",
     ]
+    if finding.detail:
+        lines += ["", f"What is wrong: {inline(finding.detail)}"]
     if finding.controls:
         lines.append("")
         lines.append("Controls:")

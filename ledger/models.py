@@ -234,6 +234,10 @@ class Finding(Base):
     verification: Mapped[str | None] = mapped_column(String(16))
     snoozed_until: Mapped[datetime | None]
     snoozed_by: Mapped[str | None] = mapped_column(String(128))
+    # What exactly is wrong, from the rule's `detail` over the matched data (rules/detail.py):
+    # a sentence for people and the offending items for tools. A change bumps `version`.
+    detail: Mapped[str | None] = mapped_column(Text)
+    evidence: Mapped[dict[str, Any] | None]
 
     events: Mapped[list[FindingEvent]] = relationship(
         back_populates="finding", order_by="FindingEvent.id"
@@ -375,6 +379,8 @@ class Ticket(Base):
     synced_version: Mapped[int] = mapped_column(Integer, default=0)
     synced_status: Mapped[str] = mapped_column(String(16))
     synced_assignee: Mapped[str | None] = mapped_column(String(128))
+    # SHA-256 of the finding's detail the ticket last told (None: not told yet).
+    synced_detail: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -7,6 +7,7 @@ writes a FindingEvent and an AuditEntry in the same transaction.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -68,6 +69,8 @@ class Observation:
     title: str
     severity: str
     verdict: str  # "fail", "pass" or "unknown"
+    detail: str | None = None  # what exactly is wrong (rules.detail), for a failing verdict
+    evidence: dict[str, Any] | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -86,6 +89,7 @@ class ScanCounts:
     by_severity: dict[str, int] = field(default_factory=dict)
     new_ids: list[int] = field(default_factory=list)
     reopened_ids: list[int] = field(default_factory=list)
+    detail_changed_ids: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -164,6 +168,8 @@ class _Plan:
     # Findings getting identical new values share one UPDATE ... WHERE id IN (...).
     changes: dict[tuple[tuple[str, Any], ...], list[int]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
+    # Findings whose detail changed: one bulk UPDATE by primary key.
+    details: list[dict[str, Any]] = field(default_factory=list)
 
     def transition(
         self, row: Any, to: FindingStatus, kind: str, note: str, values: dict[str, Any]
@@ -198,6 +204,8 @@ class _Plan:
                 "title": obs.title,
                 "severity": obs.severity,
                 "status": FindingStatus.open,
+                "detail": obs.detail,
+                "evidence": obs.evidence,
                 "first_seen": self.now,
                 "last_seen": self.now,
                 "status_changed_at": self.now,
@@ -213,6 +221,10 @@ class _Plan:
             "severity": obs.severity,
             "title": obs.title,
         }
+        changed = row.detail != obs.detail or _canonical(row.evidence) != _canonical(obs.evidence)
+        if changed:
+            self.details.append({"id": row.id, "detail": obs.detail, "evidence": obs.evidence})
+            self.counts.detail_changed_ids.append(row.id)
         if row.status == FindingStatus.resolved:
             self.counts.reopened += 1
             self.counts.reopened_ids.append(row.id)
@@ -244,7 +256,8 @@ class _Plan:
         else:
             if row.status != FindingStatus.accepted:  # an acceptance in force is not failing
                 self.counts.still_failing += 1
-            if row.severity != obs.severity or row.title != obs.title:
+            # A new detail is a change a person sees: it bumps the version (re-rendered).
+            if row.severity != obs.severity or row.title != obs.title or changed:
                 self.change(row.id, seen)
             else:
                 self.seen_ids.append(row.id)
@@ -268,8 +281,14 @@ class _Plan:
         )
 
 
+def _canonical(evidence: Any) -> str:
+    return json.dumps(evidence, sort_keys=True, separators=(",", ":"), default=str)
+
+
 def _write(session: Session, plan: _Plan) -> None:
     """Send the plan in bulk: one statement per chunk, not per finding."""
+    if plan.details:
+        session.execute(update(Finding), plan.details)
     for chunk in _chunks(plan.inserts):
         created = session.execute(insert(Finding).returning(Finding.id), list(chunk)).all()
         for new in created:
@@ -364,6 +383,8 @@ def upsert_from_scan(
                 Finding.region,
                 Finding.severity,
                 Finding.title,
+                Finding.detail,
+                Finding.evidence,
                 label("in_force", Finding.acceptance_in_force(now)),
                 label("lapsed", Finding.acceptance_lapsed(now)),
             ).where(Finding.rule_id.in_(sorted(rule_ids)), Finding.account.in_(sorted(accounts)))

@@ -4,6 +4,7 @@ the `tickets` and `sync_cursors` tables."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection
 from datetime import datetime
 from typing import Any
@@ -119,6 +120,7 @@ def record(
         synced_version=finding.version if fresh and not done else 0,
         synced_status="resolved" if done else "open",
         synced_assignee=None,
+        synced_detail=detail_digest(finding.detail),  # the new ticket's body says it
         created_at=now,
         updated_at=now,
     )
@@ -126,11 +128,22 @@ def record(
     return ticket
 
 
+def detail_digest(detail: str | None) -> str | None:
+    """What a ticket remembers of the detail it told: its SHA-256."""
+    return hashlib.sha256(detail.encode()).hexdigest() if detail else None
+
+
+def detail_untold(*, ticket: Ticket, finding: Finding) -> bool:
+    """The finding says what is wrong, and the ticket has not said that yet."""
+    return bool(finding.detail) and ticket.synced_detail != detail_digest(finding.detail)
+
+
 def synced(*, ticket: Ticket, finding: Finding, now: datetime) -> None:
     """The ticket now shows the finding as it is."""
     ticket.synced_version = finding.version
     ticket.synced_status = finding.status
     ticket.synced_assignee = finding.assignee
+    ticket.synced_detail = detail_digest(finding.detail)
     ticket.updated_at = now
 
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 import rules.checks  # noqa: F401 - registers the named checks before any rule is parsed
 from rules.conditions import Condition, parse_condition
+from rules.detail import DetailSpec, parse_detail
 from rules.errors import CatalogError, ConditionError
 from rules.yamlfile import YamlDoc, load_yaml
 
@@ -65,6 +66,7 @@ class RuleFile(_Strict):
     frameworks: dict[str, list[str]]
     condition: dict[str, Any]
     applies_to: dict[str, Any] | None = None
+    detail: dict[str, Any] | None = None
     examples: Examples
     tags: list[str] = []
 
@@ -105,12 +107,15 @@ class Rule:
     source: str
     service: str
     tags: tuple[str, ...] = ()
+    detail: DetailSpec | None = None
 
     def keys(self) -> set[str]:
         """Top-level resource keys the rule reads (what the scanner must collect)."""
         out = self.condition.root_keys()
         if self.applies_to is not None:
             out |= self.applies_to.root_keys()
+        if self.detail is not None:
+            out |= self.detail.root_keys()
         return out
 
     def controls(self) -> list[tuple[str, str]]:
@@ -257,6 +262,12 @@ def load_rule(
                 )
     condition = _condition(doc, model.condition, "condition")
     applies_to = _condition(doc, model.applies_to, "applies_to") if model.applies_to else None
+    detail = None
+    if model.detail is not None:
+        try:
+            detail = parse_detail(model.detail, condition)
+        except ConditionError as exc:
+            raise doc.error(exc.path, exc.message) from exc
     service = path.parent.name
     return Rule(
         id=model.id,
@@ -272,6 +283,7 @@ def load_rule(
         source=str(path),
         service=service,
         tags=tuple(model.tags),
+        detail=detail,
     )
 
 

@@ -120,13 +120,18 @@ def statement_is_public(statement: Any) -> bool:
     return _everyone(statement) and not _restricting(statement.get("Condition"))
 
 
+def _public_statements(data: Any, args: Mapping[str, Any], ctx: EvalContext) -> list[Any]:
+    policy = data.get("Policy") if isinstance(data, Mapping) else None
+    statements = policy.get("Statement") if isinstance(policy, Mapping) else None
+    return [s for s in _values(statements or []) if statement_is_public(s)]
+
+
 @register_check(
     "bucket_policy_public",
     keys={"Policy"},
     doc="the bucket policy allows everyone, with no condition AWS counts as restricting",
+    witness=_public_statements,
 )
 def bucket_policy_public(data: Any, args: Mapping[str, Any], ctx: EvalContext) -> bool:
     """AWS's policy-is-public semantics over `Policy.Statement` (see docs/writing-rules.md)."""
-    policy = data.get("Policy") if isinstance(data, Mapping) else None
-    statements = policy.get("Statement") if isinstance(policy, Mapping) else None
-    return any(statement_is_public(s) for s in _values(statements or []))
+    return bool(_public_statements(data, args, ctx))

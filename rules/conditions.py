@@ -31,6 +31,18 @@ class EvalContext:
     now: datetime
 
 
+@dataclass
+class Why:
+    """What made a condition hold: the compared settings and the list elements that matched.
+
+    Filled by `Condition.explain` on data the condition holds for; `rules.detail` turns it
+    into a finding's sentence and evidence.
+    """
+
+    settings: dict[str, Any] = field(default_factory=dict)  # key -> its value in the data
+    items: list[Any] = field(default_factory=list)  # any_item matches, a check's witnesses
+
+
 def _num(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
@@ -142,6 +154,14 @@ class Condition:
         """Top-level keys of the resource this condition reads."""
         raise NotImplementedError
 
+    def explain(self, data: Any, ctx: EvalContext, why: Why) -> None:
+        """Add to `why` what makes this condition hold for `data` (call only when it does)."""
+        raise NotImplementedError
+
+    def itemizes(self) -> bool:
+        """True when `explain` can name matched list elements (any_item, a witnessing check)."""
+        return False
+
 
 @dataclass(frozen=True)
 class AllOf(Condition):
@@ -152,6 +172,13 @@ class AllOf(Condition):
 
     def root_keys(self) -> set[str]:
         return set().union(*(c.root_keys() for c in self.items))
+
+    def explain(self, data: Any, ctx: EvalContext, why: Why) -> None:
+        for c in self.items:
+            c.explain(data, ctx, why)
+
+    def itemizes(self) -> bool:
+        return any(c.itemizes() for c in self.items)
 
 
 @dataclass(frozen=True)
@@ -164,6 +191,14 @@ class AnyOf(Condition):
     def root_keys(self) -> set[str]:
         return set().union(*(c.root_keys() for c in self.items))
 
+    def explain(self, data: Any, ctx: EvalContext, why: Why) -> None:
+        for c in self.items:  # every branch that holds is part of the reason
+            if c.evaluate(data, ctx):
+                c.explain(data, ctx, why)
+
+    def itemizes(self) -> bool:
+        return any(c.itemizes() for c in self.items)
+
 
 @dataclass(frozen=True)
 class Not(Condition):
@@ -174,6 +209,10 @@ class Not(Condition):
 
     def root_keys(self) -> set[str]:
         return self.item.root_keys()
+
+    def explain(self, data: Any, ctx: EvalContext, why: Why) -> None:
+        # What did not hold cannot be pointed at; the values it read are the reason.
+        _read(self.item, data, why)
 
 
 def _root_fields(node: Mapping[str, Any]) -> set[str]:
@@ -214,6 +253,9 @@ class Compare(Condition):
     def root_keys(self) -> set[str]:
         return _root_fields(self.expr.parsed)
 
+    def explain(self, data: Any, ctx: EvalContext, why: Why) -> None:
+        why.settings[self.key] = self.expr.search(data)
+
 
 @dataclass(frozen=True)
 class Items(Condition):
@@ -222,10 +264,12 @@ class Items(Condition):
     item: Condition
     expr: Any = field(compare=False, hash=False, repr=False)
 
-    def evaluate(self, data: Any, ctx: EvalContext) -> bool:
+    def _elements(self, data: Any) -> list[Any]:
         found = self.expr.search(data)
-        elements = found if isinstance(found, list) else ([] if found is None else [found])
-        hits = (self.item.evaluate(e, ctx) for e in elements)
+        return found if isinstance(found, list) else ([] if found is None else [found])
+
+    def evaluate(self, data: Any, ctx: EvalContext) -> bool:
+        hits = (self.item.evaluate(e, ctx) for e in self._elements(data))
         if self.quantifier == "any_item":
             return any(hits)
         if self.quantifier == "every_item":
@@ -235,18 +279,47 @@ class Items(Condition):
     def root_keys(self) -> set[str]:
         return _root_fields(self.expr.parsed)
 
+    def explain(self, data: Any, ctx: EvalContext, why: Why) -> None:
+        elements = self._elements(data)
+        if self.quantifier == "any_item":
+            why.items.extend(e for e in elements if self.item.evaluate(e, ctx))
+        elif self.quantifier == "every_item" and elements:
+            why.items.extend(elements)  # each one has the property the rule fails on
+        else:
+            why.settings[self.key] = self.expr.search(data)
+
+    def itemizes(self) -> bool:
+        return self.quantifier != "no_item"
+
+
+def _read(cond: Condition, data: Any, why: Why) -> None:
+    """Record the value of every key `cond` compares, whatever its outcome."""
+    if isinstance(cond, AllOf | AnyOf):
+        for c in cond.items:
+            _read(c, data, why)
+    elif isinstance(cond, Not):
+        _read(cond.item, data, why)
+    elif isinstance(cond, Compare | Items):
+        why.settings[cond.key] = cond.expr.search(data)
+
 
 CheckFn = Callable[[Any, Mapping[str, Any], EvalContext], bool]
+WitnessFn = Callable[[Any, Mapping[str, Any], EvalContext], list[Any]]
 
 
 @dataclass(frozen=True)
 class Check:
-    """A registered function for what data cannot say; declares the keys and args it reads."""
+    """A registered function for what data cannot say; declares the keys and args it reads.
+
+    `witness`, when given, names the elements that make the check hold (a bucket policy's
+    public statements), as an any_item names its matches: a rule's `detail` renders them.
+    """
 
     fn: CheckFn
     keys: frozenset[str]
     doc: str
     args: frozenset[str] = frozenset()
+    witness: WitnessFn | None = None
 
 
 # Filled by importing rules.checks, which rules.catalog does before it parses any rule.
@@ -254,7 +327,12 @@ CHECKS: dict[str, Check] = {}
 
 
 def register_check(
-    name: str, *, keys: set[str], doc: str, args: set[str] | None = None
+    name: str,
+    *,
+    keys: set[str],
+    doc: str,
+    args: set[str] | None = None,
+    witness: WitnessFn | None = None,
 ) -> Callable[[CheckFn], CheckFn]:
     """Decorator: make `fn` available to rules as `{check: name, args: {...}}`.
 
@@ -268,7 +346,9 @@ def register_check(
         # A second function under one name would silently replace the first for every rule.
         if name in CHECKS:
             raise ValueError(f"check {name!r} is already registered ({CHECKS[name].fn!r})")
-        CHECKS[name] = Check(fn=fn, keys=frozenset(keys), doc=doc, args=frozenset(args or ()))
+        CHECKS[name] = Check(
+            fn=fn, keys=frozenset(keys), doc=doc, args=frozenset(args or ()), witness=witness
+        )
         return fn
 
     return wrap
@@ -284,6 +364,14 @@ class CallCheck(Condition):
 
     def root_keys(self) -> set[str]:
         return set(CHECKS[self.name].keys)
+
+    def explain(self, data: Any, ctx: EvalContext, why: Why) -> None:
+        witness = CHECKS[self.name].witness
+        if witness is not None:
+            why.items.extend(witness(data, self.args, ctx))
+
+    def itemizes(self) -> bool:
+        return CHECKS[self.name].witness is not None
 
 
 _QUANTIFIERS = ("any_item", "every_item", "no_item")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from rules.catalog import Rule
 from rules.conditions import EvalContext
+from rules.detail import Detail, explain
 from scanners.model import Resource
 
 
@@ -31,11 +32,17 @@ def evaluate(rule: Rule, resource: Resource, ctx: EvalContext) -> Verdict:
     return Verdict.failed if rule.condition.evaluate(resource.data, ctx) else Verdict.passed
 
 
+def detail(rule: Rule, resource: Resource, ctx: EvalContext) -> Detail:
+    """What exactly is wrong with `resource` under `rule` (call for a failed verdict)."""
+    return explain(rule.condition, rule.detail, resource.data, ctx)
+
+
 @dataclass(frozen=True)
 class Result:
     rule: Rule
     resource: Resource
     verdict: Verdict
+    detail: Detail | None = None  # for a failed verdict
 
 
 def evaluate_all(
@@ -49,6 +56,8 @@ def evaluate_all(
     for rule in rules:
         for res in by_type.get(rule.resource_type, ()):
             verdict = evaluate(rule, res, ctx)
-            if verdict is not Verdict.not_applicable:
+            if verdict is Verdict.failed:
+                out.append(Result(rule, res, verdict, detail(rule, res, ctx)))
+            elif verdict is not Verdict.not_applicable:
                 out.append(Result(rule, res, verdict))
     return out

@@ -140,6 +140,7 @@ class FindingView:
     accepted_until: datetime | None = None
     snoozed_until: datetime | None = None
     active: bool = True
+    detail: str | None = None  # what exactly is wrong (rules.detail)
 
 
 def finding_text(f: FindingView) -> str:
@@ -190,6 +191,8 @@ def finding_blocks(f: FindingView) -> list[Block]:
             ],
         },
     ]
+    if f.detail:
+        blocks.append(section("*What is wrong*\n" + esc(f.detail)))
     if f.controls:
         lines = [f"*{esc(name)}*: {esc(', '.join(ids))}" for name, ids in f.controls]
         blocks.append(section("*Controls*\n" + "\n".join(lines)))

@@ -63,6 +63,7 @@ def finding_view(finding: Finding, catalog: Catalog, now: datetime) -> FindingVi
         accepted_until=finding.accepted_until,
         snoozed_until=finding.snooze_at(now),
         active=finding.status in ACTIVE,
+        detail=finding.detail,
     )
 
 
