@@ -20,7 +20,7 @@ from rules.conditions import EvalContext
 from rules.engine import Verdict, evaluate_all
 from rules.errors import CompliancebotError
 from scanners.aws.collector import AwsCollector, AwsTarget, CollectorOptions, ProgressFn
-from scanners.model import Collection
+from scanners.model import Collection, Collector
 
 log = structlog.get_logger(__name__)
 Clock = Callable[[], datetime]
@@ -83,7 +83,7 @@ class ScanOutcome:
 def run_scan(
     *,
     catalog: Catalog,
-    collector: AwsCollector,
+    collector: Collector,
     sessions: sessionmaker[Session],
     clock: Clock = utcnow,
     rule_ids: list[str] | None = None,
@@ -97,7 +97,10 @@ def run_scan(
     `listeners` run in the transaction that stores the result, so what they record (the Slack
     notifications of this scan, the ticket work) is committed with the scan or not at all.
     """
-    rules = catalog.select(rule_ids=rule_ids)
+    # The collector's rules only: an AWS scan never judges (or resolves) a host's findings.
+    rules = [
+        r for r in catalog.select(rule_ids=rule_ids) if r.resource_type in collector.resource_types
+    ]
     scope = {
         "rules": rule_ids or "all",
         "accounts": sorted(accounts or []) or "all",
@@ -128,7 +131,7 @@ def run_scan(
                     resource_id=r.resource.id,
                     resource_name=r.resource.name,
                     title=r.rule.title,
-                    severity=str(r.rule.severity),
+                    severity=r.resource.severity or str(r.rule.severity),
                     verdict=str(r.verdict),
                     detail=r.detail.text if r.detail else None,
                     evidence=r.detail.evidence if r.detail else None,
@@ -194,7 +197,7 @@ def run_scan(
 def recheck(  # noqa: PLR0911 - one return per way a re-check can end
     *,
     catalog: Catalog,
-    collector: AwsCollector,
+    collector: Collector,
     rule_id: str,
     account: str,
     region: str,

@@ -307,9 +307,9 @@ def load_catalog(
     replaces the built-in one.
     """
     if resource_types is None:
-        from scanners.aws.specs import SPECS_BY_TYPE
+        from scanners.types import resource_types as known_types
 
-        resource_types = SPECS_BY_TYPE
+        resource_types = known_types()
     types = set(resource_types)
     roots = ([BUILTIN_DIR] if include_builtin else []) + [Path(p) for p in extra_paths]
     for root in roots:
@@ -342,9 +342,10 @@ def load_catalog(
 
 def validate_paths(paths: Iterable[Path]) -> list[Rule]:
     """Validate the given rule files or directories against the built-in frameworks."""
-    from scanners.aws.specs import SPECS_BY_TYPE
+    from scanners.types import resource_types
 
     catalog = load_catalog()
+    types = resource_types()
     out = []
     for path in paths:
         files = rule_files(path) if path.is_dir() else [path]
@@ -356,5 +357,5 @@ def validate_paths(paths: Iterable[Path]) -> list[Rule]:
                 fw = load_framework(fw_path)
                 frameworks[fw.id] = fw
         for file in files:
-            out.append(load_rule(file, frameworks=frameworks, resource_types=SPECS_BY_TYPE))
+            out.append(load_rule(file, frameworks=frameworks, resource_types=types))
     return out

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 GLOBAL_REGION = "global"
 
@@ -21,6 +22,8 @@ class Resource:
     name: str | None = None
     # Enriched keys whose API call failed: a rule reading them cannot decide.
     unknown: frozenset[str] = frozenset()
+    # The finding's severity when it is the resource's, not the rule's (a watched path's).
+    severity: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,3 +52,23 @@ class Collection:
     http_requests: Counter[str] = field(default_factory=Counter)
     accounts: set[str] = field(default_factory=set)
     regions: dict[str, list[str]] = field(default_factory=dict)
+
+
+class Collector(Protocol):
+    """A scanner: AWS (scanners.aws.collector) or a host (scanners.host)."""
+
+    @property
+    def resource_types(self) -> frozenset[str]:
+        """The resource types it collects: a scan evaluates only the rules over these."""
+        ...
+
+    def collect(
+        self,
+        *,
+        needs: Mapping[str, set[str]] | None = None,
+        accounts: set[str] | None = None,
+        regions: set[str] | None = None,
+        only: tuple[str, str] | None = None,
+    ) -> Collection:
+        """Collect what `needs` names ({type: keys}); `only` = (type, id): that one resource."""
+        ...

@@ -291,6 +291,8 @@ def _needed_specs(needs: Mapping[str, set[str]] | None) -> dict[str, set[str] | 
 class AwsCollector:
     """Collects resources from a list of AWS targets."""
 
+    resource_types = frozenset(SPECS_BY_TYPE)  # scanners.model.Collector
+
     def __init__(
         self,
         *,

@@ -1,0 +1,1 @@
+"""Host scanners: file integrity (fim) and vulnerable installed packages (packages, osv)."""
