@@ -581,33 +581,6 @@ def _report_at(value: str) -> datetime:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file beside it, renamed over it once
-    complete: a failure leaves no partial file."""
-    import os
-    import tempfile
-
-    directory = path.parent if str(path.parent) else Path()
-    try:
-        handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise typer.BadParameter(
-            f"cannot write {str(path)!r}: {exc.strerror or exc}", param_hint="-o"
-        ) from None
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-        Path(temporary).replace(path)
-    except OSError as exc:
-        Path(temporary).unlink(missing_ok=True)
-        raise typer.BadParameter(
-            f"cannot write {str(path)!r}: {exc.strerror or exc}", param_hint="-o"
-        ) from None
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 @app.command()
 def report(
     ctx: typer.Context,
@@ -615,7 +588,8 @@ def report(
         str, typer.Option(help="The framework (`compliancebot status` lists them).")
     ],
     report_format: Annotated[
-        ReportFormat, typer.Option("--format", "-f", help="md, json, csv or html.")
+        ReportFormat,
+        typer.Option("--format", "-f", help="md, json, csv, html or pdf (html, pdf need -o)."),
     ] = ReportFormat.md,
     at: Annotated[
         datetime | None,
@@ -634,7 +608,7 @@ def report(
 ) -> None:
     """One framework's report: each control's status, failing resources, accepted risks and
     task evidence; the posture score, open findings, time to remediate and SLA breaches."""
-    from bot.reports import make_report
+    from bot.reports import make_document
     from ledger.history import first_scan_at
 
     app_ctx = _ctx(ctx)
@@ -644,16 +618,18 @@ def report(
             f"unknown framework {framework!r}; known: {', '.join(sorted(catalog.frameworks))}",
             param_hint="--framework",
         )
-    if report_format == ReportFormat.pdf:
+    if report_format in (ReportFormat.html, ReportFormat.pdf) and output_file is None:
         raise typer.BadParameter(
-            "PDF is not available yet: write --format html and print it from a browser "
-            "(the HTML report has print styles)",
+            f"an {report_format.value.upper()} report is a file: name it with -o FILE",
             param_hint="--format",
         )
-    if report_format == ReportFormat.html and output_file is None:
-        raise typer.BadParameter(
-            "an HTML report is a file: name it with -o FILE", param_hint="--format"
-        )
+    if report_format == ReportFormat.pdf:
+        from bot.reports.pdf import PdfUnavailableError, require
+
+        try:
+            require()
+        except PdfUnavailableError as exc:
+            raise _fail(str(exc)) from None
     now = utcnow()
     settings = app_ctx.settings
     with app_ctx.sessions()() as session:
@@ -676,7 +652,7 @@ def report(
                     f"({first:%Y-%m-%d %H:%M} UTC)",
                     param_hint="--at",
                 )
-        text = make_report(
+        text = make_document(
             session=session,
             settings=settings,
             catalog=catalog,
@@ -688,9 +664,20 @@ def report(
             account=account,
         )
     if output_file is None:
+        assert isinstance(text, str)  # html and pdf were refused without -o above
         sys.stdout.write(text)
         return
-    _write_atomically(output_file, text)
+    from bot.files import WriteError, replacing
+
+    try:
+        if isinstance(text, bytes):
+            with replacing(output_file, "wb") as binary:
+                binary.write(text)
+        else:
+            with replacing(output_file, "w", newline="") as stream:
+                stream.write(text)
+    except WriteError as exc:
+        raise typer.BadParameter(str(exc), param_hint="-o") from None
     name = catalog.frameworks[framework].name
     err.print(f"Wrote the {name} report ({report_format.value}) to {output_file}.")
 
@@ -1650,9 +1637,7 @@ def audit_export(
     ] = None,
 ) -> None:
     """Write the audit trail as JSON Lines, one entry a line with its hashes, in chain order."""
-    import os
-    import tempfile
-
+    from bot.files import replacing
     from ledger import audit
 
     app_ctx = _ctx(ctx)
@@ -1663,27 +1648,11 @@ def audit_export(
             for entry in entries:
                 sys.stdout.write(json.dumps(entry, ensure_ascii=False) + "\n")
             return
-        # A temporary file beside the target, renamed over it when whole: never a partial file.
-        try:
-            fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        except OSError as exc:
-            raise CompliancebotError(f"cannot write {path}: {exc.strerror or exc}") from None
-        temp = Path(name)
         count = 0
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                for entry in entries:
-                    handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
-                    count += 1
-                handle.flush()
-                os.fsync(handle.fileno())
-            temp.replace(path)
-        except OSError as exc:
-            temp.unlink(missing_ok=True)
-            raise CompliancebotError(f"cannot write {path}: {exc.strerror or exc}") from None
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
+        with replacing(path, "w") as handle:
+            for entry in entries:
+                handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                count += 1
     out.print(f"Wrote {count} audit entries to {path}.", markup=False, soft_wrap=True)
 
 
@@ -1726,6 +1695,7 @@ def evidence_pack(
     period with their evidence files, the finding history, the audit trail, and a manifest of
     SHA-256 hashes, signed with a key derived from audit.hmac_key when it is set."""
     from bot.evidence import PackError, build_pack
+    from bot.files import WriteError
     from ledger.history import last_scan_at
 
     app_ctx = _ctx(ctx)
@@ -1760,7 +1730,7 @@ def evidence_pack(
                 key=settings.audit.key(),
                 tool_version=_version(),
             )
-        except PackError as exc:
+        except (PackError, WriteError) as exc:
             raise _fail(f"-o: {exc}") from None
     signed = (
         f"signed (key id {summary.signed_with})"

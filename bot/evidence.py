@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import re
 import tempfile
 import zipfile
@@ -21,6 +20,7 @@ from typing import IO, Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy.orm import Session
 
+from bot.files import replacing
 from bot.reports import make_report
 from bot.reports.render import cell, iso
 from bot.settings import Settings
@@ -333,72 +333,54 @@ def build_pack(
     tool_version: str = "0+unknown",
     fetch_s3: S3Fetch | None = None,
 ) -> PackSummary:
-    """Write the evidence pack of `framework` for [start, end] to `target`: through a temporary
-    file beside it, renamed over it once complete (a failure leaves no partial file)."""
+    """Write the evidence pack of `framework` for [start, end] to `target`, whole or not at all
+    (bot.files.replacing: a failure leaves no partial file, and raises WriteError)."""
     fw = catalog.require_framework(framework)
-    directory = target.parent if str(target.parent) else Path()
-    try:
-        handle, name = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise PackError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
-    temporary = Path(name)
     summary = PackSummary(path=target)
-    try:
-        with (
-            os.fdopen(handle, "wb") as raw,
-            zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED) as archive,
-        ):
-            writer = _Writer(archive)
-            _write_contents(
-                writer,
-                summary,
-                session=session,
-                settings=settings,
-                catalog=catalog,
-                tasks=tasks,
-                framework=framework,
-                start=start,
-                end=end,
-                now=now,
-                account=account,
-                fetch_s3=fetch_s3 or s3_fetcher(settings),
-            )
-            manifest = {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "framework": {"id": framework, "name": fw.name, "version": str(fw.version)},
-                "account": account,
-                "period": {"from": iso(start), "to": iso(end)},
-                "generated_at": iso(now),
-                "tool": {"name": "compliancebot", "version": tool_version},
-                "signature": None
-                if key is None
-                else {"algorithm": "HMAC-SHA256", "key_id": audit.key_id(key), "file": SIGNATURE},
-                "files": [
-                    {"path": m.path, "sha256": m.sha256, "size": m.size} for m in writer.members
-                ],
-                "missing_evidence": summary.missing,
+    with (
+        replacing(target, "wb") as raw,
+        zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED) as archive,
+    ):
+        writer = _Writer(archive)
+        _write_contents(
+            writer,
+            summary,
+            session=session,
+            settings=settings,
+            catalog=catalog,
+            tasks=tasks,
+            framework=framework,
+            start=start,
+            end=end,
+            now=now,
+            account=account,
+            fetch_s3=fetch_s3 or s3_fetcher(settings),
+        )
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "framework": {"id": framework, "name": fw.name, "version": str(fw.version)},
+            "account": account,
+            "period": {"from": iso(start), "to": iso(end)},
+            "generated_at": iso(now),
+            "tool": {"name": "compliancebot", "version": tool_version},
+            "signature": None
+            if key is None
+            else {"algorithm": "HMAC-SHA256", "key_id": audit.key_id(key), "file": SIGNATURE},
+            "files": [{"path": m.path, "sha256": m.sha256, "size": m.size} for m in writer.members],
+            "missing_evidence": summary.missing,
+        }
+        summary.files = len(writer.members)
+        body = (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode()
+        archive.writestr(MANIFEST, body)
+        if key is not None:
+            summary.signed_with = audit.key_id(key)
+            signature = {
+                "algorithm": "HMAC-SHA256",
+                "key_id": summary.signed_with,
+                "signature": sign(body, key),
             }
-            summary.files = len(writer.members)
-            body = (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode()
-            archive.writestr(MANIFEST, body)
-            if key is not None:
-                summary.signed_with = audit.key_id(key)
-                signature = {
-                    "algorithm": "HMAC-SHA256",
-                    "key_id": summary.signed_with,
-                    "signature": sign(body, key),
-                }
-                archive.writestr(SIGNATURE, json.dumps(signature) + "\n")
-            raw.flush()
-            os.fsync(raw.fileno())
-        temporary.replace(target)
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise PackError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+            archive.writestr(SIGNATURE, json.dumps(signature) + "\n")
     return summary
 
 

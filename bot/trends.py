@@ -134,3 +134,65 @@ def trends_document(
             for framework, rows in snapshots.items()
         ],
     }
+
+
+# ---- the chart `/compliance status` posts ------------------------------------------------------
+
+CHART_DAYS = 30
+MIN_CHART_DAYS = 2  # one day is a point, not a trend
+NO_TREND_YET = f"Trend available after {MIN_CHART_DAYS} daily snapshots"
+CHART_SIZE = (8.0, 5.0)  # inches, at CHART_DPI: 800 x 500 pixels
+CHART_DPI = 100
+
+
+def days_with_snapshots(snapshots: Mapping[str, Sequence[PostureSnapshot]]) -> int:
+    """How many distinct days have a snapshot of at least one framework."""
+    return len({r.day for rows in snapshots.values() for r in rows})
+
+
+def _plain(text: str) -> str:
+    # Matplotlib reads text with an even number of unescaped $ as TeX math (a parse error, or
+    # a formula, from a name in a file); with every $ escaped it is plain text, $ shown as $.
+    return text.replace("$", r"\$")
+
+
+def trend_png(
+    *,
+    catalog: Catalog,
+    snapshots: Mapping[str, Sequence[PostureSnapshot]],
+    days: Sequence[date],
+) -> bytes:
+    """The posture score and the open findings of each framework per day, as a PNG drawn
+    in-process (matplotlib's Agg canvas, no pyplot state: safe in the listener threads).
+    Imported here, when a chart is drawn, so the bot's start-up and memory do not pay for it."""
+    import io
+
+    import matplotlib.dates  # registers the date axis converter
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=CHART_SIZE, dpi=CHART_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    score_axes, open_axes = figure.subplots(2, 1, sharex=True)
+    for framework, rows in snapshots.items():
+        if not rows:
+            continue
+        series = _series(rows, days)
+        label = _plain(catalog.frameworks[framework].name)
+        scores = [float("nan") if r is None or r.score is None else r.score for r in series]
+        opens = [float("nan") if r is None else float(open_findings(r)) for r in series]
+        score_axes.plot(days, scores, marker=".", label=label)
+        open_axes.plot(days, opens, marker=".", label=label)
+    score_axes.set_ylim(0, 100)
+    score_axes.set_ylabel("Posture score (%)")
+    score_axes.set_title(_plain(f"Compliance posture, {days[0]} to {days[-1]}"))
+    score_axes.legend(loc="lower left", fontsize="small")
+    open_axes.set_ylim(bottom=0)
+    open_axes.set_ylabel("Open findings")
+    days_only = matplotlib.dates.DateFormatter("%m-%d")  # type: ignore[no-untyped-call]  # untyped __init__
+    open_axes.xaxis.set_major_formatter(days_only)
+    for axes in (score_axes, open_axes):
+        axes.grid(visible=True, alpha=0.3)
+    out = io.BytesIO()
+    figure.savefig(out, format="png", metadata={"Software": None})
+    return out.getvalue()

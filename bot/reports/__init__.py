@@ -1,4 +1,5 @@
-"""Framework reports: the report as data (`model`), drawn as Markdown, JSON, CSV or HTML."""
+"""Framework reports: the report as data (`model`), drawn as Markdown, JSON, CSV or HTML, and
+as PDF from the HTML (`pdf`, an optional extra)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,35 @@ RENDERERS: dict[str, Callable[[FrameworkReport], str]] = {
     "html": to_html,
 }
 # Formats that draw the posture over time (the others show the instant alone).
-WITH_TREND = ("html", "json")
+WITH_TREND = ("html", "json", "pdf")
 TREND_DAYS = 365  # the trend goes back to the first scan, at most this far
+
+
+def _build(
+    *,
+    session: Session,
+    settings: Settings,
+    catalog: Catalog,
+    tasks: Sequence[Task],
+    framework: str,
+    fmt: str,
+    at: datetime,
+    now: datetime,
+    account: str | None,
+) -> FrameworkReport:
+    first = first_scan_at(session=session)
+    return build_report(
+        session=session,
+        catalog=catalog,
+        framework=framework,
+        at=at,
+        now=now,
+        account=account,
+        tasks=tasks if settings.calendar.enabled else (),
+        sla_days={str(k): v for k, v in settings.calendar.sla_days.items()},
+        trend_points=TREND_POINTS if fmt in WITH_TREND else 0,
+        trend_from=None if first is None else max(first, at - timedelta(days=TREND_DAYS)),
+    )
 
 
 def make_report(
@@ -38,22 +66,62 @@ def make_report(
     now: datetime,
     account: str | None = None,
 ) -> str:
-    """The report of `framework` at `at` in format `fmt`, as the CLI and Slack make it: the
-    calendar's SLA days, the trend (html, json) from the first scan or a year back."""
-    first = first_scan_at(session=session)
-    report = build_report(
+    """The report of `framework` at `at` in text format `fmt` (a RENDERERS key), as the CLI and
+    Slack make it: the calendar's SLA days, the trend (html, json) from the first scan or a year
+    back."""
+    report = _build(
         session=session,
+        settings=settings,
         catalog=catalog,
+        tasks=tasks,
         framework=framework,
+        fmt=fmt,
         at=at,
         now=now,
         account=account,
-        tasks=tasks if settings.calendar.enabled else (),
-        sla_days={str(k): v for k, v in settings.calendar.sla_days.items()},
-        trend_points=TREND_POINTS if fmt in WITH_TREND else 0,
-        trend_from=None if first is None else max(first, at - timedelta(days=TREND_DAYS)),
     )
     return RENDERERS[fmt](report)
 
 
-__all__ = ["RENDERERS", "FrameworkReport", "build_report", "make_report"]
+def make_document(
+    *,
+    session: Session,
+    settings: Settings,
+    catalog: Catalog,
+    tasks: Sequence[Task],
+    framework: str,
+    fmt: str,
+    at: datetime,
+    now: datetime,
+    account: str | None = None,
+) -> str | bytes:
+    """make_report, or for `fmt` "pdf" the PDF's bytes (PdfUnavailableError without the extra)."""
+    if fmt != "pdf":
+        return make_report(
+            session=session,
+            settings=settings,
+            catalog=catalog,
+            tasks=tasks,
+            framework=framework,
+            fmt=fmt,
+            at=at,
+            now=now,
+            account=account,
+        )
+    from bot.reports.pdf import to_pdf
+
+    report = _build(
+        session=session,
+        settings=settings,
+        catalog=catalog,
+        tasks=tasks,
+        framework=framework,
+        fmt=fmt,
+        at=at,
+        now=now,
+        account=account,
+    )
+    return to_pdf(report)
+
+
+__all__ = ["RENDERERS", "FrameworkReport", "build_report", "make_document", "make_report"]

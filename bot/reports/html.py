@@ -1,8 +1,11 @@
 """A framework report as one self-contained HTML file: inline CSS, charts as inline SVG, no
-script and no external URL, printable. Every value from data goes through `html.escape`."""
+script and no external URL, printable. Every value from data goes through `html.escape`.
+The same page, with print CSS a PDF renderer understands, is what `bot/reports/pdf.py` lays out."""
 
 from __future__ import annotations
 
+import base64
+import re
 from collections.abc import Sequence
 from html import escape
 
@@ -43,6 +46,19 @@ details>summary{cursor:pointer}
 details>summary{list-style:none}h2{break-after:avoid}tr,figure,.tile{break-inside:avoid}
 a{color:inherit;text-decoration:none}}
 """
+# For the PDF (xhtml2pdf): it has no flex layout (it fails on it) and no system-ui font, and
+# gives every table column the same width unless told.
+PDF_CSS = """
+@page{size:a4 portrait;margin:1.5cm}
+body{font-family:Helvetica,sans-serif;font-size:9pt;margin:0;max-width:none;padding:0}
+h1{font-size:16pt}h2{font-size:12pt}
+.tiles,.charts{display:block}.tile{display:block;border:none;padding:0;margin:0}
+.tile b{display:inline;font-size:10pt}
+figure{display:block;margin:0 0 .5rem}figcaption{display:block}
+th.w-detail{width:34%}th.w-title{width:22%}th.w-rules{width:16%}
+code{font-family:Courier,monospace}
+"""
+_SVG = re.compile(r"<svg .*?</svg>", re.DOTALL)
 
 
 def e(value: object) -> str:
@@ -50,8 +66,9 @@ def e(value: object) -> str:
     return escape("" if value is None else str(value), quote=True)
 
 
-def to_html(report: FrameworkReport) -> str:
-    """The whole report as one HTML document."""
+def to_html(report: FrameworkReport, *, for_pdf: bool = False) -> str:
+    """The whole report as one HTML document; `for_pdf`: with PDF_CSS, and each chart's SVG as
+    a data: image (xhtml2pdf draws SVG images, as vectors, but not inline SVG)."""
     title = f"{report.name} compliance report"
     parts = [
         "<!DOCTYPE html>",
@@ -60,11 +77,11 @@ def to_html(report: FrameworkReport) -> str:
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
         "style-src 'unsafe-inline'; img-src data:\">",
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{e(title)}</title><style>{CSS}</style></head><body>",
+        f"<title>{e(title)}</title><style>{CSS}{PDF_CSS if for_pdf else ''}</style></head><body>",
         f"<h1>{e(title)}</h1>",
         _header(report),
         _summary(report),
-        _charts(report),
+        _svg_images(_charts(report)) if for_pdf else _charts(report),
         _severities(report),
         _controls(report),
         "</body></html>",
@@ -92,7 +109,8 @@ def _header(report: FrameworkReport) -> str:
 
 
 def _tile(label: str, value: object, metric: str) -> str:
-    return f'<div class="tile"><b data-metric="{e(metric)}">{e(value)}</b>{e(label)}</div>'
+    # The space: text extracted from the PDF reads "50% posture score", not "50%posture".
+    return f'<div class="tile"><b data-metric="{e(metric)}">{e(value)}</b> {e(label)}</div>'
 
 
 def _summary(report: FrameworkReport) -> str:
@@ -141,8 +159,8 @@ def _controls(report: FrameworkReport) -> str:
             f"<td>{detail}</td></tr>"
         )
     head = (
-        "<tr><th>Control</th><th>Title</th><th>Status</th><th>Rules</th><th>Failing</th>"
-        "<th>Detail</th></tr>"
+        '<tr><th>Control</th><th class="w-title">Title</th><th>Status</th>'
+        '<th class="w-rules">Rules</th><th>Failing</th><th class="w-detail">Detail</th></tr>'
     )
     return f'<h2>Controls</h2><table id="controls">{head}{"".join(rows)}</table>'
 
@@ -190,6 +208,17 @@ def _control_detail(c: ControlReport) -> str:
         )
         out.append(f"<ul>{items}</ul>")
     return "".join(out) or "-"
+
+
+def _svg_images(charts: str) -> str:
+    """Each inline <svg> as an <img> of the same SVG (a data: URI, which the page's CSP allows)."""
+
+    def image(match: re.Match[str]) -> str:
+        svg = match.group(0).replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1)
+        data = base64.b64encode(svg.encode()).decode("ascii")
+        return f'<img src="data:image/svg+xml;base64,{data}" alt="">'
+
+    return _SVG.sub(image, charts)
 
 
 # ---- charts: inline SVG, drawn here ------------------------------------------------------------

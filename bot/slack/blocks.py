@@ -438,7 +438,7 @@ HELP = [
     ("findings [severity] [framework] [mine]", "open findings, worst first, a page at a time"),
     ("show <id>", "one finding with its controls, remediation and buttons"),
     ("scan [account]", "scan now; the answer comes when it finishes"),
-    ("report <framework>", "the framework report as a file in this channel"),
+    ("report <framework> [md|html|csv|json|pdf]", "the framework report as a file in this channel"),
     ("tasks", "upcoming compliance tasks"),
     ("tasks history [task]", "completed tasks: who, when, on time or late, evidence"),
     ("help", "this list"),

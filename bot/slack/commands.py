@@ -34,7 +34,7 @@ class Scan:
     account: str | None
 
 
-REPORT_FORMATS = ("md", "html", "csv", "json")
+REPORT_FORMATS = ("md", "html", "csv", "json", "pdf")
 
 
 @dataclass(frozen=True)

@@ -211,7 +211,7 @@ def test_export_to_an_unwritable_path_is_one_line_and_leaves_no_file(
     done = run_cli("audit", "export", "-o", str(target), env=env_for(ledger))
 
     assert done.returncode == 2
-    assert done.stderr.startswith(f"error: cannot write {target}: ")
+    assert done.stderr.startswith(f"error: cannot write {str(target)!r}: ")
     assert done.stderr.count("\n") == 1
     assert sorted(p.name for p in out.iterdir()) == ["a_directory"]
     assert list((out / "a_directory").iterdir()) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import structlog
@@ -9,7 +10,7 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.reports import make_report
+from bot.reports import make_document
 from bot.slack import blocks as kit
 from bot.slack import commands as cmd
 from bot.slack.app import BotServices
@@ -21,6 +22,9 @@ from bot.slack.task_blocks import (
     history_text,
     tasks_list_blocks,
 )
+from bot.trends import CHART_DAYS, MIN_CHART_DAYS, NO_TREND_YET, days_with_snapshots, span
+from ledger import snapshots
+from ledger.models import PostureSnapshot
 from ledger.scanlock import ScanAlreadyRunningError, current_holder
 from ledger.services import LedgerError, get_finding
 from ledger.tasks import completions, count_completions
@@ -50,14 +54,7 @@ def register(app: App, services: BotServices) -> None:
         if isinstance(parsed, cmd.Help):
             ack(text="Usage", blocks=kit.help_blocks(name), response_type="ephemeral")
         elif isinstance(parsed, cmd.Status):
-            with services.sessions() as session:
-                view = status_view(
-                    session=session,
-                    catalog=services.catalog,
-                    now=services.clock(),
-                    cache=services.cache,
-                )
-            ack(text="Compliance status", blocks=kit.status_blocks(view), response_type="ephemeral")
+            _status(ack, respond, client, command)
         elif isinstance(parsed, cmd.Findings):
             with services.sessions() as session:
                 page = findings_page(
@@ -104,6 +101,62 @@ def register(app: App, services: BotServices) -> None:
             _scan(ack, respond, parsed.account, user)
         elif isinstance(parsed, cmd.Report):
             _report(ack, respond, client, command, parsed)
+
+    def _status(ack: Ack, respond: Respond, client: WebClient, command: dict[str, Any]) -> None:
+        """The posture at once; then, with two days of snapshots or more, their 30-day trend as
+        a PNG uploaded to the channel (the text never waits for, nor depends on, the chart)."""
+        now = services.clock()
+        days = span(
+            today=snapshots.local_day(now, services.settings.schedule.timezone), days=CHART_DAYS
+        )
+        with services.sessions() as session:
+            view = status_view(
+                session=session, catalog=services.catalog, now=now, cache=services.cache
+            )
+            found = snapshots.trends(
+                session=session, frameworks=sorted(services.catalog.frameworks), since=days[0]
+            )
+        blocks = kit.status_blocks(view)
+        charted = days_with_snapshots(found) >= MIN_CHART_DAYS
+        if not charted:
+            blocks += kit.text_blocks(f"{NO_TREND_YET} ({days_with_snapshots(found)} so far).")
+        ack(text="Compliance status", blocks=blocks, response_type="ephemeral")
+        if charted:
+            _trend_chart(respond, client, command, found, days)
+
+    def _trend_chart(
+        respond: Respond,
+        client: WebClient,
+        command: dict[str, Any],
+        found: dict[str, list[PostureSnapshot]],
+        days: list[date],
+    ) -> None:
+        from bot.trends import trend_png
+
+        try:
+            png = trend_png(catalog=services.catalog, snapshots=found, days=days)
+        except Exception:
+            log.exception("slack.status_chart_failed", stage="render")
+            return
+        try:
+            client.files_upload_v2(
+                channel=str(command.get("channel_id")),
+                content=png,
+                filename=f"posture-trend-{days[-1]}.png",
+                title=f"Compliance posture, {days[0]} to {days[-1]}",
+                initial_comment=f"Compliance posture over the last {CHART_DAYS} days, requested "
+                f"by <@{command.get('user_id')}>.",
+            )
+        except SlackApiError as exc:
+            error = exc.response.get("error") if isinstance(exc.response.data, dict) else None
+            log.warning("slack.status_chart_failed", stage="upload", error=str(error or exc))
+            hint = " Invite the bot to this channel first." if error == "not_in_channel" else ""
+            respond(
+                text=f":x: The trend chart could not be posted here: {error or exc}.{hint}",
+                response_type="ephemeral",
+            )
+        except OSError as exc:  # Slack or its upload host unreachable: the text is there
+            log.warning("slack.status_chart_failed", stage="upload", error=type(exc).__name__)
 
     def _history(ack: Ack, task: str | None) -> None:
         book = services.book
@@ -171,11 +224,19 @@ def register(app: App, services: BotServices) -> None:
     ) -> None:
         framework, fmt = asked.framework, asked.format
         fw_name = services.catalog.frameworks[framework].name
+        if fmt == "pdf":
+            from bot.reports.pdf import PdfUnavailableError, require
+
+            try:
+                require()
+            except PdfUnavailableError as exc:
+                ack(text=str(exc), blocks=kit.text_blocks(str(exc)), response_type="ephemeral")
+                return
         ack(text=f"Preparing the {fw_name} report…", response_type="ephemeral")
         now = services.clock()
         book = services.book
         with services.sessions() as session:
-            content = make_report(
+            content = make_document(
                 session=session,
                 settings=services.settings,
                 catalog=services.catalog,

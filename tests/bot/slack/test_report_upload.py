@@ -32,7 +32,7 @@ def test_a_format_may_follow_the_framework(text: str, expected: cmd.Report) -> N
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("report hipaa pdf", "'pdf' is not a format; valid: md, html, csv, json"),
+        ("report hipaa docx", "'docx' is not a format; valid: md, html, csv, json, pdf"),
         ("report hipaa html x", "`report` takes one framework: cis_aws, hipaa"),
         ("report nope html", "`report` takes one framework: cis_aws, hipaa"),
     ],
