@@ -17,6 +17,7 @@ from sqlalchemy import insert, label, select, update
 from sqlalchemy.orm import Session
 
 from ledger import audit as chain
+from ledger import events
 from ledger.models import (
     ACTIVE,
     Finding,
@@ -128,6 +129,9 @@ def start_scan(*, session: Session, now: datetime, trigger: str, scope: dict[str
         object_id=str(scan.id),
         detail={"trigger": trigger, **scope},
     )
+    accounts = scope.get("accounts")
+    single = accounts[0] if isinstance(accounts, list) and len(accounts) == 1 else None
+    events.record_scan(session, kind="scan.started", scan=scan, now=now, account=single)
     return scan
 
 
@@ -406,6 +410,14 @@ def upsert_from_scan(
                 row, passed=fp in passes, covered=(row.rule_id, row.account, row.region) in covered
             )
     _write(session, plan)
+    changes = [
+        (e["finding_id"], _SCAN_EVENT_OF[e["kind"]])
+        for e in plan.events
+        if e["kind"] in _SCAN_EVENT_OF
+    ]
+    changes += [(i, "finding.detail_changed") for i in plan.counts.detail_changed_ids]
+    if changes:
+        events.record_findings(session, changes=changes, now=now, actor=SCANNER)
     return plan.counts
 
 
@@ -459,6 +471,8 @@ def finish_scan(
             "errors": scan.error_count,
         },
     )
+    kind = "scan.partial" if scan.status == ScanStatus.partial else "scan.finished"
+    events.record_scan(session, kind=kind, scan=scan, now=now)
     return scan
 
 
@@ -474,6 +488,7 @@ def fail_scan(*, session: Session, scan: Scan, now: datetime, message: str) -> N
         object_id=str(scan.id),
         detail={"message": message},
     )
+    events.record_scan(session, kind="scan.finished", scan=scan, now=now)  # status: failed
 
 
 # ---- a person's actions ---------------------------------------------------------------------
@@ -522,6 +537,26 @@ def _record(
         detail={"from": before, "to": str(to), "note": note},
     )
     session.flush()
+    told = _EVENT_OF.get(kind)
+    if told is not None:
+        events.record_finding(session, kind=told, finding=finding, now=now, actor=actor, note=note)
+
+
+# A person's action -> the outbound event it makes (verified/unknown re-checks make none).
+_EVENT_OF = {
+    "claimed": "finding.claimed",
+    "resolved": "finding.resolved",
+    "accepted": "finding.accepted",
+    "reopened": "finding.reopened",
+    "verification_failed": "finding.reopened",
+}
+# A scan's change -> its outbound event.
+_SCAN_EVENT_OF = {
+    "created": "finding.created",
+    "reopened": "finding.reopened",
+    "auto_resolved": "finding.resolved",
+    "acceptance_expired": "finding.acceptance_expired",
+}
 
 
 def _require(finding: Finding, allowed: Iterable[FindingStatus], action: str) -> None:

@@ -25,7 +25,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from ledger import outbox
+from ledger import events, outbox
 from ledger.models import OccurrenceStatus, OutboxItem, TaskOccurrence, row_id
 from ledger.services import LedgerError, LimitError, audit
 from rules.tasks import Evidence, Task, is_user_id
@@ -264,6 +264,16 @@ def complete(
             "sha256": file.sha256 if file else None,
         },
     )
+    events.record_task(
+        session,
+        kind="task.completed",
+        occurrence=occurrence,
+        now=now,
+        title=task.title,
+        frameworks=task.controls,
+        actor=user,
+        note=note,
+    )
     return occurrence
 
 
@@ -325,6 +335,7 @@ def snooze(
         object_id=str(occurrence.id),
         detail={"until": at.isoformat()},
     )
+    events.record_task(session, kind="task.snoozed", occurrence=occurrence, now=now, actor=user)
     return occurrence
 
 
@@ -352,6 +363,7 @@ def reassign(
         object_id=str(occurrence.id),
         detail={"from": before, "to": to},
     )
+    events.record_task(session, kind="task.reassigned", occurrence=occurrence, now=now, actor=user)
     return occurrence
 
 
@@ -464,7 +476,10 @@ def record_notices(
     escalations: Sequence[Escalation] = (),
 ) -> tuple[int, int]:
     """Record reminders and escalations for `sink` to deliver, once per key whoever asks
-    again; returns how many of each were new."""
+    again; returns how many of each were new. The event stream hears of each (once by its key),
+    and of each occurrence past due the first time a sweep sees it."""
+    if events.stream_of(session) is not None:
+        _tell(session, now, reminders, escalations)
     return (
         outbox.enqueue_many(
             session=session, sink=sink, kind=REMIND, items=[r.item for r in reminders], now=now
@@ -473,6 +488,32 @@ def record_notices(
             session=session, sink=sink, kind=ESCALATE, items=[e.item for e in escalations], now=now
         ),
     )
+
+
+def _tell(
+    session: Session,
+    now: datetime,
+    reminders: Sequence[Reminder],
+    escalations: Sequence[Escalation],
+) -> None:
+    told: list[tuple[str, int, str]] = [
+        ("task.reminded", r.occurrence_id, r.item[0]) for r in reminders
+    ] + [("task.escalated", e.occurrence_id, e.item[0]) for e in escalations]
+    seen: set[int] = set()
+    for kind, occurrence_id, key in told:
+        occurrence = session.get(TaskOccurrence, occurrence_id)
+        if occurrence is None:
+            continue
+        if occurrence_id not in seen and past_due(occurrence.due_at, now):
+            events.record_task(
+                session,
+                kind="task.due",
+                occurrence=occurrence,
+                now=now,
+                once=f"task.due:{occurrence_id}",
+            )
+        seen.add(occurrence_id)
+        events.record_task(session, kind=kind, occurrence=occurrence, now=now, once=key)
 
 
 def mark_swept(*, session: Session, marks: Sequence[SweepMark]) -> None:

@@ -76,6 +76,10 @@ def test_scan_stores_the_detail_and_a_change_bumps_the_version(
     doc = output.finding_json(second, CATALOG.rule(SSH))
     assert doc["detail"] == "tcp port 22 open to 0.0.0.0/0, ::/0"
     assert doc["evidence"]["items"][0]["from_port"] == 22
+    event = output.ocsf_event(second, CATALOG.rule(SSH), product_version="t", now=clock())
+    assert event["status_detail"] == "tcp port 22 open to 0.0.0.0/0, ::/0"
+    assert event["compliance"]["status_details"] == [event["status_detail"]]
+    assert event["unmapped"]["evidence"]["items"][0]["sources"] == ["0.0.0.0/0", "::/0"]
     blocks = finding_blocks(finding_view(second, CATALOG, clock()))
     texts = [b["text"]["text"] for b in blocks if b["type"] == "section" and "text" in b]
     assert "*What is wrong*\ntcp port 22 open to 0.0.0.0/0, ::/0" in texts

@@ -307,6 +307,7 @@ def test_the_secrets_people_choose_or_copy_have_minimums() -> None:
         "tickets.trello.webhook_secret": 32,
         "calendar.feed_token": 32,
         "audit.hmac_key": 32,
+        "events.webhook.secret": 32,
     }
 
 
