@@ -10,20 +10,27 @@ HOST_REGION = "host"
 # type -> {key: meaning}; docs and the rule tests read this.
 HOST_TYPES: dict[str, dict[str, str]] = {
     "host.file": {
-        "path": "the watched file's path",
-        "change": "added, modified, deleted or permissions (against the accepted baseline)",
-        "changed": "the attributes that differ: sha256, size, mode, owner, group, inode, mtime",
-        "old": "the baseline's attributes (null for an added file)",
-        "new": "the current attributes (null for a deleted file)",
+        "path": "the watched file's path (control characters and undecodable bytes escaped)",
+        "change": "added, modified (content, type or inode), deleted, or permissions (mode, "
+        "owner or group only), against the accepted baseline",
+        "changed": "the attributes that differ: type, sha256, size, mode, owner, group, inode, "
+        "mtime (an mtime alone is no change)",
+        "old": "the baseline's attributes: type (file or symlink), sha256, size, mode (octal "
+        "text), owner, group, uid, gid, inode, mtime; null for an added file",
+        "new": "the current attributes, as `old`; null for a deleted file",
+        "diff": "one {attr, old, new} per changed attribute, values as text",
     },
     "host.package": {
-        "ecosystem": "Debian, RPM, PyPI or npm",
-        "name": "the installed package's name",
-        "version": "the installed version",
+        "ecosystem": "the OSV ecosystem: Debian:12, Ubuntu:22.04, AlmaLinux:9, PyPI, npm...",
+        "name": "the package name advisories use (Debian, Ubuntu: the source package)",
+        "version": "the installed version (Debian, Ubuntu: the source version)",
+        "packages": "the installed packages it covers (Debian: the binaries of that source)",
         "advisory": "the advisory id (OSV id), with its aliases (CVE, GHSA) in `aliases`",
         "aliases": "CVE/GHSA ids of the advisory",
-        "fixed": "the first fixed version, or null when none is known",
-        "severity": "from the advisory's CVSS where given",
-        "location": "where it was found (the dpkg status file, a site-packages dir, a lock file)",
+        "summary": "the advisory's one-line summary",
+        "fixed": "the first fixed version after the installed one, or null when none is known",
+        "severity": "critical, high, medium or low from the advisory's CVSS score where given",
+        "cvss_score": "the CVSS base score, or null",
+        "location": "where it was found: the dpkg status file, rpm, site-packages, a lock file",
     },
 }

@@ -10,10 +10,13 @@ from rules.catalog import load_catalog
 from rules.conditions import EvalContext
 from rules.engine import Verdict, evaluate
 from scanners.aws.specs import SPECS, SPECS_BY_TYPE
+from scanners.host.types import HOST_TYPES
 from scanners.model import Resource
 from tests.aws_fixtures import FIXTURES
 
 CATALOG = load_catalog()
+AWS_RULES = sorted(r.id for r in CATALOG.rules.values() if r.resource_type in SPECS_BY_TYPE)
+HOST_RULES = sorted(r.id for r in CATALOG.rules.values() if r.resource_type in HOST_TYPES)
 NOW = EvalContext(now=datetime(2026, 11, 1, tzinfo=UTC))
 
 
@@ -41,7 +44,12 @@ def test_rule_examples_judge_as_labelled(rule_id: str) -> None:
         assert evaluate(rule, _resource(rule.resource_type, data), NOW) is Verdict.failed, data
 
 
-@pytest.mark.parametrize("rule_id", sorted(CATALOG.rules))
+def test_every_rule_judges_a_known_type() -> None:
+    """Every rule is an AWS rule or a host rule: the checks below cover them all."""
+    assert sorted(AWS_RULES + HOST_RULES) == sorted(CATALOG.rules)
+
+
+@pytest.mark.parametrize("rule_id", AWS_RULES)
 def test_rule_reads_only_collected_keys(rule_id: str) -> None:
     """A rule never reads a key its scanner does not fill, so it cannot silently pass."""
     rule = CATALOG.rules[rule_id]
@@ -51,11 +59,20 @@ def test_rule_reads_only_collected_keys(rule_id: str) -> None:
     assert rule.keys() <= enriched | listed_keys, rule.keys() - enriched - listed_keys
 
 
-def test_every_rule_has_a_moto_fixture() -> None:
-    """Every rule is exercised against moto, or says which side moto cannot build."""
-    missing = sorted(set(CATALOG.rules) - set(FIXTURES))
+@pytest.mark.parametrize("rule_id", HOST_RULES)
+def test_host_rule_reads_only_keys_the_host_scanner_fills(rule_id: str) -> None:
+    """A host rule reads only keys its host scanner documents (and fills), never a typo that
+    would leave it silently passing."""
+    rule = CATALOG.rules[rule_id]
+    documented = set(HOST_TYPES[rule.resource_type])
+    assert rule.keys() <= documented, rule.keys() - documented
+
+
+def test_every_aws_rule_has_a_moto_fixture() -> None:
+    """Every AWS rule is exercised against moto, or says which side moto cannot build."""
+    missing = sorted(set(AWS_RULES) - set(FIXTURES))
     assert not missing
-    stale = sorted(set(FIXTURES) - set(CATALOG.rules))
+    stale = sorted(set(FIXTURES) - set(AWS_RULES))
     assert not stale
 
 
