@@ -20,9 +20,9 @@ import structlog
 from sqlalchemy import DateTime, Row, func, insert, select, text, type_coerce
 from sqlalchemy.orm import Session, sessionmaker
 
-from ledger import outbox
+from ledger import events, outbox
 from ledger.db import transaction
-from ledger.models import AuditEntry
+from ledger.models import Archive, AuditEntry
 
 log = structlog.get_logger(__name__)
 
@@ -231,9 +231,19 @@ def verify(*, session: Session, key: str | None) -> ChainReport:
     expected = 1
     keyed_seen = False
     resync = False
+    # Archived entries (ledger/archive.py): the kept chain resumes at the last one's hash, and
+    # that archive must be attested by its chained `archive.created` entry.
+    anchor = session.scalars(
+        select(Archive).where(Archive.kind == "audit").order_by(Archive.last_key.desc()).limit(1)
+    ).first()
+    attested = anchor is None
+    if anchor is not None:
+        expected, last_hash = anchor.last_key + 1, anchor.last_hash or GENESIS
     stmt = select(*_COLUMNS).where(AuditEntry.chain_seq.is_not(None)).order_by(AuditEntry.chain_seq)
     for row in _stream(session, stmt):
         report.entries += 1
+        if anchor is not None and not attested:
+            attested = _attests(row, anchor)
         entry_kid = row.key_id or ""
         if not entry_kid:
             report.unkeyed += 1
@@ -274,6 +284,15 @@ def verify(*, session: Session, key: str | None) -> ChainReport:
         expected = seq + 1
         before_id, before_hash = last_id, last_hash
         last_id, last_hash = row.id, row.hash
+    if not attested and anchor is not None:
+        report._add(
+            Problem(
+                last_id or 0,
+                "removed",
+                f"audit entries 1-{anchor.last_key} are gone and the archive said to hold them "
+                f"({anchor.location}) is not attested by an archive.created entry in the chain",
+            )
+        )
     for entry_id in session.scalars(
         select(AuditEntry.id).where(AuditEntry.chain_seq.is_(None)).order_by(AuditEntry.id)
     ):
@@ -287,6 +306,18 @@ def verify(*, session: Session, key: str | None) -> ChainReport:
             )
         )
     return report
+
+
+def _attests(row: Row[Any], anchor: Archive) -> bool:
+    """The chained record of the archive the kept chain resumes after."""
+    detail = row.detail if isinstance(row.detail, dict) else {}
+    return (
+        row.action == "archive.created"
+        and detail.get("kind") == "audit"
+        and detail.get("last_key") == anchor.last_key
+        and detail.get("last_hash") == anchor.last_hash
+        and detail.get("location") == anchor.location
+    )
 
 
 def _span(first: int, last: int) -> str:
@@ -417,4 +448,15 @@ def nightly_check(
             payload={"channel": channel, "text": report.summary()},
             now=now,
         )
+    events.record_audit_break(
+        session,
+        now=now,
+        detail={
+            "entry_id": first.entry_id,
+            "kind": first.kind,
+            "breaks": report.broken,
+            "message": first.message,
+        },
+        once=alert_key(first),
+    )
     return report

@@ -1,7 +1,8 @@
 """What the ledger forgets, and when: delivered outbox items and handled inbound deliveries.
 
-The audit trail is append-only and never pruned; findings, tickets and task occurrences are
-the record and stay.
+The audit trail is append-only: it leaves the database only through the verified archive
+(ledger/archive.py), as do old finding events and scans; findings, tickets and task occurrences
+are the record and stay.
 """
 
 from __future__ import annotations
