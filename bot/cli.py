@@ -20,7 +20,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot import archive as archive_cli
 from bot import output
+from bot.fim_cli import fim_app
 from bot.logging import configure as configure_logging
 from bot.scanning import ScanOutcome, collector_for, run_scan, utcnow
 from bot.settings import (
@@ -31,6 +33,7 @@ from bot.settings import (
     missing_secrets,
     require_secrets,
 )
+from bot.vulns_cli import vulns_app
 from integrations.tickets import TicketError, TicketSink
 from integrations.trackers import TRACKERS
 from ledger import db, services
@@ -82,6 +85,8 @@ audit_app = typer.Typer(
     help="The tamper-evident audit trail: verify its hash chain, export it.", no_args_is_help=True
 )
 app.add_typer(audit_app, name="audit")
+app.add_typer(fim_app, name="fim")
+app.add_typer(vulns_app, name="vulns")
 
 # Plain consoles: what they print is data, never markup (see output.PlainConsole).
 out = output.PlainConsole()
@@ -138,10 +143,14 @@ class Context:
         return self._engine
 
     def sessions(self) -> sessionmaker[Session]:
+        from bot.server import event_stream
+        from ledger import events
         from ledger.audit import use_key
 
         sessions = db.session_factory(self.engine())
         use_key(sessions, self.settings.audit.key())  # audit entries are chained with it
+        # Changes made here reach the event sinks too (ledger/events.py), as under `serve`.
+        events.use_stream(sessions, event_stream(settings=self.settings, catalog=self.catalog))
         return sessions
 
     @property
@@ -944,10 +953,12 @@ def _outbox_sinks(ctx: typer.Context, sink: str | None) -> list[str]:
     settings = _ctx(ctx).settings
     configured = {"slack"} if settings.slack.enabled else set()
     configured |= {n for n, s in settings.tickets.sections().items() if s.enabled}
+    configured |= set(settings.events.enabled())
     with _ctx(ctx).sessions()() as session:
         recorded = set(outbox.sinks(session=session))
     if sink is not None:
-        if sink not in configured | recorded | {"slack", *settings.tickets.sections()}:
+        known_names = {"slack", *settings.tickets.sections(), *settings.events.sections()}
+        if sink not in configured | recorded | known_names:
             known = ", ".join(sorted(configured | recorded)) or "none yet"
             raise ConfigError(f"--sink: unknown sink {sink!r}; known: {known}")
         return [sink]
@@ -1016,22 +1027,15 @@ def _trackers(app_ctx: Context, tracker: str | None) -> list[str]:
 
 def _syncs(app_ctx: Context, tracker: str | None) -> list[Any]:
     """The chosen trackers' syncs: these need the trackers' credentials, no other."""
-    from bot.scanning import recheck
+    from bot.scanning import rechecker
     from bot.tickets import ticket_syncs
-    from ledger.verification import Recheck
 
     chosen = _trackers(app_ctx, tracker)
 
-    def check(rule_id: str, account: str, region: str, resource_id: str) -> Recheck:
-        # A ticket a person closed: re-check the resource now, as `serve` does.
-        return recheck(
-            catalog=app_ctx.catalog,
-            collector=collector_for(app_ctx.settings),
-            rule_id=rule_id,
-            account=account,
-            region=region,
-            resource_id=resource_id,
-        )
+    # A ticket a person closed: re-check the resource now, as `serve` does.
+    check = rechecker(
+        catalog=app_ctx.catalog, settings=app_ctx.settings, sessions=app_ctx.sessions()
+    )
 
     return ticket_syncs(
         settings=app_ctx.settings,
@@ -1790,6 +1794,13 @@ def demo(
     from bot.demo import run_demo
 
     run_demo(_ctx(ctx), out=out, database=database)
+
+
+archive_cli.register(
+    app,
+    lambda ctx: (_ctx(ctx).settings, _ctx(ctx).sessions()),
+    lambda line: out.print(line, markup=False, soft_wrap=True),
+)
 
 
 def main() -> None:

@@ -243,3 +243,44 @@ def recheck(  # noqa: PLR0911 - one return per way a re-check can end
     if verdict is Verdict.passed:
         return Recheck("pass", f"{resource_id} now complies", calls)
     return Recheck("unknown", "the data the rule needs could not be read", calls)
+
+
+def collector_of(
+    settings: Settings, sessions: sessionmaker[Session], resource_type: str | None
+) -> Collector:
+    """The scanner that collects `resource_type`: this host's file integrity or package
+    collector for host types, else AWS's."""
+    if resource_type == "host.file":
+        from bot.fim_cli import fim_collector
+
+        return fim_collector(settings=settings, sessions=sessions)
+    if resource_type == "host.package":
+        from bot.vulns_cli import package_collector
+
+        return package_collector(settings, sessions)
+    return collector_for(settings)
+
+
+def rechecker(
+    *,
+    catalog: Catalog,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    clock: Clock = utcnow,
+) -> Callable[[str, str, str, str], Recheck]:
+    """The re-check of one finding's resource (a Slack Resolve, a ticket a person closed),
+    with the scanner of its rule's resource type."""
+
+    def check(rule_id: str, account: str, region: str, resource_id: str) -> Recheck:
+        rule = catalog.rule(rule_id)
+        return recheck(
+            catalog=catalog,
+            collector=collector_of(settings, sessions, rule.resource_type if rule else None),
+            rule_id=rule_id,
+            account=account,
+            region=region,
+            resource_id=resource_id,
+            clock=clock,
+        )
+
+    return check

@@ -13,7 +13,7 @@ import functools
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
@@ -27,7 +27,7 @@ from slack_bolt.adapter.starlette.handler import to_starlette_response
 from slack_bolt.error import BoltError
 from slack_sdk.errors import SlackApiError
 from sqlalchemy import Engine, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -44,7 +44,7 @@ from bot.scanning import (
     ScanListener,
     ScanOutcome,
     collector_for,
-    recheck,
+    rechecker,
     run_scan,
     utcnow,
 )
@@ -55,15 +55,16 @@ from bot.slack.delivery import SlackDelivery
 from bot.slack.notify import enqueue_scan
 from bot.slack.signing import RefusedError, SignedRequest
 from bot.slack.signing import check as check_slack_request
-from integrations.delivery import DeliveryWorker, OutboxWorker
+from integrations import email_sink, splunk_sink, webhook_sink
+from integrations.delivery import DeliveryWorker, OutboxSink, OutboxWorker
 from integrations.ticket_sync import TicketSync
 from integrations.tickets import TicketError, TicketSink
-from ledger import db, snapshots
+from ledger import db, events, snapshots
 from ledger.audit import check_chain, use_key
+from ledger.db import transaction
 from ledger.inbound import first_delivery
 from ledger.models import Scan
 from ledger.services import ScanCounts
-from ledger.verification import Recheck
 from rules.catalog import Catalog
 from rules.tasks import load_tasks
 
@@ -92,6 +93,86 @@ def scan_listeners(*, settings: Settings, clock: Callable[[], datetime]) -> list
 
         listeners.append(notify)
     return listeners
+
+
+def event_stream(*, settings: Settings, catalog: Catalog) -> events.Stream | None:
+    """Where events go (a subscription per enabled sink); None when no sink is enabled, and
+    then nothing is recorded. An unknown framework in a filter is an error naming the known."""
+    sections = settings.events.sections()
+    enabled = settings.events.enabled()
+    if not enabled:
+        return None
+    for name in enabled:
+        unknown = sorted(set(sections[name].frameworks) - set(catalog.frameworks))
+        if unknown:
+            raise ConfigError(
+                f"events.{name}.frameworks: unknown framework(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(catalog.frameworks))}"
+            )
+    try:
+        from importlib.metadata import version
+
+        product = version("compliancebot")
+    except Exception:  # noqa: BLE001 - a source tree without metadata
+        product = "0+unknown"
+    return events.Stream(
+        sinks=tuple(sections[name].subscription(name) for name in enabled),
+        rules=catalog.rule,
+        product_version=product,
+    )
+
+
+def event_sinks(*, settings: Settings, clock: Callable[[], datetime]) -> list[OutboxSink]:
+    """The enabled event sinks (webhook, Splunk HEC, e-mail), their secrets required."""
+    config = settings.events
+    require_secrets(config.missing_secrets())
+    sinks: list[OutboxSink] = []
+    if config.webhook.enabled:
+        sinks.append(webhook_sink.build_sink(config.webhook, clock=clock))
+    if config.splunk.enabled:
+        sinks.append(splunk_sink.build_sink(config.splunk, clock=clock))
+    if config.email.enabled:
+        sinks.append(email_sink.build_sink(config.email, clock=clock))
+    return sinks
+
+
+def send_digest(
+    *,
+    sessions: sessionmaker[Session],
+    clock: Callable[[], datetime],
+    recipients: Sequence[str],
+    period: str,
+    sla_days: Mapping[str, int],
+) -> int:
+    """Record the e-mail digest of the period ending now for each recipient (the e-mail sink
+    sends them); a second run the same day records nothing."""
+    with transaction(sessions) as session:
+        return events.enqueue_digest(
+            session,
+            sink="email",
+            recipients=recipients,
+            period=period,
+            now=clock(),
+            sla_days=sla_days,
+        )
+
+
+def digest_jobs(*, settings: Settings, services: BotServices) -> dict[str, JobSpec]:
+    """The e-mail digest's job, when events.email.digest is daily or weekly: 08:00 each day,
+    or on Mondays, in schedule.timezone."""
+    email = settings.events.email
+    if not email.enabled or email.digest == "off":
+        return {}
+    expression = "0 8 * * *" if email.digest == "daily" else "0 8 * * 1"
+    run = functools.partial(
+        send_digest,
+        sessions=services.sessions,
+        clock=services.clock,
+        recipients=tuple(email.to),
+        period=email.digest,
+        sla_days={str(k): v for k, v in settings.calendar.sla_days.items()},
+    )
+    return {"digest:email": JobSpec(cron(expression, settings.schedule.timezone), run)}
 
 
 def build_services(
@@ -125,6 +206,11 @@ def build_services(
 
     if settings.slack.enabled:
         outbox.add(delivery)
+    # The event stream: ledger.events records each event and its items in the change's own
+    # transaction (for the sinks in the sessions' stream); the one worker delivers them.
+    for sink in event_sinks(settings=settings, clock=clock):
+        outbox.add(sink)
+    events.use_stream(sessions, event_stream(settings=settings, catalog=catalog))
 
     listeners = scan_listeners(settings=settings, clock=clock)
 
@@ -141,16 +227,7 @@ def build_services(
         metrics.scans.labels(trigger.split(":", maxsplit=1)[0], outcome.scan.status).inc()
         return outcome
 
-    def check(rule_id: str, account: str, region: str, resource_id: str) -> Recheck:
-        return recheck(
-            catalog=catalog,
-            collector=collector_for(settings),
-            rule_id=rule_id,
-            account=account,
-            region=region,
-            resource_id=resource_id,
-            clock=clock,
-        )
+    check = rechecker(catalog=catalog, settings=settings, sessions=sessions, clock=clock)
 
     return BotServices(
         settings=settings,
@@ -479,6 +556,18 @@ def scheduled_jobs(
             channel=settings.slack.channel if settings.slack.enabled else None,
         ),
     )
+    jobs.update(digest_jobs(settings=settings, services=services))  # events.email.digest
+    # Old rows to the archive (read back and checked before they are deleted), per kind with an
+    # age in archive.days; nothing is scheduled while none is set.
+    if any(age is not None for age in settings.archive.ages().values()):
+        from bot.archive import archive_job
+
+        jobs["archive"] = JobSpec(
+            cron(settings.archive.cron, tz),
+            functools.partial(
+                archive_job, settings=settings, sessions=services.sessions, clock=services.clock
+            ),
+        )
     # Each framework's and control's posture at the end of the day just over; on the first run
     # every day since the first scan, back-filled from the finding history (no rescan).
     jobs["snapshot"] = JobSpec(

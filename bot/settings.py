@@ -38,6 +38,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from integrations import trackers
+from integrations.email_sink import EmailSettings
+from integrations.event_sink import EventSinkSettings
+from integrations.splunk_sink import SplunkSettings
 from integrations.trackers import (
     GENERATE,
     TRACKERS,
@@ -47,11 +50,13 @@ from integrations.trackers import (
     TrackerSettings,
 )
 from integrations.trackers import unset_secrets as _unset
+from integrations.webhook_sink import WebhookSettings
 from ledger.services import MAX_ACCEPTANCE_DAYS, MAX_SNOOZE_DAYS
 from rules.catalog import Severity
 from rules.errors import CompliancebotError, format_path
 from rules.redact import looks_like_url, mask_url, url_credentials
 from rules.yamlfile import PathKey, YamlDoc, load_yaml
+from scanners.host import fim as fim_scanner
 
 # The prefix of every variable; the trackers name theirs in their messages with it too.
 ENV_PREFIX = trackers.ENV_PREFIX
@@ -393,6 +398,11 @@ _OWN_SECRETS = (
 _LAST_SECRETS = (
     SecretKey(("calendar", "feed_token"), 32, f"generate one with {GENERATE}"),
     SecretKey(("audit", "hmac_key"), 32, f"generate one with {GENERATE}"),
+    # The event sinks'. The webhook's signs what receivers trust: a short one could be
+    # brute-forced from one captured delivery.
+    SecretKey(("events", "webhook", "secret"), 32, f"generate one with {GENERATE}"),
+    SecretKey(("events", "splunk", "token")),
+    SecretKey(("events", "email", "password")),
 )
 
 
@@ -428,7 +438,11 @@ def missing_secrets(settings: Settings) -> list[str]:
         for name, section in settings.tickets.sections().items()
         for problem in TRACKERS.get(name).missing_secrets(section)
     ]
-    return [*settings.slack.missing_secrets(), *tracker_problems]
+    return [
+        *settings.slack.missing_secrets(),
+        *tracker_problems,
+        *settings.events.missing_secrets(),
+    ]
 
 
 def require_secrets(problems: Sequence[str]) -> None:
@@ -538,6 +552,116 @@ class AuditSettings(_Section):
         return self.hmac_key.get_secret_value() if self.hmac_key is not None else None
 
 
+class EventsSettings(_Section):
+    """`events`: the outbound event stream's sinks (docs/events.md), each with its filters."""
+
+    webhook: WebhookSettings = WebhookSettings()
+    splunk: SplunkSettings = SplunkSettings()
+    email: EmailSettings = EmailSettings()
+
+    def sections(self) -> dict[str, EventSinkSettings]:
+        """Every sink's section by its name (the outbox's sink name)."""
+        return {"webhook": self.webhook, "splunk": self.splunk, "email": self.email}
+
+    def enabled(self) -> list[str]:
+        """The names of the enabled sinks."""
+        return [name for name, section in self.sections().items() if section.enabled]
+
+    def missing_secrets(self) -> list[str]:
+        """The secrets the enabled sinks need and lack, naming their variables."""
+        return [
+            *self.webhook.missing_secrets(),
+            *self.splunk.missing_secrets(),
+            *self.email.missing_secrets(),
+        ]
+
+
+ArchiveAge = Annotated[int, Field(ge=1, le=36500)] | None
+
+
+class ArchiveDaysSettings(_Section):
+    """Per kind, the age in days past which rows are archived then deleted (null: kept)."""
+
+    finding_events: ArchiveAge = None
+    audit: ArchiveAge = None
+    outbox: ArchiveAge = None
+    scans: ArchiveAge = None
+
+
+class ArchiveS3Settings(_Section):
+    bucket: str | None = None
+    prefix: str = "compliancebot/archive"
+    region: str | None = None
+    # SSE-KMS with this key (id, ARN or alias); the bucket's default encryption when null.
+    kms_key_id: str | None = None
+    # S3 Object Lock on each object (the bucket must have Object Lock enabled).
+    object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] | None = None
+    object_lock_days: Annotated[int, Field(ge=1, le=36500)] | None = None
+
+    @model_validator(mode="after")
+    def _lock_needs_days(self) -> ArchiveS3Settings:
+        if (self.object_lock_mode is None) != (self.object_lock_days is None):
+            raise ValueError("object_lock_mode and object_lock_days are set together")
+        return self
+
+
+class ArchiveSettings(_Section):
+    """`archive`: retention with a verified archive (ledger/archive.py, `compliancebot archive`)."""
+
+    days: ArchiveDaysSettings = ArchiveDaysSettings()
+    # Where archives go: a local directory, or S3 (s3.bucket); exactly one when any age is set.
+    dir: Path | None = None
+    s3: ArchiveS3Settings = ArchiveS3Settings()
+    # When `serve` archives (schedule.timezone).
+    cron: Crontab = "45 3 * * *"
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> ArchiveSettings:
+        if self.dir is not None and self.s3.bucket is not None:
+            raise ValueError("set archive.dir or archive.s3.bucket, not both")
+        aged = [kind for kind, days in self.ages().items() if days is not None]
+        if aged and not self.configured():
+            raise ValueError(
+                f"archive.days.{aged[0]} is set but there is nowhere to archive to: set "
+                "archive.dir or archive.s3.bucket"
+            )
+        return self
+
+    def ages(self) -> dict[str, int | None]:
+        """{kind: days} of every kind, None where nothing is archived."""
+        return self.days.model_dump()
+
+    def configured(self) -> bool:
+        return self.dir is not None or self.s3.bucket is not None
+
+
+def _host_name() -> str:
+    import socket
+
+    return socket.gethostname()[:64] or "localhost"
+
+
+class VulnsSettings(_Section):
+    """`vulns`: where the installed-package inventory is read, and the advisory import limits."""
+
+    # The host's findings carry it as their account (scanners/host/types.py).
+    host: Annotated[str, Field(min_length=1, max_length=64)] = Field(default_factory=_host_name)
+    # null turns a source off.
+    dpkg_status: Path | None = Path("/var/lib/dpkg/status")
+    rpm_command: str | None = "rpm"  # used only when found on PATH
+    # The OSV ecosystem of the OS packages ("Debian:12", "Ubuntu:22.04", "AlmaLinux:9"); null:
+    # read from os_release (ID and VERSION_ID).
+    os_ecosystem: Annotated[str | None, Field(max_length=64)] = None
+    os_release: Path = Path("/etc/os-release")
+    python_paths: list[Path] = []  # site-packages directories
+    npm_paths: list[Path] = []  # directories searched for package-lock.json
+    npm_max_depth: Annotated[int, Field(ge=0, le=32)] = 8
+    # A dpkg status file, a lock file, one advisory or one zip member larger than this is
+    # refused, not read.
+    max_file_bytes: Annotated[int, Field(ge=1024, le=1024**3)] = 256 * 1024 * 1024
+    max_advisory_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = 8 * 1024 * 1024
+
+
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 3000
@@ -546,6 +670,55 @@ class ServerSettings(_Section):
     # A request body over this is refused (413) before it is read: Slack's and the trackers'
     # deliveries are a few KB, and nothing is buffered for a client that has not been verified.
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+
+
+def _fim_glob(value: str) -> str:
+    try:
+        fim_scanner.Glob(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; write an absolute path such as /etc/ssh/sshd_config") from None
+    if "\x00" in value or len(value) > 4096:
+        raise ValueError("a path glob has no NUL byte and at most 4,096 characters")
+    if ".." in value.split("/"):
+        raise ValueError(f"{value!r} has a '..' component; write the path it means")
+    return value
+
+
+FimGlob = Annotated[str, AfterValidator(_fim_glob)]
+
+
+class FimSettings(_Section):
+    """`fim`: file integrity monitoring of this host (docs/host-monitoring.md)."""
+
+    # The host's name: the findings' `account`. Defaults to this machine's host name.
+    host: Annotated[
+        str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    ] = Field(default_factory=fim_scanner.default_host)
+    # Absolute path globs: `*`, `?`, `[...]` within a name (dot files included), `**` across
+    # directories. A directory itself is watched as DIR/**.
+    watch: Annotated[list[FimGlob], Field(max_length=1000)] = list(fim_scanner.DEFAULT_WATCH)
+    exclude: Annotated[list[FimGlob], Field(max_length=1000)] = []
+    # glob -> severity of that path's findings (the first matching glob wins; else the rule's).
+    severity: dict[FimGlob, Severity] = {
+        glob: Severity(sev) for glob, sev in fim_scanner.DEFAULT_SEVERITY
+    }
+    # Larger files are compared by size, mtime, inode and permissions only, never read.
+    max_hash_mb: Annotated[int, Field(ge=1, le=1024 * 1024)] = (
+        fim_scanner.DEFAULT_MAX_HASH_BYTES // (1024 * 1024)
+    )
+    # Off: a symlink is watched as a link (its target text); on: as the file it points to.
+    follow_symlinks: bool = False
+
+    def options(self) -> fim_scanner.FimOptions:
+        """The scanner's own options."""
+        return fim_scanner.FimOptions(
+            host=self.host,
+            watch=tuple(self.watch),
+            exclude=tuple(self.exclude),
+            severity=tuple((glob, str(sev)) for glob, sev in self.severity.items()),
+            max_hash_bytes=self.max_hash_mb * 1024 * 1024,
+            follow_symlinks=self.follow_symlinks,
+        )
 
 
 class Settings(BaseSettings):
@@ -564,6 +737,9 @@ class Settings(BaseSettings):
     calendar: CalendarSettings = CalendarSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     audit: AuditSettings = AuditSettings()
+    events: EventsSettings = EventsSettings()
+    archive: ArchiveSettings = ArchiveSettings()
+    vulns: VulnsSettings = Field(default_factory=VulnsSettings)
 
     @model_validator(mode="after")
     def _scheduled_targets_exist(self) -> Settings:
@@ -577,6 +753,7 @@ class Settings(BaseSettings):
         return self
 
     server: ServerSettings = ServerSettings()
+    fim: FimSettings = Field(default_factory=FimSettings)
 
 
 class _EnvironSource(EnvSettingsSource):

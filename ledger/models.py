@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     Column,
     Date,
@@ -488,3 +489,114 @@ class ControlSnapshot(Base):
     state: Mapped[str] = mapped_column(String(16))  # failing, accepted, passing, not_covered
     failing_findings: Mapped[int] = mapped_column(Integer)
     accepted_findings: Mapped[int] = mapped_column(Integer)
+
+
+class Event(Base):
+    """One event of the outbound stream (ledger/events.py): recorded in the transaction of the
+    change it tells of, and handed to each sink whose filter takes it through the outbox."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_occurred_at", "occurred_at"),
+        Index("ix_events_kind_occurred_at", "kind", "occurred_at"),
+    )
+
+    # Time-ordered UUID text: stable across retries, the receivers' dedupe key.
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))  # finding.created, task.due, scan.partial...
+    occurred_at: Mapped[datetime]
+    severity: Mapped[str] = mapped_column(String(16))
+    frameworks: Mapped[list[Any]] = mapped_column(default=list)
+    account: Mapped[str | None] = mapped_column(String(64))
+    subject: Mapped[str | None] = mapped_column(String(64))  # finding:12, task:7, scan:3
+    # What `body` is: "ocsf/1.1.0/2003" (a Compliance Finding) or "compliancebot.event/1".
+    body_schema: Mapped[str] = mapped_column(String(40))
+    body: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Archive(Base):
+    """One archive object, written by ledger/archive.py after it was read back and checked."""
+
+    __tablename__ = "archives"
+    __table_args__ = (Index("ix_archives_kind_day", "kind", "day"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # finding_events, audit, outbox, scans
+    day: Mapped[date]
+    name: Mapped[str] = mapped_column(String(256))  # the object's name in its store
+    location: Mapped[str] = mapped_column(String(1024), unique=True)
+    rows: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))  # of the uncompressed JSON Lines
+    bytes: Mapped[int] = mapped_column(Integer)  # of the stored (gzip) object
+    first_key: Mapped[int] = mapped_column(BigInteger)  # ids; audit: chain positions
+    last_key: Mapped[int] = mapped_column(BigInteger)
+    last_hash: Mapped[str | None] = mapped_column(String(64))  # audit: where the chain resumes
+    created_at: Mapped[datetime]
+
+
+class FimBaseline(Base):
+    """The accepted state of one watched file on one host (ledger/fim.py writes it): what the FIM
+    collector compares each scan with, and who made it the baseline, when and why."""
+
+    __tablename__ = "fim_baseline"
+    __table_args__ = (Index("ux_fim_baseline_host_path", "host", "path_key", unique=True),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host: Mapped[str] = mapped_column(String(64))
+    # SHA-256 of the path's raw bytes: the identity (a name need not be UTF-8 nor short).
+    path_key: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text)  # as shown: undecodable bytes as \xNN escapes
+    kind: Mapped[str] = mapped_column(String(16))  # "file", or "symlink" when not followed
+    sha256: Mapped[str | None] = mapped_column(String(64))  # of the content, or the link target
+    size: Mapped[int] = mapped_column(BigInteger)
+    mode: Mapped[int] = mapped_column(Integer)  # st_mode: type and permission bits
+    uid: Mapped[int] = mapped_column(BigInteger)
+    gid: Mapped[int] = mapped_column(BigInteger)
+    owner: Mapped[str | None] = mapped_column(String(64))  # names, when the host knows them
+    group: Mapped[str | None] = mapped_column(String(64))
+    inode: Mapped[str] = mapped_column(String(20))  # unsigned 64 bits: text, BIGINT is signed
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    accepted_by: Mapped[str] = mapped_column(String(128))
+    accepted_at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class Advisory(Base):
+    """One vulnerability advisory (OSV format) imported offline by `compliancebot vulns import`
+    (ledger/advisories.py); re-imported only when its `modified` is newer."""
+
+    __tablename__ = "advisories"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # DSA-5532-1, GHSA-..., CVE-...
+    aliases: Mapped[list[Any]] = mapped_column(default=list)  # CVE / GHSA ids, capped
+    summary: Mapped[str] = mapped_column(Text)
+    # critical / high / medium / low from the CVSS score (or the advisory's own word); None: none.
+    severity: Mapped[str | None] = mapped_column(String(16))
+    cvss_score: Mapped[float | None] = mapped_column(Float)
+    cvss_vector: Mapped[str | None] = mapped_column(String(256))
+    modified: Mapped[datetime]
+    published: Mapped[datetime | None]
+    withdrawn: Mapped[datetime | None]  # a withdrawn advisory never matches
+    source: Mapped[str] = mapped_column(Text)  # the file (or zip member) it came from
+    imported_at: Mapped[datetime]
+
+
+class AdvisoryPackage(Base):
+    """One package an advisory affects: where matching looks, by (ecosystem_base, name)."""
+
+    __tablename__ = "advisory_packages"
+    __table_args__ = (
+        Index("ix_advisory_packages_eco_name", "ecosystem_base", "name"),
+        Index("ix_advisory_packages_advisory", "advisory_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    advisory_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("advisories.id", ondelete="CASCADE")
+    )
+    ecosystem: Mapped[str] = mapped_column(String(64))  # as the advisory says: "Debian:12"
+    ecosystem_base: Mapped[str] = mapped_column(String(32))  # before the first colon: "Debian"
+    name: Mapped[str] = mapped_column(String(256))  # normalized per ecosystem (PyPI: PEP 503)
+    # [{"type": "ECOSYSTEM" | "SEMVER", "events": [{"introduced": "0"}, {"fixed": "1.2"}]}]
+    ranges: Mapped[list[Any]] = mapped_column(default=list)
+    versions: Mapped[list[Any]] = mapped_column(default=list)  # explicitly affected versions
