@@ -41,7 +41,8 @@ report = archive.run(sessions=sessions, store=LocalStore(root), days={"finding_e
                      clock=lambda: now)
 took = time.perf_counter() - started
 # VmHWM: this process's own peak (ru_maxrss would carry the seeding parent's over exec).
-rss = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024
+status = open("/proc/self/status").read().splitlines()
+rss = next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
 print(json.dumps({"seconds": took, "rows": report.rows.get("finding_events", 0),
                   "objects": report.objects.get("finding_events", 0), "peak_rss_mb": rss}))
 """

@@ -1,6 +1,7 @@
 """Benchmark one full compliancebot scan against a seeded moto server, over real HTTP.
 
-    python bench/scan.py --scale N [--workers W] [--port P] [--database URL] [--json]
+    python bench/scan.py --scale N [--rule ID ...] [--workers W] [--port P] [--database URL]
+                         [--json]
 
 What happens:
 
@@ -49,7 +50,13 @@ from bot.logging import configure as configure_logging
 from bot.scanning import recheck, run_scan
 from ledger import db
 from rules.catalog import Catalog, load_catalog
-from scanners.aws.collector import AwsCollector, AwsTarget, CollectorOptions
+from scanners.aws.collector import (
+    AwsCollector,
+    AwsTarget,
+    CollectorOptions,
+    aws_session,
+    default_model_cache,
+)
 from scanners.model import Collection
 
 REGION = "us-east-1"
@@ -719,8 +726,8 @@ class CallRecorder:
             self.seconds[name] += now - since
 
     def session_factory(self, _target: Any) -> boto3.Session:
-        """A plain session (as the collector's default) whose clients report to us."""
-        session = boto3.Session()
+        """The collector's default session (trimmed service models), reporting to us."""
+        session = aws_session(model_cache=default_model_cache())
         session.events.register("before-parameter-build", self.record)
         session.events.register("response-received", self.attempt_done)
         return session
@@ -753,7 +760,9 @@ def max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_benchmark_scan(server: MotoServer, workers: int, database: str) -> dict[str, Any]:
+def run_benchmark_scan(
+    server: MotoServer, workers: int, database: str, rule_ids: list[str] | None = None
+) -> dict[str, Any]:
     """Run one scan through bot.scanning.run_scan and return what was measured."""
     configure_logging("warning")
     recorder = CallRecorder()
@@ -790,10 +799,20 @@ def run_benchmark_scan(server: MotoServer, workers: int, database: str) -> dict[
             session_factory=recorder.session_factory,
             sleep=sleep,
         )
+        # Trimmed service models kept from an earlier run: without them the scan reads each
+        # whole model once (see CollectorOptions.model_cache).
+        cache = default_model_cache()
+        models_cached = cache.is_dir() and any(cache.glob("*.json"))
         rss_before = max_rss_mb()
         cpu_before, moto_cpu_before = own_cpu_seconds(), server.cpu_seconds()
         began = time.perf_counter()
-        outcome = run_scan(catalog=catalog, collector=collector, sessions=sessions, trigger="bench")
+        outcome = run_scan(
+            catalog=catalog,
+            collector=collector,
+            sessions=sessions,
+            trigger="bench",
+            rule_ids=rule_ids,
+        )
         wall = time.perf_counter() - began
         cpu = own_cpu_seconds() - cpu_before
         moto_cpu_after = server.cpu_seconds()
@@ -847,6 +866,7 @@ def run_benchmark_scan(server: MotoServer, workers: int, database: str) -> dict[
         "duplicate_calls_sample": [f"{n}x {what}" for what, n in worst],
         "recheck_api_calls": rechecks,
         "rss_before_scan_mb": round(rss_before, 1),
+        "service_models_cached": models_cached,
         "peak_rss_mb": round(rss_peak, 1),
     }
 
@@ -904,7 +924,8 @@ def print_report(result: dict[str, Any]) -> None:
     seed_info = result["seeding"]
     print(
         f"compliancebot scan benchmark: N={result['scale']}, workers={result['workers']}, "
-        f"moto={result['moto_mode']}, database={result['database_kind']}"
+        f"moto={result['moto_mode']}, database={result['database_kind']}, "
+        f"rules={'full catalog' if result['rules'] == 'all' else ','.join(result['rules'])}"
     )
     print(f"\nseeding: {seed_info['seconds']:.1f} s (in a child process)")
     for k in seed_info["kinds"]:
@@ -981,6 +1002,14 @@ def print_report(result: dict[str, Any]) -> None:
         + ")"
         + (f"; moto server peak {moto_rss:.1f} MB" if moto_rss else "")
     )
+    print(
+        "service models:      "
+        + (
+            "trimmed, read from the cache"
+            if result["service_models_cached"]
+            else "trimmed on first read (cold cache: the next run peaks lower)"
+        )
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -1017,6 +1046,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="threads creating resources while seeding (default 16)",
     )
     parser.add_argument(
+        "--rule",
+        action="append",
+        default=None,
+        metavar="RULE_ID",
+        help="scan only this rule (repeatable; default: the full catalog)",
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
         help="also print every number as one JSON object on the last line",
@@ -1039,7 +1075,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 seeding = seed_in_child(server.endpoint, args.scale, args.seed_workers)
                 print(f"seeded in {seeding.seconds:.1f} s; scanning", file=sys.stderr)
-                measured = run_benchmark_scan(server, args.workers, database)
+                measured = run_benchmark_scan(server, args.workers, database, args.rule)
                 moto_rss = server.peak_rss_mb()
         except BaseException:
             if log_path.exists():
@@ -1049,6 +1085,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "scale": args.scale,
         "workers": args.workers,
+        "rules": args.rule or "all",
         "moto_mode": args.moto,
         "database_kind": database.split(":", 1)[0],
         "seeding": asdict(seeding),

@@ -37,6 +37,11 @@ os.environ.update(
     AWS_SHARED_CREDENTIALS_FILE="/nonexistent",
     AWS_CONFIG_FILE="/nonexistent",
 )
+# The scanner's trimmed botocore models are cached under $XDG_CACHE_HOME: the suite's own
+# directory, not the home of whoever runs it (shared by the test processes it starts).
+os.environ.setdefault(
+    "XDG_CACHE_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / "compliancebot-test-cache")
+)
 
 
 @pytest.fixture

@@ -6,21 +6,30 @@ One failing call becomes a ScanError for its account/region/service and the scan
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import ipaddress
+import json
+import os
 import queue
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import boto3
+import botocore
+import botocore.session
 import jmespath
+from botocore import xform_name
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.loaders import JSONFileLoader, Loader
 
 from scanners.aws.spec import Enrich, ResourceSpec
 from scanners.aws.specs import SPECS, SPECS_BY_TYPE
@@ -48,6 +57,12 @@ class AwsTarget:
     session_name: str = "compliancebot"
 
 
+def default_model_cache() -> Path:
+    """$XDG_CACHE_HOME/compliancebot/botocore-models (~/.cache by default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "compliancebot" / "botocore-models"
+
+
 @dataclass(frozen=True)
 class CollectorOptions:
     """Concurrency, retry and timeout settings for one collection run."""
@@ -56,6 +71,235 @@ class CollectorOptions:
     max_attempts: int = 8
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
+    # Where the trimmed service models are kept between runs (None: trimmed in memory each
+    # run, which costs reading the whole model once: ~20 MB more peak RSS).
+    model_cache: Path | None = field(default_factory=default_model_cache)
+
+
+# Operations called beyond the specs': the account id, an assumed role, the region list, and
+# what botocore's S3 customizations call on their own (HeadBucket to find a bucket's region
+# after a redirect, CreateSession for directory buckets).
+_OWN_OPERATIONS: Mapping[str, tuple[str, ...]] = {
+    "sts": ("get_caller_identity", "assume_role"),
+    "ec2": ("describe_regions",),
+    "s3": ("head_bucket", "create_session"),
+}
+
+
+def operations_called(specs: Iterable[ResourceSpec] = SPECS) -> dict[str, frozenset[str]]:
+    """{service: boto3 method names} of every call the collector can make for `specs`."""
+    out: dict[str, set[str]] = {k: set(v) for k, v in _OWN_OPERATIONS.items()}
+    for spec in specs:
+        listing = out.setdefault(spec.service, set())
+        listing.update(op for op in (spec.operation, spec.by_id and spec.by_id.operation) if op)
+        for enricher in spec.enrich:
+            ops = out.setdefault(enricher.service or spec.service, set())
+            ops.update(enricher.calls)
+            if enricher.operation:
+                ops.add(enricher.operation)
+    return {service: frozenset(ops) for service, ops in out.items()}
+
+
+def _undocumented(node: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in node.items() if k not in ("documentation", "documentationUrl")}
+    if isinstance(out.get("members"), dict):
+        out["members"] = {name: _undocumented(m) for name, m in out["members"].items()}
+    return out
+
+
+def prune_service_model(model: dict[str, Any], keep: frozenset[str]) -> dict[str, Any]:
+    """A botocore service model with only the operations in `keep` (boto3 method names) and
+    the shapes they reach, without documentation."""
+    operations = {
+        name: _undocumented(op)
+        for name, op in model.get("operations", {}).items()
+        if xform_name(name) in keep
+    }
+    shapes = model.get("shapes", {})
+    reached: set[str] = set()
+    todo: list[str] = []
+    for op in operations.values():
+        todo.extend(op[k]["shape"] for k in ("input", "output") if k in op)
+        todo.extend(error["shape"] for error in op.get("errors", ()))
+    while todo:
+        name = todo.pop()
+        if name in reached or name not in shapes:
+            continue
+        reached.add(name)
+        shape = shapes[name]
+        todo.extend(shape[k]["shape"] for k in ("member", "key", "value") if k in shape)
+        todo.extend(m["shape"] for m in shape.get("members", {}).values())
+    return {
+        **{k: v for k, v in model.items() if k != "documentation"},
+        "operations": operations,
+        "shapes": {name: _undocumented(shapes[name]) for name in sorted(reached)},
+    }
+
+
+# The keys of botocore's endpoints.json for the services called, where they differ from the
+# client's name (the model's endpointPrefix); a test holds this to the installed botocore.
+_ENDPOINT_PREFIXES: Mapping[str, str] = {"s3control": "s3-control", "elbv2": "elasticloadbalancing"}
+
+
+def endpoint_keys(services: Iterable[str]) -> frozenset[str]:
+    """The endpoints.json service keys of the clients named `services`."""
+    return frozenset(_ENDPOINT_PREFIXES.get(s, s) for s in services)
+
+
+def prune_endpoints(data: dict[str, Any], keep: frozenset[str]) -> dict[str, Any]:
+    """botocore's endpoints.json with only the services in `keep`, in every partition."""
+    partitions = []
+    for partition in data.get("partitions", []):
+        services = partition.get("services", {})
+        partitions.append(
+            {**partition, "services": {k: v for k, v in services.items() if k in keep}}
+        )
+    return {**data, "partitions": partitions}
+
+
+class _PrunedModels(JSONFileLoader):  # type: ignore[misc]  # botocore is untyped
+    """Reads service models keeping only the operations the collector calls, and the endpoint
+    table keeping only its services.
+
+    botocore keeps them for the session's life: EC2's model alone is ~14 MB of dicts for 800
+    operations, of which a scan calls ten, the endpoint table 7 MB for 300 services in eight
+    partitions. Reading them whole even once raises the peak RSS for good, so the trimmed
+    copies are kept in `cache` (when given) for the next run, under a name that changes with
+    the source file, botocore's version and what is kept.
+    """
+
+    def __init__(self, keep: Mapping[str, frozenset[str]], cache: Path | None):
+        self._keep, self._cache = keep, cache
+        self._endpoints = endpoint_keys(keep)
+
+    def load_file(self, file_path: str) -> Any:
+        # .../<service>/<api version>/service-2 and .../endpoints (without their extension)
+        parts = file_path.replace(os.sep, "/").rsplit("/", 3)
+        trim: Callable[[dict[str, Any]], dict[str, Any]]
+        if parts[-1] == "service-2" and len(parts) == 4 and parts[-3] in self._keep:
+            keep = self._keep[parts[-3]]
+            name, kept, valid = parts[-3], keep, _looks_like_model
+
+            def trim(data: dict[str, Any]) -> dict[str, Any]:
+                return prune_service_model(data, keep)
+
+        elif parts[-1] == "endpoints":
+            name, kept, valid = "endpoints", self._endpoints, _looks_like_endpoints
+
+            def trim(data: dict[str, Any]) -> dict[str, Any]:
+                return prune_endpoints(data, self._endpoints)
+
+        else:
+            return super().load_file(file_path)
+        cached = self._cached_name(file_path, name, kept)
+        if cached is not None:
+            try:
+                found = json.loads(cached.read_text(encoding="utf-8"))
+            except (OSError, ValueError, RecursionError):
+                found = None  # not there yet, or unreadable: read the source, write it again
+            if valid(found):
+                return found
+        data = super().load_file(file_path)
+        if not isinstance(data, dict):
+            return data
+        trimmed = trim(data)
+        if cached is not None:
+            _write_quietly(cached, json.dumps(trimmed, separators=(",", ":")))
+        return trimmed
+
+    def _cached_name(self, file_path: str, name: str, kept: frozenset[str]) -> Path | None:
+        if self._cache is None:
+            return None
+        for ext in (".json", ".json.gz"):
+            try:
+                stat = Path(file_path + ext).stat()
+            except OSError:
+                continue
+            key = "\n".join(
+                (file_path + ext, str(stat.st_mtime_ns), str(stat.st_size), botocore.__version__)
+            )
+            key += "\n" + ",".join(sorted(kept))
+            digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+            return self._cache / f"{name}-{digest}.json"
+        return None
+
+
+def _looks_like_model(data: Any) -> bool:
+    return isinstance(data, dict) and all(
+        isinstance(data.get(k), dict) for k in ("metadata", "operations", "shapes")
+    )
+
+
+def _looks_like_endpoints(data: Any) -> bool:
+    if not isinstance(data, dict) or not isinstance(data.get("partitions"), list):
+        return False
+    partitions = data["partitions"]
+    return all(isinstance(p, dict) and isinstance(p.get("services"), dict) for p in partitions)
+
+
+def _write_quietly(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically; a cache that cannot be written is only slower."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+class _SearchPaths(list[str]):
+    """A list that takes each path once: boto3 appends its data path for every new session."""
+
+    def append(self, path: str) -> None:
+        if path not in self:
+            super().append(path)
+
+
+class _PrunedLoader(Loader):  # type: ignore[misc]  # botocore is untyped
+    """botocore's Loader, shared by every session, tidying a trimmed model after botocore's
+    "extras" were merged in."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Shared: without this, the list would grow by one path per session ever opened.
+        self._search_paths = _SearchPaths(self.search_paths)
+
+    def load_service_model(
+        self, service_name: str, type_name: str, api_version: str | None = None
+    ) -> Any:
+        model = super().load_service_model(service_name, type_name, api_version)
+        if type_name == "service-2" and isinstance(model.get("shapes"), dict):
+            # An extra that amends a shape the trimming left out leaves a partial shape behind
+            # (RDS adds SourceRegion to CopyDBSnapshotMessage); botocore walks every shape.
+            shapes = model["shapes"]
+            for name in [n for n, shape in shapes.items() if "type" not in shape]:
+                del shapes[name]
+        return model
+
+
+@functools.cache
+def _pruned_loader(data_path: str | None, cache: Path | None) -> Any:
+    # One loader for every session: accounts share the models already read.
+    extra = [str(Path(p).expanduser()) for p in data_path.split(os.pathsep)] if data_path else []
+    models = _PrunedModels(operations_called(), cache)
+    return _PrunedLoader(extra_search_paths=extra, file_loader=models)
+
+
+def aws_session(
+    *, profile: str | None = None, model_cache: Path | None = None, **credentials: str
+) -> boto3.Session:
+    """A boto3 session whose clients load only the operations the collector calls.
+
+    `model_cache`: a directory for the trimmed models (see CollectorOptions.model_cache);
+    `credentials`: aws_access_key_id, aws_secret_access_key, aws_session_token.
+    """
+    core = botocore.session.get_session()
+    if profile:
+        core.set_config_variable("profile", profile)
+    loader = _pruned_loader(core.get_config_variable("data_path"), model_cache)
+    core.register_component("data_loader", loader)
+    return boto3.Session(botocore_session=core, **credentials)
 
 
 class _CallFailedError(Exception):
@@ -84,6 +328,8 @@ class _Account:
 
     def __init__(self, run: _Run, target: AwsTarget, session: boto3.Session, account_id: str):
         self.run, self.target, self.session, self.id = run, target, session, account_id
+        # The regions this run scans in the account (set once they are known).
+        self.regions: tuple[str, ...] = ()
         self._clients: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         self._shared: dict[tuple[Any, ...], tuple[bool, Any]] = {}
@@ -129,13 +375,18 @@ class CallContext:
         self._account, self.region = account, region
         self.account_id = account.id
 
+    @property
+    def regions(self) -> tuple[str, ...]:
+        """The regions scanned in this account."""
+        return self._account.regions
+
     def call(
         self, service: str, operation: str, *, region: str | None = None, **params: Any
     ) -> dict[str, Any]:
         """One API call; failures raise a _CallFailedError that the collector records."""
         client = self._account.client(service, region or self.region)
         try:
-            return _strip(getattr(client, operation)(**params))
+            return _strip(_method(client, service, operation)(**params))
         except (ClientError, BotoCoreError) as exc:
             raise _failure(service, operation, exc) from exc
 
@@ -157,15 +408,25 @@ class CallContext:
             raise
 
     def paginate(
-        self, service: str, operation: str, result: str, *, region: str | None = None, **params: Any
+        self,
+        service: str,
+        operation: str,
+        result: str,
+        *,
+        region: str | None = None,
+        page_size: int | None = None,
+        **params: Any,
     ) -> list[Any]:
         """Every item of a (possibly paginated) listing."""
         client = self._account.client(service, region or self.region)
+        method = _method(client, service, operation)
         try:
             if client.can_paginate(operation):
+                if page_size is not None:
+                    params["PaginationConfig"] = {"PageSize": page_size}
                 pages = client.get_paginator(operation).paginate(**params)
                 return [item for item in pages.search(result) if item is not None]
-            found = jmespath.search(result, getattr(client, operation)(**params))
+            found = jmespath.search(result, method(**params))
             return list(found or [])
         except (ClientError, BotoCoreError) as exc:
             raise _failure(service, operation, exc) from exc
@@ -177,6 +438,15 @@ class CallContext:
     def sleep(self, seconds: float) -> None:
         """Wait between polls; injected so tests never wait."""
         self._account.run.sleep(seconds)
+
+
+def _method(client: Any, service: str, operation: str) -> Any:
+    """The client's method for `operation`; one its model was not loaded with is a failure
+    of that call (an operation missing from `operations_called`), not a crash of the scan."""
+    method = getattr(client, operation, None)
+    if method is None:
+        raise _CallFailedError(service, operation, "OperationNotLoaded", "not a known operation")
+    return method
 
 
 def _unprefix_ip_host(request: Any, **_kwargs: Any) -> None:
@@ -211,6 +481,9 @@ class _Run:
         self._lock = threading.Lock()
         self._errors: dict[tuple[str, ...], ScanError] = {}
         self._error_counts: Counter[tuple[str, ...]] = Counter()
+        # {type: the data keys rules read}: the rest of each answer is not kept (a type not
+        # named here keeps everything).
+        self.kept: Mapping[str, frozenset[str]] = {}
 
     def count_call(self, model: Any = None, **_: Any) -> None:
         service = model.service_model.service_name if model is not None else "unknown"
@@ -288,6 +561,21 @@ def _needed_specs(needs: Mapping[str, set[str]] | None) -> dict[str, set[str] | 
     return wanted
 
 
+def _kept_keys(
+    needs: Mapping[str, set[str]] | None, wanted: Mapping[str, set[str] | None]
+) -> dict[str, frozenset[str]]:
+    """{type: keys to keep in each resource's data} where the rules' needs say so.
+
+    Rules read a resource only through the root keys they declare (condition, applies_to,
+    detail), so the rest of a listing item is dropped once the resource is enriched. A type
+    that feeds a derived key keeps everything: the derivation reads keys of its own.
+    """
+    if needs is None:
+        return {}
+    sources = {derive.source_type for rtype in wanted for derive in SPECS_BY_TYPE[rtype].derive}
+    return {rtype: frozenset(keys) for rtype, keys in needs.items() if rtype not in sources}
+
+
 class AwsCollector:
     """Collects resources from a list of AWS targets."""
 
@@ -308,9 +596,8 @@ class AwsCollector:
         self.sleep = sleep
         self.progress = progress
 
-    @staticmethod
-    def _default_session(target: AwsTarget) -> boto3.Session:
-        return boto3.Session(profile_name=target.profile) if target.profile else boto3.Session()
+    def _default_session(self, target: AwsTarget) -> boto3.Session:
+        return aws_session(profile=target.profile, model_cache=self.options.model_cache)
 
     def collect(
         self,
@@ -327,6 +614,7 @@ class AwsCollector:
         """
         run = _Run(self.options, self.sleep)
         wanted = _needed_specs(needs)
+        run.kept = _kept_keys(needs, wanted)
         with ThreadPoolExecutor(
             max_workers=self.options.max_workers, thread_name_prefix="collect"
         ) as pool:
@@ -389,6 +677,7 @@ class AwsCollector:
             return []
         if regions:
             region_list = [r for r in region_list if r in regions]
+        account.regions = tuple(region_list)
         with run._lock:
             run.result.accounts.add(account_id)
             run.result.regions[account_id] = region_list
@@ -416,7 +705,8 @@ class AwsCollector:
         if target.external_id:
             params["ExternalId"] = target.external_id
         creds = ctx.call("sts", "assume_role", **params)["Credentials"]
-        return boto3.Session(
+        return aws_session(
+            model_cache=self.options.model_cache,
             aws_access_key_id=creds["AccessKeyId"],
             aws_secret_access_key=creds["SecretAccessKey"],
             aws_session_token=creds["SessionToken"],
@@ -456,13 +746,21 @@ class AwsCollector:
                 if one is not None:
                     raw = self._fetch_one(ctx, spec, one)
                 else:
-                    raw = ctx.paginate(spec.service, spec.operation, spec.result, **spec.constants)
+                    raw = ctx.paginate(
+                        spec.service,
+                        spec.operation,
+                        spec.result,
+                        page_size=spec.page_size,
+                        **spec.constants,
+                    )
             except _CallFailedError as exc:
                 run.error(account.id, region, exc, resource_type=spec.type)
                 return []
             items = []
             for item in raw:
                 data = {spec.item_key: item} if spec.item_key else dict(item)
+                if spec.shape is not None and one is None:
+                    data = spec.shape(data)
                 if spec.home_key and not _at_home(data.get(spec.home_key), region, region_list):
                     continue
                 rid = jmespath.search(spec.id, data)
@@ -484,10 +782,12 @@ class AwsCollector:
         enrichers = [
             e for e in spec.enrich if keys is None or e.key in keys or e.key == spec.region_key
         ]
-        return [
-            pool.submit(self._enrich, run, account, spec, enrichers, res, region_list)
-            for res in items
-        ]
+        futures = []
+        for res in items:
+            # What the listing already answered is not asked again, resource by resource.
+            todo = [e for e in enrichers if not (e.key in spec.listed and e.key in res.data)]
+            futures.append(pool.submit(self._enrich, run, account, spec, todo, res, region_list))
+        return futures
 
     @staticmethod
     def _fetch_one(ctx: CallContext, spec: ResourceSpec, rid: str) -> list[Any]:
@@ -542,6 +842,9 @@ class AwsCollector:
                 region = str(data[enricher.key])
                 if region not in region_list:
                     return []
+        kept = run.kept.get(spec.type)
+        if kept is not None:
+            data = {k: v for k, v in data.items() if k in kept}
         final = dataclasses.replace(res, data=data, region=region, unknown=frozenset(unknown))
         with run._lock:
             run.result.resources.append(final)
@@ -569,7 +872,15 @@ class AwsCollector:
                 return None
             raise
         value = jmespath.search(enricher.result, answer) if enricher.result else answer
-        return enricher.transform(value) if enricher.transform else value
+        if enricher.transform is None:
+            return value
+        try:
+            return enricher.transform(value)
+        except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+            # An answer we cannot read (a policy that is not JSON) leaves the key unknown.
+            service = enricher.service or spec.service
+            failure = _CallFailedError(service, enricher.operation, "MalformedAnswer", str(exc))
+            raise failure from exc
 
     @staticmethod
     def _derive(run: _Run, wanted: dict[str, set[str] | None]) -> None:

@@ -19,9 +19,11 @@ REGENERATE = "make docs  (or: python -m scanners.aws.docs)"
 _HEADER = """\
 # Collected AWS resource types
 
-Generated from `scanners/aws/specs.py`. A resource's `data` is the listing item exactly as
-boto3 returns it (see the AWS API reference for the operation) plus the enriched keys below.
-Rules read these with JMESPath; see [writing-rules.md](writing-rules.md).
+Generated from `scanners/aws/specs.py`. A resource's `data` is the listing item as boto3 returns
+it (see the AWS API reference for the operation; reshaped to the per-resource shape where one
+account-wide listing replaces per-resource calls, as for IAM users and policies) plus the
+enriched keys below; a scan keeps only the keys its rules read. Rules read these with JMESPath;
+see [writing-rules.md](writing-rules.md).
 """
 
 _FOOTER = """\

@@ -36,6 +36,8 @@ class Enrich:
     transform: Callable[[Any], Any] | None = None
     # Code for what one call cannot express (several calls, a shared per-account fetch).
     custom: Callable[[CallContext, Resource], Any] | None = None
+    # The operations `custom` calls (of `service`): only declared operations are loaded.
+    calls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,13 @@ class ResourceSpec:
     home_key: str | None = None
     # Fetching one resource for a re-check; None: list them all and pick it out.
     by_id: ById | None = None
+    # Items per listing page where the API's default page is small (IAM's 100).
+    page_size: int | None = None
+    # Reshapes each item of the listing (never a `by_id` answer) into the documented data: an
+    # account-wide listing (GetAccountAuthorizationDetails) that already answers enriched keys.
+    shape: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # Enriched keys `shape` may fill: when the listed item has one, its enricher is not called.
+    listed: tuple[str, ...] = ()
 
     def enrich_keys(self) -> set[str]:
         """Every key this spec can add beyond the listing."""

@@ -1,7 +1,9 @@
 """The AWS resource types compliancebot collects, declared as data.
 
-Each resource's `data` is the listing item exactly as boto3 returns it, plus one key per
-enricher. docs/resources.md lists every type and key; rules read them with JMESPath.
+Each resource's `data` is the listing item as boto3 returns it (reshaped by the spec's `shape`
+where an account-wide listing stands in for per-resource calls), plus one key per enricher;
+a scan keeps only the keys its rules read. docs/resources.md lists every type and key; rules
+read them with JMESPath.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ CREDENTIAL_REPORT_MAX_WAIT = 4.0
 # ListBuckets answers with each bucket's region (BucketRegion) only when the request carries a
 # parameter; 10,000 is the largest page (and the default bucket quota), so one call lists all.
 LIST_BUCKETS_PAGE = 10_000
+CREDENTIAL_REPORT_CALLS = ("generate_credential_report", "get_credential_report")
+# GetAccountAuthorizationDetails pages hold 100 entities unless asked; 1,000 is the maximum.
+IAM_DETAILS_PAGE = 1_000
 
 
 def _credential_report(ctx: CallContext) -> dict[str, dict[str, Any]]:
@@ -77,12 +82,39 @@ def _vpc_flow_logs(ctx: CallContext, res: Resource) -> Any:
     return [fl for fl in every if fl.get("ResourceId") == res.data["VpcId"]]
 
 
+def _buckets_by_region(ctx: CallContext) -> dict[str, str]:
+    """{bucket name: region} for the scanned regions: one filtered ListBuckets per region."""
+
+    def load() -> dict[str, str]:
+        placed: dict[str, str] = {}
+        for region in ctx.regions:
+            names = ctx.paginate(
+                "s3",
+                "list_buckets",
+                "Buckets[].Name",
+                region=GLOBAL_REGION,
+                BucketRegion=region,
+                MaxBuckets=LIST_BUCKETS_PAGE,
+            )
+            placed.update(dict.fromkeys(names, region))
+        return placed
+
+    result: dict[str, str] = ctx.shared(("s3", "buckets_by_region"), load)
+    return result
+
+
 def _bucket_region(ctx: CallContext, res: Resource) -> Any:
-    # Given by ListBuckets (called with MaxBuckets); GetBucketLocation only when it is not
-    # (an older endpoint, an emulator, a re-check that never listed).
+    # Given by ListBuckets (called with MaxBuckets) and by HeadBucket. An endpoint that does not
+    # say (an older one, an emulator) is asked which buckets are in each scanned region, a call
+    # per region instead of a GetBucketLocation per bucket; that one is left for a bucket found
+    # in none of them (created since, or the filter ignored).
     if res.data.get("BucketRegion"):
         return res.data["BucketRegion"]
-    answer = ctx.call("s3", "get_bucket_location", Bucket=res.data["Name"])
+    name = res.data["Name"]
+    region = _buckets_by_region(ctx).get(name)
+    if region is not None:
+        return region
+    answer = ctx.call("s3", "get_bucket_location", Bucket=name)
     return bucket_region(answer.get("LocationConstraint"))
 
 
@@ -127,6 +159,48 @@ def _statement_doc(value: Any) -> Any:
     return normalize_policy(value)
 
 
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    """The mappings of a list from an answer; anything else in it (or instead of it) is dropped."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _user_from_details(item: dict[str, Any]) -> dict[str, Any]:
+    """A GetAccountAuthorizationDetails user as the per-user calls would have described it.
+
+    `AttachedPolicies` and `InlinePolicies` are what ListAttachedUserPolicies and
+    ListUserPolicies return; the inline documents themselves are not kept.
+    """
+    data = {k: v for k, v in item.items() if k not in ("AttachedManagedPolicies", "UserPolicyList")}
+    data["AttachedPolicies"] = [
+        {"PolicyName": p.get("PolicyName"), "PolicyArn": p.get("PolicyArn")}
+        for p in _dicts(item.get("AttachedManagedPolicies"))
+    ]
+    data["InlinePolicies"] = [p.get("PolicyName") for p in _dicts(item.get("UserPolicyList"))]
+    return data
+
+
+def _policy_from_details(item: dict[str, Any]) -> dict[str, Any]:
+    """A GetAccountAuthorizationDetails policy with its default version as `Document`.
+
+    The other versions are dropped; without a readable default version `Document` is left
+    out, and its enricher (GetPolicyVersion) asks for it.
+    """
+    data = {k: v for k, v in item.items() if k != "PolicyVersionList"}
+    if not data.get("PolicyName") and isinstance(data.get("Arn"), str):
+        # The name is the ARN's last segment (moto leaves it out of this answer).
+        data["PolicyName"] = data["Arn"].rsplit("/", 1)[-1]
+    versions = _dicts(item.get("PolicyVersionList"))
+    default = next((v for v in versions if v.get("IsDefaultVersion") is True), None)
+    if default is not None:
+        try:
+            document = normalize_policy(default.get("Document"))
+        except (ValueError, TypeError, AttributeError, RecursionError):
+            document = None
+        if document is not None:
+            data["Document"] = document
+    return data
+
+
 SPECS: tuple[ResourceSpec, ...] = (
     # ---- account-wide settings ---------------------------------------------------------------
     ResourceSpec(
@@ -141,9 +215,14 @@ SPECS: tuple[ResourceSpec, ...] = (
                 result="PasswordPolicy",
                 missing=("NoSuchEntity",),
             ),
-            Enrich("RootCredentials", custom=_root_credentials),
+            Enrich("RootCredentials", custom=_root_credentials, calls=CREDENTIAL_REPORT_CALLS),
             # Shared with the buckets' AccountPublicAccessBlock: one call per account.
-            Enrich("S3PublicAccessBlock", service="s3control", custom=_account_public_access_block),
+            Enrich(
+                "S3PublicAccessBlock",
+                service="s3control",
+                custom=_account_public_access_block,
+                calls=("get_public_access_block",),
+            ),
         ),
         derive=(
             Derive(
@@ -164,8 +243,21 @@ SPECS: tuple[ResourceSpec, ...] = (
                 "get_ebs_encryption_by_default",
                 result="EbsEncryptionByDefault",
             ),
-            Enrich("GuardDutyDetectors", service="guardduty", custom=_guardduty_detectors),
-            Enrich("ConfigRecorders", service="config", custom=_config_recorders),
+            Enrich(
+                "GuardDutyDetectors",
+                service="guardduty",
+                custom=_guardduty_detectors,
+                calls=("list_detectors", "get_detector"),
+            ),
+            Enrich(
+                "ConfigRecorders",
+                service="config",
+                custom=_config_recorders,
+                calls=(
+                    "describe_configuration_recorders",
+                    "describe_configuration_recorder_status",
+                ),
+            ),
         ),
     ),
     # ---- IAM (global) --------------------------------------------------------------------------
@@ -173,13 +265,19 @@ SPECS: tuple[ResourceSpec, ...] = (
         type="aws.iam.user",
         service="iam",
         scope="global",
-        operation="list_users",
-        result="Users",
+        # One account-wide listing carries each user's attached and inline policies: no call per
+        # user. A re-check (GetUser) asks for them with the per-user calls below.
+        operation="get_account_authorization_details",
+        constants={"Filter": ["User"]},
+        page_size=IAM_DETAILS_PAGE,
+        result="UserDetailList",
+        shape=_user_from_details,
+        listed=("AttachedPolicies", "InlinePolicies"),
         id="UserName",
         by_id=ById("get_user", "UserName", as_list=False, result="[User]", gone=("NoSuchEntity",)),
         name="UserName",
         enrich=(
-            Enrich("Credentials", custom=_user_credentials),
+            Enrich("Credentials", custom=_user_credentials, calls=CREDENTIAL_REPORT_CALLS),
             Enrich(
                 "AttachedPolicies",
                 "list_attached_user_policies",
@@ -198,9 +296,13 @@ SPECS: tuple[ResourceSpec, ...] = (
         type="aws.iam.policy",
         service="iam",
         scope="global",
-        operation="list_policies",
-        constants={"Scope": "Local"},
+        # Customer managed policies with their versions' documents, in one account-wide listing.
+        operation="get_account_authorization_details",
+        constants={"Filter": ["LocalManagedPolicy"]},
+        page_size=IAM_DETAILS_PAGE,
         result="Policies",
+        shape=_policy_from_details,
+        listed=("Document",),
         id="Arn",
         by_id=ById(
             "get_policy", "PolicyArn", as_list=False, result="[Policy]", gone=("NoSuchEntity",)
@@ -286,7 +388,7 @@ SPECS: tuple[ResourceSpec, ...] = (
         id="VpcId",
         by_id=ById("describe_vpcs", "VpcIds", gone=("InvalidVpcID.NotFound",)),
         name="Tags[?Key=='Name'].Value | [0]",
-        enrich=(Enrich("FlowLogs", custom=_vpc_flow_logs),),
+        enrich=(Enrich("FlowLogs", custom=_vpc_flow_logs, calls=("describe_flow_logs",)),),
     ),
     # ---- S3 (listed once per account, each bucket in its own region) ---------------------------
     ResourceSpec(
@@ -308,7 +410,11 @@ SPECS: tuple[ResourceSpec, ...] = (
         name="Name",
         region_key="Region",
         enrich=(
-            Enrich("Region", custom=_bucket_region),
+            Enrich(
+                "Region",
+                custom=_bucket_region,
+                calls=("list_buckets", "get_bucket_location"),
+            ),
             Enrich(
                 "Encryption",
                 "get_bucket_encryption",
@@ -345,6 +451,7 @@ SPECS: tuple[ResourceSpec, ...] = (
                 "AccountPublicAccessBlock",
                 service="s3control",
                 custom=_account_public_access_block,
+                calls=("get_public_access_block",),
             ),
         ),
     ),

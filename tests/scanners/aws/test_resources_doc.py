@@ -45,7 +45,7 @@ def test_a_new_spec_appears_with_its_calls_without_touching_the_generator() -> N
         ),
         derive=(Derive("Parents", "aws.example.parent", (), fn=lambda _r: []),),
     )
-    row = render([spec]).splitlines()[8]
+    (row,) = [line for line in render([spec]).splitlines() if line.startswith("| `aws.")]
     assert row == (
         "| `aws.example.widget` | regional | `example.list_widgets` | `WidgetId` | "
         "`Detail` (example.describe_widget)<br>`Peers` (composite)<br>"
@@ -58,7 +58,7 @@ def test_a_pipe_in_a_spec_does_not_break_the_table() -> None:
     spec = ResourceSpec(
         type="aws.example.pipe", service="ex", scope="global", operation="ls", id="Items | [0]"
     )
-    row = render([spec]).splitlines()[8]
+    (row,) = [line for line in render([spec]).splitlines() if line.startswith("| `aws.")]
     assert "`Items \\| [0]`" in row
     assert row.replace("\\|", "").count("|") == 6
 
