@@ -586,6 +586,7 @@ class ArchiveDaysSettings(_Section):
     audit: ArchiveAge = None
     outbox: ArchiveAge = None
     scans: ArchiveAge = None
+    events: ArchiveAge = None
 
 
 class ArchiveS3Settings(_Section):

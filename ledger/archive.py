@@ -34,6 +34,7 @@ from ledger.db import transaction
 from ledger.models import (
     Archive,
     AuditEntry,
+    Event,
     FindingEvent,
     OutboxItem,
     OutboxStatus,
@@ -83,6 +84,18 @@ def _table(model: Any) -> Table:
     return cast("Table", model.__table__)
 
 
+def _pending_event() -> Any:
+    """An event some sink has not had yet (its outbox item is not delivered): it stays."""
+    return (
+        select(OutboxItem.id)
+        .where(
+            OutboxItem.status != OutboxStatus.delivered,
+            OutboxItem.key.endswith(Event.id),
+        )
+        .exists()
+    )
+
+
 def _kinds() -> dict[str, Kind]:
     outbox = _table(OutboxItem)
     scans = _table(Scan)
@@ -105,6 +118,15 @@ def _kinds() -> dict[str, Kind]:
             OutboxItem.delivered_at,
             OutboxItem.id,
             (OutboxItem.status == OutboxStatus.delivered,),
+        ),
+        # Outbound events once every sink has them (their ids are text: the archive record
+        # has no first and last key for them).
+        "events": Kind(
+            "events",
+            _table(Event),
+            Event.occurred_at,
+            Event.id,
+            (~_pending_event(),),
         ),
         "scans": Kind(
             "scans",
@@ -169,7 +191,7 @@ class Built:
     size: int
     rows: int
     sha256: str
-    keys: list[int]
+    keys: list[Any]  # the rows' ids (audit: chain positions)
     last_hash: str | None = None
 
 
@@ -249,7 +271,7 @@ def build(session: Session, kind: Kind, day: date, cutoff: datetime) -> Built | 
     """The day's object for `kind`: gzip JSON Lines in a spooled file, with its hash and keys."""
     spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL)  # noqa: SIM115 - handed on, closed by the caller
     digest = hashlib.sha256()
-    keys: list[int] = []
+    keys: list[Any] = []
     last_hash = None
     limit = _audit_prefix_end(session, cutoff) if kind.name == "audit" else None
     # mtime=0: the same rows always make the same bytes (a re-run rewrites the same object).
@@ -268,7 +290,7 @@ def build(session: Session, kind: Kind, day: date, cutoff: datetime) -> Built | 
 
         for mapping in _rows_of_day(session, kind, day, cutoff):
             row = dict(mapping)
-            key = int(row[kind.key.name])
+            key = row[kind.key.name]
             if limit is not None and key > limit:
                 continue
             keys.append(key)
@@ -338,6 +360,10 @@ def _part(session: Session, kind: str, day: date) -> int:
     return int(done or 0) + 1
 
 
+def _number(key: Any) -> int | None:
+    return key if isinstance(key, int) else None
+
+
 def _commit_object(
     session: Session, kind: Kind, built: Built, name: str, location: str, stored: int, now: datetime
 ) -> None:
@@ -351,8 +377,8 @@ def _commit_object(
             rows=built.rows,
             sha256=built.sha256,
             bytes=stored,
-            first_key=built.keys[0],
-            last_key=built.keys[-1],
+            first_key=_number(built.keys[0]),
+            last_key=_number(built.keys[-1]),
             last_hash=built.last_hash,
             created_at=now,
         )
@@ -387,8 +413,8 @@ def _commit_object(
                     "location": location,
                     "rows": built.rows,
                     "sha256": built.sha256,
-                    "first_key": built.keys[0],
-                    "last_key": built.keys[-1],
+                    "first_key": _number(built.keys[0]),
+                    "last_key": _number(built.keys[-1]),
                     "last_hash": built.last_hash,
                 },
             }

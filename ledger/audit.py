@@ -238,7 +238,7 @@ def verify(*, session: Session, key: str | None) -> ChainReport:
     ).first()
     attested = anchor is None
     if anchor is not None:
-        expected, last_hash = anchor.last_key + 1, anchor.last_hash or GENESIS
+        expected, last_hash = (anchor.last_key or 0) + 1, anchor.last_hash or GENESIS
     stmt = select(*_COLUMNS).where(AuditEntry.chain_seq.is_not(None)).order_by(AuditEntry.chain_seq)
     for row in _stream(session, stmt):
         report.entries += 1

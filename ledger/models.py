@@ -528,8 +528,9 @@ class Archive(Base):
     rows: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))  # of the uncompressed JSON Lines
     bytes: Mapped[int] = mapped_column(Integer)  # of the stored (gzip) object
-    first_key: Mapped[int] = mapped_column(BigInteger)  # ids; audit: chain positions
-    last_key: Mapped[int] = mapped_column(BigInteger)
+    # The first and last archived ids (audit: chain positions); null for text ids (events).
+    first_key: Mapped[int | None] = mapped_column(BigInteger)
+    last_key: Mapped[int | None] = mapped_column(BigInteger)
     last_hash: Mapped[str | None] = mapped_column(String(64))  # audit: where the chain resumes
     created_at: Mapped[datetime]
 

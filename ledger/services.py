@@ -129,9 +129,8 @@ def start_scan(*, session: Session, now: datetime, trigger: str, scope: dict[str
         object_id=str(scan.id),
         detail={"trigger": trigger, **scope},
     )
-    accounts = scope.get("accounts")
-    single = accounts[0] if isinstance(accounts, list) and len(accounts) == 1 else None
-    events.record_scan(session, kind="scan.started", scan=scan, now=now, account=single)
+    # No account: a scan's scope names targets, not the account ids findings carry.
+    events.record_scan(session, kind="scan.started", scan=scan, now=now)
     return scan
 
 

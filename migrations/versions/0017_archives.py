@@ -55,9 +55,9 @@ def upgrade() -> None:
         sa.Column("rows", sa.Integer(), nullable=False),
         sa.Column("sha256", sa.String(length=64), nullable=False),
         sa.Column("bytes", sa.Integer(), nullable=False),
-        # The archived rows' ids (for audit: chain positions), first and last.
-        sa.Column("first_key", sa.BigInteger(), nullable=False),
-        sa.Column("last_key", sa.BigInteger(), nullable=False),
+        # The archived rows' ids (for audit: chain positions), first and last; null for text ids.
+        sa.Column("first_key", sa.BigInteger(), nullable=True),
+        sa.Column("last_key", sa.BigInteger(), nullable=True),
         # For audit: the last archived entry's hash, where the kept chain resumes.
         sa.Column("last_hash", sa.String(length=64), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),

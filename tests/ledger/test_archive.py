@@ -16,11 +16,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.archive import LocalStore, S3Store
 from bot.settings import ArchiveS3Settings, ConfigError, Settings
-from ledger import archive
+from ledger import archive, events
 from ledger import audit as chain
 from ledger.archive import ArchiveError
 from ledger.db import transaction
-from ledger.models import Archive, AuditEntry, FindingEvent
+from ledger.models import Archive, AuditEntry, Event, FindingEvent, OutboxItem, OutboxStatus
 from tests.conftest import FakeClock
 from tests.ledger.helpers import obs, scan
 
@@ -286,3 +286,27 @@ def test_sqlite_trigger_text_is_in_place(sessions: sessionmaker[Session]) -> Non
             text("SELECT sql FROM sqlite_master WHERE name = 'audit_log_no_delete'")
         )
     assert "archives" in str(sql)
+
+
+def test_events_go_once_every_sink_has_them(
+    sessions: sessionmaker[Session], clock: FakeClock, tmp_path: Path
+) -> None:
+    """An event a sink still waits for stays; the delivered ones go to the archive."""
+    events.use_stream(sessions, events.Stream(sinks=(events.Subscription(sink="webhook"),)))
+    history(sessions, clock)
+    with transaction(sessions) as session:
+        items = session.scalars(select(OutboxItem).order_by(OutboxItem.id)).all()
+        waiting = items[0]  # the oldest event's delivery is still pending
+        for item in items[1:]:
+            item.status, item.delivered_at = OutboxStatus.delivered, clock()
+        waiting_event = waiting.payload["event"]
+    report = archive.run(
+        sessions=sessions, store=LocalStore(tmp_path), days={"events": 3}, clock=clock
+    )
+    assert report.rows["events"] > 0
+    with sessions() as session:
+        kept = set(session.scalars(select(Event.id)))
+        record = session.scalars(select(Archive).where(Archive.kind == "events")).first()
+    assert waiting_event in kept
+    assert record is not None
+    assert (record.first_key, record.last_key) == (None, None)

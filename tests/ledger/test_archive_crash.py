@@ -13,10 +13,14 @@ import gzip
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
+import pytest
 from sqlalchemy import select
 
 from ledger import audit as chain
@@ -30,7 +34,8 @@ CHILD = r"""
 import os, signal, sys
 from datetime import UTC, datetime
 from ledger import archive, db
-from bot.archive import LocalStore
+from bot.archive import LocalStore, S3Store
+from bot.settings import ArchiveS3Settings
 
 url, root, crash_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
 seen = 0
@@ -41,7 +46,9 @@ def point():
     if seen == crash_at:
         os.kill(os.getpid(), signal.SIGKILL)
 
-class Store(LocalStore):
+Base = S3Store if root.startswith("http://") else LocalStore
+
+class Store(Base):
     def put(self, name, body, size):
         super().put(name, body, size)
         point()
@@ -50,6 +57,11 @@ class Store(LocalStore):
             if i == 0:
                 point()
             yield chunk
+
+if Base is S3Store:
+    store = Store(ArchiveS3Settings(bucket="archive", prefix="cb"), root)
+else:
+    store = Store(root)
 
 real = archive._commit_object
 def commit(session, kind, built, *args, **kwargs):
@@ -61,13 +73,54 @@ archive._commit_object = commit
 
 sessions = db.session_factory(db.make_engine(url))
 now = datetime(2026, 12, 1, 9, tzinfo=UTC)
-archive.run(sessions=sessions, store=Store(root), days={"finding_events": 2, "audit": 2},
+archive.run(sessions=sessions, store=store, days={"finding_events": 2, "audit": 2},
             clock=lambda: now)
 print("finished")
 """
 
 
-def test_kill_minus_nine_at_random_points_loses_and_doubles_nothing(tmp_path: Path) -> None:
+@pytest.fixture(params=["directory", "s3"])
+def destination(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Where the child archives: a directory, or a moto S3 server on 127.0.0.1."""
+    if request.param == "directory":
+        yield str(tmp_path / "archive")
+        return
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket="archive")
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+def archived_ids(destination: str, tmp_path: Path) -> list[int]:
+    """Every finding event id in every archived object, as many times as it is archived."""
+    bodies: list[bytes] = []
+    if destination.startswith("http://"):
+        s3 = boto3.client("s3", endpoint_url=destination, region_name="us-east-1")
+        listing = s3.list_objects_v2(Bucket="archive", Prefix="cb/finding_events/")
+        for entry in listing.get("Contents", []):
+            bodies.append(s3.get_object(Bucket="archive", Key=entry["Key"])["Body"].read())
+    else:
+        bodies = [p.read_bytes() for p in Path(destination, "finding_events").rglob("*.gz")]
+    return [
+        json.loads(line)["id"]
+        for body in bodies
+        for line in gzip.decompress(body).split(b"\n")
+        if line
+    ]
+
+
+def test_kill_minus_nine_at_random_points_loses_and_doubles_nothing(
+    tmp_path: Path, destination: str
+) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     engine = db.make_engine(url)
     db.upgrade(engine)
@@ -80,7 +133,7 @@ def test_kill_minus_nine_at_random_points_loses_and_doubles_nothing(tmp_path: Pa
         clock.advance(days=1)
     with sessions() as session:
         before = set(session.scalars(select(FindingEvent.id)))
-    root = tmp_path / "archive"
+    root = destination
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     rng = random.Random(20261203)
     finished = 0
@@ -109,13 +162,7 @@ def test_kill_minus_nine_at_random_points_loses_and_doubles_nothing(tmp_path: Pa
     with sessions() as session:
         kept = set(session.scalars(select(FindingEvent.id)))
         report = chain.verify(session=session, key=None)
-    archived: list[int] = []
-    for path in (root / "finding_events").rglob("*.gz"):
-        archived += [
-            json.loads(line)["id"]
-            for line in gzip.decompress(path.read_bytes()).split(b"\n")
-            if line
-        ]
+    archived = archived_ids(destination, tmp_path)
     assert len(archived) == len(set(archived)), "a row archived twice"
     assert set(archived) | kept == before, "a row lost"
     assert not set(archived) & kept, "a row both archived and kept"
