@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
@@ -95,6 +95,22 @@ class OutboxSink(Protocol):
         ...
 
 
+class BatchSink(OutboxSink, Protocol):
+    """A sink that takes several items in one call (Splunk HEC): `batch_size` due items at a
+    time go to `deliver_batch`, whose outcome is the call's, for every item in it. A sink
+    without `batch_size` (or with 1) gets one item a call."""
+
+    @property
+    def batch_size(self) -> int:
+        """How many items one call carries at most."""
+        ...
+
+    def deliver_batch(self, session: Session, items: Sequence[OutboxItem]) -> list[dict[str, Any]]:
+        """Make the one call for `items`; return each item's result, in order. Raise as
+        `deliver` does: the outcome applies to every item of the call."""
+        ...
+
+
 Outcome = Callable[[str, str, str, str | None], None]  # sink, kind, outcome, error
 
 
@@ -130,10 +146,15 @@ class OutboxWorker:
         with self._lock:  # one drain per sink at a time in this process; replicas skip-lock
             with self.sessions() as session:
                 ids = outbox.due_ids(session=session, sink=sink.name, now=self.clock(), limit=limit)
-            for item_id in ids:
-                outcome, pause = self._attempt(sink, item_id)
+            size = max(1, int(getattr(sink, "batch_size", 1)))
+            batches = [ids[i : i + size] for i in range(0, len(ids), size)]
+            for batch in batches:
+                if size > 1:
+                    outcome, pause, n = self._attempt_batch(cast("BatchSink", sink), batch)
+                else:
+                    (outcome, pause), n = self._attempt(sink, batch[0]), 1
                 if outcome is not None:
-                    counts[outcome] += 1
+                    counts[outcome] += n
                 if pause is not None:
                     # The far side asked everyone to slow down, not just this item: wait a
                     # short Retry-After out here (the item waits its turn); a long one ends
@@ -158,6 +179,53 @@ class OutboxWorker:
             if item is None or (item.result or {}).get(outbox.IN_FLIGHT) != token:
                 return None, None  # our lease ran out and another replica took the item over
             return self._deliver(session, sink, item)
+
+    def _attempt_batch(
+        self, sink: BatchSink, item_ids: Sequence[int]
+    ) -> tuple[str | None, float | None, int]:
+        """One call for several items: each attempt mark committed first, as for one item."""
+        token = uuid.uuid4().hex
+        with transaction(self.sessions) as session:
+            begun = [
+                i
+                for i in item_ids
+                if outbox.begin(
+                    session=session, item_id=i, now=self.clock(), lease=sink.lease, token=token
+                )
+                is not None
+            ]
+        if not begun:
+            return None, None, 0
+        with transaction(self.sessions) as session:
+            items = [
+                item
+                for i in begun
+                if (item := outbox.take(session=session, item_id=i)) is not None
+                and (item.result or {}).get(outbox.IN_FLIGHT) == token
+            ]
+            if not items:
+                return None, None, 0
+            try:
+                results = sink.deliver_batch(session, items)
+            except Refused as exc:
+                for item in items:
+                    outbox.failed(item=item, now=self.clock(), error=str(exc))
+                    self.on_outcome(sink.name, item.kind, "failed", exc.error)
+                log.warning("outbox.refused", sink=sink.name, items=len(items), error=str(exc))
+                return "failed", None, len(items)
+            except RetryLater as exc:
+                now = self.clock()
+                for item in items:
+                    outbox.retry_later(
+                        item=item, now=now, error=str(exc), retry_after=exc.retry_after
+                    )
+                    self.on_outcome(sink.name, item.kind, "retrying", exc.error)
+                log.info("outbox.retry_later", sink=sink.name, items=len(items), error=str(exc))
+                return "retrying", exc.retry_after if exc.pause else None, len(items)
+            for item, result in zip(items, results, strict=True):
+                outbox.delivered(item=item, now=self.clock(), result=result)
+                self.on_outcome(sink.name, item.kind, "delivered", None)
+            return "delivered", None, len(items)
 
     def _deliver(
         self, session: Session, sink: OutboxSink, item: OutboxItem

@@ -1,7 +1,8 @@
-"""The Splunk HTTP Event Collector event sink: each event POSTed to /services/collector/event.
+"""The Splunk HTTP Event Collector event sink: events POSTed to /services/collector/event.
 
-One event per request (HEC takes batches; one per outbox item keeps each event's outcome its
-own, and a refusal names the one event it concerns). The token goes in `Authorization: Splunk
+Up to `batch_size` events per request (HEC takes several JSON objects in one body); HEC answers
+for the request as a whole, so a refusal or a retry applies to every event in it. The token goes
+in `Authorization: Splunk
 <token>`; with `channel` set, `X-Splunk-Request-Channel` is sent and the `ackId` HEC returns is
 kept in the item's result. `event` is the event's body (an OCSF Compliance Finding for finding
 events), `fields` carry its id and kind for searches and dedupe.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -47,6 +48,8 @@ class SplunkSettings(EventSinkSettings):
     channel: uuid.UUID | None = None
     # A CA bundle for a HEC with a certificate of a private CA.
     ca_file: Path | None = None
+    # Events per request (1: one request per event).
+    batch_size: Annotated[int, Field(ge=1, le=1000)] = 50
 
     @field_validator("url")
     @classmethod
@@ -91,8 +94,10 @@ class SplunkSink:
         verify: str | bool = True,
         name: str = "splunk",
         client: httpx.Client | None = None,
+        batch_size: int = 50,
     ) -> None:
         self._name = name
+        self._batch_size = batch_size
         self.endpoint = url.rstrip("/") + PATH
         self._token = token
         self.clock = clock
@@ -113,6 +118,11 @@ class SplunkSink:
     def lease(self) -> timedelta:
         """Longer than the slowest call."""
         return self._lease
+
+    @property
+    def batch_size(self) -> int:
+        """Events per request (BatchSink)."""
+        return self._batch_size
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -140,13 +150,21 @@ class SplunkSink:
 
     def deliver(self, session: Session, item: OutboxItem) -> dict[str, Any]:
         """POST the item's event to HEC (OutboxSink)."""
-        event = events.get(session, str(item.payload.get("event")))
-        if event is None:
-            return {"skipped": "the event no longer exists"}
+        return self.deliver_batch(session, [item])[0]
+
+    def deliver_batch(self, session: Session, items: Sequence[OutboxItem]) -> list[dict[str, Any]]:
+        """POST the items' events to HEC in one request (BatchSink)."""
+        found = [events.get(session, str(item.payload.get("event"))) for item in items]
+        present = [event for event in found if event is not None]
+        if not present:
+            return [{"skipped": "the event no longer exists"} for _ in items]
         headers = {"Authorization": f"Splunk {self._token}", "Content-Type": "application/json"}
         if self.channel:
             headers["X-Splunk-Request-Channel"] = self.channel
-        body = json.dumps(self.hec_event(event), separators=(",", ":"), ensure_ascii=False)
+        body = "".join(
+            json.dumps(self.hec_event(event), separators=(",", ":"), ensure_ascii=False)
+            for event in present
+        )
         request = self.client.build_request(
             "POST", self.endpoint, content=body.encode(), headers=headers
         )
@@ -168,7 +186,12 @@ class SplunkSink:
             ack = parsed.get("ackId")
             if isinstance(ack, int) and not isinstance(ack, bool):
                 result["ack_id"] = ack
-        return result
+        if len(present) > 1:
+            result["batch"] = len(present)
+        return [
+            dict(result) if event is not None else {"skipped": "the event no longer exists"}
+            for event in found
+        ]
 
 
 def build_sink(section: SplunkSettings, *, clock: Callable[[], datetime]) -> SplunkSink:
@@ -186,4 +209,5 @@ def build_sink(section: SplunkSettings, *, clock: Callable[[], datetime]) -> Spl
         host=section.host,
         channel=str(section.channel) if section.channel else None,
         verify=str(section.ca_file) if section.ca_file else True,
+        batch_size=section.batch_size,
     )

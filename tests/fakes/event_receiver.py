@@ -252,19 +252,32 @@ class FakeHec(_Recorder):
         if scripted is not None and not scripted.reset_after_acting:
             send(request, scripted)
             return
+        # HEC takes one JSON object or several back to back in one body, all or none.
+        docs = []
+        text, at, decoder = body.decode("utf-8", errors="replace"), 0, json.JSONDecoder()
         try:
-            doc = json.loads(body)
+            while at < len(text):
+                while at < len(text) and text[at].isspace():
+                    at += 1
+                if at == len(text):
+                    break
+                doc, at = decoder.raw_decode(text, at)
+                docs.append(doc)
         except ValueError:
             self._hec(request, 400, "Invalid data format", 6)
             return
-        if not isinstance(doc, dict) or "event" not in doc:
+        if not docs:
+            self._hec(request, 400, "No data", 5)
+            return
+        if any(not isinstance(doc, dict) or "event" not in doc for doc in docs):
             self._hec(request, 400, "Event field is required", 12)
             return
-        self._take(str((doc.get("fields") or {}).get("event_id")))
+        for doc in docs:
+            self._take(str((doc.get("fields") or {}).get("event_id")))
         channel = request.headers.get("X-Splunk-Request-Channel")
         with self.lock:
-            self.events.append(doc)
-            self.channels.append(channel)
+            self.events.extend(docs)
+            self.channels.extend(channel for _ in docs)
             self._acks += 1
             ack = self._acks
         if scripted is not None:

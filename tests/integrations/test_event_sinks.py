@@ -24,7 +24,7 @@ from integrations.webhook_sink import WebhookSettings, WebhookSink
 from ledger import events, outbox
 from ledger.db import transaction
 from ledger.events import NewEvent, Stream, Subscription
-from ledger.models import Finding, OutboxItem, OutboxStatus
+from ledger.models import Event, Finding, OutboxItem, OutboxStatus
 from rules.catalog import Severity, load_catalog
 from tests.conftest import FakeClock
 from tests.fakes.event_receiver import Answer, FakeHec, WebhookReceiver
@@ -139,8 +139,15 @@ def test_the_composition_root_registers_the_enabled_sinks_and_records_for_them(
 
     done = services.deliver_round()
 
-    assert done["webhook"]["delivered"] == 1
-    assert receiver.ids == {event_id}
+    # The scan told its start, the new finding and its end; the claim its own.
+    assert done["webhook"]["delivered"] == 4
+    assert event_id in receiver.ids
+    assert sorted(b["kind"] for b in receiver.bodies.values()) == [
+        "finding.claimed",
+        "finding.created",
+        "scan.finished",
+        "scan.started",
+    ]
     sent = receiver.bodies[str(event_id)]
     assert sent["kind"] == "finding.claimed"
     assert sent["schema"] == "ocsf/1.1.0/2003"
@@ -381,7 +388,31 @@ def test_splunk_receives_each_event_with_its_id_and_ack(
     assert first["sourcetype"] == "compliancebot:event"
     assert first["event"]["kind"] == "scan.finished"
     assert first["time"] == clock().timestamp()
-    assert sorted(i.result["ack_id"] for i in items(sessions, "splunk")) == [1, 2, 3]
+    # One request carried the three (events.splunk.batch_size): one ackId for all of them.
+    assert hec.requests == 1
+    assert [i.result["ack_id"] for i in items(sessions, "splunk")] == [1, 1, 1]
+    assert [i.result["batch"] for i in items(sessions, "splunk")] == [3, 3, 3]
+
+
+def test_splunk_batches_are_cut_at_batch_size_and_a_refusal_fails_its_whole_batch(
+    sessions: sessionmaker[Session], clock: FakeClock, hec: FakeHec
+) -> None:
+    """Five events with batch_size 2: three requests; HEC refusing the second request fails
+    exactly the two events in it, with Splunk's message, and delivers the rest."""
+    record(sessions, clock, ["splunk"], n=5)
+    hec.answer_next(Answer(200, b""), Answer(400, b'{"text":"Incorrect index","code":7}'))
+    sink = splunk(hec, clock)
+    sink._batch_size = 2
+    worker_for(sessions, clock, sink).run_once()
+    assert hec.requests == 3
+    outcomes = sorted((i.status, i.last_error or "") for i in items(sessions, "splunk"))
+    assert outcomes == [
+        ("delivered", ""),
+        ("delivered", ""),
+        ("delivered", ""),
+        ("failed", "Splunk answered HTTP 400: Incorrect index"),
+        ("failed", "Splunk answered HTTP 400: Incorrect index"),
+    ]
 
 
 def test_splunk_busy_is_waited_out(
@@ -457,18 +488,19 @@ def email(smtp: FakeSmtp, clock: FakeClock, **kw: object) -> EmailSink:
 def critical_finding_events(
     sessions: sessionmaker[Session], clock: FakeClock, sub: Subscription
 ) -> list[str]:
-    """A scan finding one critical (with a hostile title) and one high finding."""
+    """A scan finding one critical (with a hostile title) and one high finding: the ids of the
+    two finding.created events the scan recorded, critical first."""
     events.use_stream(sessions, Stream(sinks=(sub,), rules=load_catalog().rule))
     scan(
         sessions,
         clock,
         [obs("vol-1", severity="critical", title=HOSTILE), obs("vol-2", severity="high")],
     )
-    with transaction(sessions) as session:
-        found = session.scalars(select(Finding).order_by(Finding.id)).all()
-        return events.record_findings(
-            session, changes=[(f.id, "finding.created") for f in found], now=clock()
-        )
+    with sessions() as session:
+        created = session.scalars(
+            select(Event).where(Event.kind == "finding.created").order_by(Event.subject)
+        ).all()
+        return [e.id for e in sorted(created, key=lambda e: e.severity != "critical")]
 
 
 def test_a_critical_new_finding_is_mailed_at_once_as_text_and_html(
