@@ -209,6 +209,24 @@ class WebhookReceiver(_Recorder):
         send(request, Answer(204))
 
 
+def _hec_documents(body: bytes) -> list[Any] | None:
+    """HEC takes one JSON object or several back to back in one body, all or none (None: one
+    of them is not JSON)."""
+    docs = []
+    text, at, decoder = body.decode("utf-8", errors="replace"), 0, json.JSONDecoder()
+    try:
+        while at < len(text):
+            while at < len(text) and text[at].isspace():
+                at += 1
+            if at == len(text):
+                break
+            doc, at = decoder.raw_decode(text, at)
+            docs.append(doc)
+    except ValueError:
+        return None
+    return docs
+
+
 class FakeHec(_Recorder):
     """A Splunk HTTP Event Collector: /services/collector/event, `Authorization: Splunk`."""
 
@@ -252,18 +270,8 @@ class FakeHec(_Recorder):
         if scripted is not None and not scripted.reset_after_acting:
             send(request, scripted)
             return
-        # HEC takes one JSON object or several back to back in one body, all or none.
-        docs = []
-        text, at, decoder = body.decode("utf-8", errors="replace"), 0, json.JSONDecoder()
-        try:
-            while at < len(text):
-                while at < len(text) and text[at].isspace():
-                    at += 1
-                if at == len(text):
-                    break
-                doc, at = decoder.raw_decode(text, at)
-                docs.append(doc)
-        except ValueError:
+        docs = _hec_documents(body)
+        if docs is None:
             self._hec(request, 400, "Invalid data format", 6)
             return
         if not docs:
