@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot import agent as agent_cli
 from bot import archive as archive_cli
 from bot import output
 from bot.fim_cli import fim_app
@@ -1796,6 +1797,11 @@ def demo(
     run_demo(_ctx(ctx), out=out, database=database)
 
 
+agent_cli.register(
+    app,
+    lambda ctx: (_ctx(ctx).settings, _ctx(ctx).sessions(), _ctx(ctx).catalog),
+    lambda line: out.print(line, markup=False, soft_wrap=True),
+)
 archive_cli.register(
     app,
     lambda ctx: (_ctx(ctx).settings, _ctx(ctx).sessions()),

@@ -557,6 +557,19 @@ def scheduled_jobs(
         ),
     )
     jobs.update(digest_jobs(settings=settings, services=services))  # events.email.digest
+    # Enrolled agents gone quiet are host_agent_silent findings (nothing runs with no agent).
+    from bot.agent import check_silent
+
+    jobs["agents"] = JobSpec(
+        every(settings.agents.check_seconds),
+        functools.partial(
+            check_silent,
+            catalog=services.catalog,
+            sessions=services.sessions,
+            clock=services.clock,
+            after_minutes=settings.agents.silent_after_minutes,
+        ),
+    )
     # Old rows to the archive (read back and checked before they are deleted), per kind with an
     # age in archive.days; nothing is scheduled while none is set.
     if any(age is not None for age in settings.archive.ages().values()):
@@ -587,6 +600,7 @@ def serve(*, settings: Settings, catalog: Catalog, engine: Engine) -> None:
     """Run until SIGTERM/SIGINT, then shut down gracefully and exit 0."""
     import uvicorn
 
+    from bot.agent import agent_routes
     from bot.tickets import ticket_syncs
     from bot.webhooks import tracker_routes
 
@@ -672,7 +686,8 @@ def serve(*, settings: Settings, catalog: Catalog, engine: Engine) -> None:
         workers=workers,
         on_start=on_start,
         on_stop=on_stop,
-        extra_routes=tracker_routes(
+        extra_routes=agent_routes(catalog=catalog, sessions=services.sessions, clock=services.clock)
+        + tracker_routes(
             syncs={sync.sink.name: sync for sync in syncs},
             settings=settings,
             metrics=services.metrics,

@@ -663,6 +663,15 @@ class VulnsSettings(_Section):
     max_advisory_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = 8 * 1024 * 1024
 
 
+class AgentsSettings(_Section):
+    """`agents`: hosts sending results to serve (bot/agent.py)."""
+
+    # An enrolled agent with no result for this long is a host_agent_silent finding.
+    silent_after_minutes: Annotated[int, Field(ge=5, le=7 * 24 * 60)] = 120
+    # How often serve checks for silent agents.
+    check_seconds: Annotated[int, Field(ge=60, le=86400)] = 300
+
+
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 3000
@@ -740,6 +749,7 @@ class Settings(BaseSettings):
     audit: AuditSettings = AuditSettings()
     events: EventsSettings = EventsSettings()
     archive: ArchiveSettings = ArchiveSettings()
+    agents: AgentsSettings = AgentsSettings()
     vulns: VulnsSettings = Field(default_factory=VulnsSettings)
 
     @model_validator(mode="after")

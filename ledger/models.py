@@ -601,3 +601,20 @@ class AdvisoryPackage(Base):
     # [{"type": "ECOSYSTEM" | "SEMVER", "events": [{"introduced": "0"}, {"fixed": "1.2"}]}]
     ranges: Mapped[list[Any]] = mapped_column(default=list)
     versions: Mapped[list[Any]] = mapped_column(default=list)  # explicitly affected versions
+
+
+class Agent(Base):
+    """A host reporting to `serve` (ledger/agents.py): its token is kept as a SHA-256 only."""
+
+    __tablename__ = "agents"
+    __table_args__ = (Index("ix_agents_name", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))  # the findings' account
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    enrolled_at: Mapped[datetime]
+    enrolled_by: Mapped[str] = mapped_column(String(128))
+    revoked_at: Mapped[datetime | None]
+    revoked_by: Mapped[str | None] = mapped_column(String(128))
+    last_seen_at: Mapped[datetime | None]  # when its last result was taken
+    last_sent_at: Mapped[datetime | None]  # that result's own time: a replay is older

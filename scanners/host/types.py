@@ -33,4 +33,10 @@ HOST_TYPES: dict[str, dict[str, str]] = {
         "cvss_score": "the CVSS base score, or null",
         "location": "where it was found: the dpkg status file, rpm, site-packages, a lock file",
     },
+    "host.agent": {
+        "name": "the agent's name (its findings' account)",
+        "silent": "true when it has sent no result for agents.silent_after_minutes",
+        "minutes": "minutes since its last result (since enrolment when it never sent one)",
+        "last_seen": "when its last result was taken (null: never)",
+    },
 }

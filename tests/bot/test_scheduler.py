@@ -162,7 +162,7 @@ def test_scheduled_jobs_follow_the_configuration(
             },
         )
 
-    assert sorted(jobs) == ["audit", "retention", "scan:all", "scan:prod", "snapshot"]
+    assert sorted(jobs) == ["agents", "audit", "retention", "scan:all", "scan:prod", "snapshot"]
     assert (
         "COMPLIANCEBOT_SCHEDULE__SCANS: schedule.scans: no AWS target named 'stage'; "
         "targets: dev, prod (or 'all')"
