@@ -11,10 +11,12 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
+
+if TYPE_CHECKING:  # httpx is imported where a call is made: settings and scans never load it
+    import httpx
 from urllib.parse import urlsplit
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from integrations.delivery import Refused, RetryLater
@@ -115,6 +117,8 @@ def call(
     """Send `request`; (status, headers, at most MAX_ANSWER_BYTES of the body), or RetryLater
     when the call failed on the way (a timeout, a reset, a refused connection): the far side
     may or may not have acted, and a resend carries the same event id."""
+    import httpx
+
     try:
         response = client.send(request, stream=True)
         try:

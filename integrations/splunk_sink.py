@@ -15,9 +15,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
+if TYPE_CHECKING:  # imported where the client is made: settings never load httpx
+    import httpx
+
 from pydantic import Field, field_validator, model_validator
 from sqlalchemy.orm import Session
 
@@ -106,7 +108,11 @@ class SplunkSink:
         self.sourcetype = sourcetype
         self.host = host
         self.channel = channel
-        self.client = client or httpx.Client(timeout=timeout, follow_redirects=False, verify=verify)
+        if client is None:
+            import httpx
+
+            client = httpx.Client(timeout=timeout, follow_redirects=False, verify=verify)
+        self.client = client
         self._lease = timedelta(seconds=timeout + 60)
 
     @property

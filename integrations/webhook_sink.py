@@ -14,9 +14,11 @@ import hmac
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:  # imported where the client is made: settings never load httpx
+    import httpx
+
 from pydantic import field_validator, model_validator
 from sqlalchemy.orm import Session
 
@@ -89,7 +91,11 @@ class WebhookSink:
         self.clock = clock
         # No redirects (a signed body goes where it was configured to, nowhere else) and no
         # retries below ours: the outbox owns them.
-        self.client = client or httpx.Client(timeout=timeout, follow_redirects=False)
+        if client is None:
+            import httpx
+
+            client = httpx.Client(timeout=timeout, follow_redirects=False)
+        self.client = client
         self.user_agent = user_agent
         self._lease = timedelta(seconds=timeout + 60)
 
