@@ -79,6 +79,14 @@ def checked_url(value: str, *, example: str, query: bool = False) -> str:
     return value
 
 
+def http_client(timeout: float, verify: str | bool = True) -> httpx.Client:
+    """A sink's client: no redirects (a body goes where it was configured to, nowhere else) and
+    no retries below the outbox's. httpx is imported here, so settings and scans never load it."""
+    import httpx
+
+    return httpx.Client(timeout=timeout, follow_redirects=False, verify=verify)
+
+
 def read_capped(response: httpx.Response, limit: int = MAX_ANSWER_BYTES) -> bytes:
     """At most `limit` bytes of a streamed answer's body; the rest is never read."""
     data = b""

@@ -24,7 +24,14 @@ from pydantic import Field, field_validator, model_validator
 from sqlalchemy.orm import Session
 
 from integrations.delivery import Refused
-from integrations.event_sink import EventSinkSettings, call, checked_url, judge, remote_message
+from integrations.event_sink import (
+    EventSinkSettings,
+    call,
+    checked_url,
+    http_client,
+    judge,
+    remote_message,
+)
 from integrations.trackers import Secret, unset_secrets
 from ledger import events
 from ledger.models import Event, OutboxItem
@@ -108,11 +115,7 @@ class SplunkSink:
         self.sourcetype = sourcetype
         self.host = host
         self.channel = channel
-        if client is None:
-            import httpx
-
-            client = httpx.Client(timeout=timeout, follow_redirects=False, verify=verify)
-        self.client = client
+        self.client = client or http_client(timeout, verify)
         self._lease = timedelta(seconds=timeout + 60)
 
     @property

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # imported where the client is made: settings never load http
 from pydantic import field_validator, model_validator
 from sqlalchemy.orm import Session
 
-from integrations.event_sink import EventSinkSettings, call, checked_url, judge
+from integrations.event_sink import EventSinkSettings, call, checked_url, http_client, judge
 from integrations.trackers import GENERATE, Secret, unset_secrets
 from ledger import events, outbox
 from ledger.models import OutboxItem
@@ -89,13 +89,7 @@ class WebhookSink:
         self.url = url
         self._secret = secret
         self.clock = clock
-        # No redirects (a signed body goes where it was configured to, nowhere else) and no
-        # retries below ours: the outbox owns them.
-        if client is None:
-            import httpx
-
-            client = httpx.Client(timeout=timeout, follow_redirects=False)
-        self.client = client
+        self.client = client or http_client(timeout)
         self.user_agent = user_agent
         self._lease = timedelta(seconds=timeout + 60)
 

@@ -96,20 +96,6 @@ def make_document(
     account: str | None = None,
 ) -> str | bytes:
     """make_report, or for `fmt` "pdf" the PDF's bytes (PdfUnavailableError without the extra)."""
-    if fmt != "pdf":
-        return make_report(
-            session=session,
-            settings=settings,
-            catalog=catalog,
-            tasks=tasks,
-            framework=framework,
-            fmt=fmt,
-            at=at,
-            now=now,
-            account=account,
-        )
-    from bot.reports.pdf import to_pdf
-
     report = _build(
         session=session,
         settings=settings,
@@ -121,6 +107,10 @@ def make_document(
         now=now,
         account=account,
     )
+    if fmt != "pdf":
+        return RENDERERS[fmt](report)
+    from bot.reports.pdf import to_pdf
+
     return to_pdf(report)
 
 
